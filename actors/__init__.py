@@ -1,0 +1,32 @@
+"""ccactors' actor runtime: one supervised Trio actor per Claude Code conversation.
+
+Embeddable in any Trio program; knows nothing about HTTP. See ``open_supervisor``.
+"""
+
+from ._client import ClaudeClient as ClaudeClient
+from ._client import ClientError as ClientError
+from ._client import ClientFactory as ClientFactory
+from ._client import SessionSpec as SessionSpec
+from ._supervisor import SessionInfo as SessionInfo
+from ._supervisor import Supervisor as Supervisor
+from ._supervisor import SupervisorConfig as SupervisorConfig
+from ._supervisor import open_supervisor as open_supervisor
+from ._supervisor import workspace_name as workspace_name
+from ._types import CapacityError as CapacityError
+from ._types import FailureReason as FailureReason
+from ._types import InvalidSessionIdError as InvalidSessionIdError
+from ._types import MailboxFullError as MailboxFullError
+from ._types import SessionError as SessionError
+from ._types import SessionEvent as SessionEvent
+from ._types import SessionKey as SessionKey
+from ._types import SessionStartError as SessionStartError
+from ._types import SupervisorClosedError as SupervisorClosedError
+from ._types import TextDelta as TextDelta
+from ._types import ThinkingDelta as ThinkingDelta
+from ._types import ToolResult as ToolResult
+from ._types import ToolUse as ToolUse
+from ._types import Turn as Turn
+from ._types import TurnCompleted as TurnCompleted
+from ._types import TurnFailed as TurnFailed
+from ._types import TurnStarted as TurnStarted
+from ._types import Usage as Usage

@@ -1,0 +1,131 @@
+"""The small interface between an actor and its Claude Code client.
+
+The actor runtime never imports the Claude SDK. It talks to a ``ClaudeClient`` that
+produces the ``ClientMessage`` types below; ``actors._sdk`` adapts the real SDK to it and
+``actors.testing`` has a scripted fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSpec:
+    """The per-session part of a client's options; everything else comes from settings.
+
+    Args:
+        cwd: the session's own working directory (already created).
+        resume: a Claude session id to resume, or ``None`` for a new conversation.
+    """
+
+    cwd: Path
+    resume: str | None = None
+
+
+# -- What a client yields ------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """A raw Anthropic Messages streaming event (``message_start``, ``content_block_delta``,
+    ...), as documented by Anthropic, forwarded by the CLI with ``--include-partial-messages``.
+    """
+
+    event: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class AssistantText:
+    """A complete text block of an assistant message (also streamed as deltas before)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A complete ``tool_use`` block of an assistant message."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput:
+    """A ``tool_result`` block, sent back to the model by the CLI."""
+
+    tool_use_id: str
+    content: Any
+    is_error: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInit:
+    """The CLI announced the Claude session id of the conversation."""
+
+    claude_session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnResult:
+    """The CLI's result message: the end of one turn.
+
+    ``usage`` is the CLI's usage dict (Anthropic field names), ``total_cost_usd`` its cost
+    estimate. ``is_error`` with ``result`` holding the error text when the API call failed.
+    """
+
+    claude_session_id: str
+    is_error: bool
+    subtype: str
+    result: str | None
+    usage: dict[str, Any] | None
+    total_cost_usd: float | None
+    duration_ms: int
+
+
+ClientMessage = StreamEvent | AssistantText | ToolCall | ToolOutput | SessionInit | TurnResult
+
+
+class ClientError(Exception):
+    """The client's CLI process is gone or its stream broke; the client is unusable."""
+
+
+class ClaudeClient(Protocol):
+    """One connected Claude Code CLI conversation, used by exactly one task.
+
+    Every method must be called from the task that opened the client (the SDK's task
+    group is bound to it).
+    """
+
+    @property
+    def pid(self) -> int | None:
+        """The CLI's process id, or ``None`` if there is no process (fakes)."""
+        ...
+
+    async def query(self, prompt: str) -> None:
+        """Send one user message. Raises ``ClientError`` if the CLI is gone."""
+        ...
+
+    async def receive(self) -> ClientMessage:
+        """Wait for the next message. Raises ``ClientError`` if the stream ended.
+
+        Cancel-safe: a cancelled call loses no message.
+        """
+        ...
+
+    async def interrupt(self) -> None:
+        """Ask the CLI to stop the running turn; it still ends with a ``TurnResult``."""
+        ...
+
+
+ClientFactory = Callable[[SessionSpec], AbstractAsyncContextManager[ClaudeClient]]
+"""Opens a connected client for a session: ``async with factory(spec) as client:``.
+
+Entering connects (starts the CLI); leaving closes it and its process, even when cancelled.
+Raises ``ClientError`` on entry if the CLI cannot be started.
+"""

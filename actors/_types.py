@@ -1,0 +1,228 @@
+"""Domain types shared by the actor runtime and its callers: keys, turns, events, errors.
+
+Nothing here knows about HTTP or the Claude SDK. Events are plain frozen dataclasses;
+the app layer translates them to wire formats (Anthropic SSE, OpenAI SSE, WebSocket JSON).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class InvalidSessionIdError(ValueError):
+    """A session id does not match ``^[A-Za-z0-9._:-]{1,128}$``."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """Identifies one conversation session.
+
+    Args:
+        session_id: the caller's session id; must match ``^[A-Za-z0-9._:-]{1,128}$``.
+        principal: who owns the session (the authenticated caller); empty when auth is off.
+
+    Raises:
+        InvalidSessionIdError: if ``session_id`` is not of the allowed form. The id is
+            validated here so that no unvalidated id ever reaches a registry or a path.
+    """
+
+    session_id: str
+    principal: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.session_id, str) or not SESSION_ID_PATTERN.fullmatch(
+            self.session_id
+        ):
+            raise InvalidSessionIdError(
+                "session id must be 1 to 128 characters of A-Z a-z 0-9 . _ : -"
+            )
+
+
+def new_turn_id() -> str:
+    """Return a fresh turn id (``turn_`` plus 24 hex digits). Not a checkpoint."""
+    return f"turn_{uuid.uuid4().hex[:24]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One user message for a session.
+
+    Args:
+        prompt: the new user message text. Only this is sent to the CLI: the rest of
+            the conversation already lives in the session's CLI process (or transcript).
+        turn_id: identifies the turn in events and logs.
+    """
+
+    prompt: str
+    turn_id: str = field(default_factory=new_turn_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts for one turn, as reported by the CLI's result message.
+
+    Field names are Anthropic's Messages API usage fields.
+    """
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any] | None) -> Usage:
+        """Build from the CLI's usage dict; missing or non-integer fields count as 0."""
+        raw = raw or {}
+
+        def count(name: str) -> int:
+            value = raw.get(name)
+            return value if isinstance(value, int) else 0
+
+        return cls(
+            input_tokens=count("input_tokens"),
+            output_tokens=count("output_tokens"),
+            cache_creation_input_tokens=count("cache_creation_input_tokens"),
+            cache_read_input_tokens=count("cache_read_input_tokens"),
+        )
+
+
+# -- Session events ------------------------------------------------------------------
+# A turn produces: TurnStarted, then any number of deltas and tool events, then exactly
+# one of TurnCompleted or TurnFailed, after which the reply channel is closed.
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """The session's actor has taken the turn from its mailbox and sent it to the CLI."""
+
+    turn_id: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """A piece of assistant text, as it streams.
+
+    ``block_index`` numbers the content blocks of the whole turn from 0; a new index
+    means a new block (a turn that uses tools has several model messages).
+    """
+
+    turn_id: str
+    text: str
+    block_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingDelta:
+    """A piece of the model's extended thinking, as it streams."""
+
+    turn_id: str
+    thinking: str
+    block_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ToolUse:
+    """Claude Code decided to call a tool (Anthropic ``tool_use`` block)."""
+
+    turn_id: str
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolResult:
+    """The result of a tool call (Anthropic ``tool_result`` block)."""
+
+    turn_id: str
+    tool_use_id: str
+    content: Any
+    is_error: bool
+
+
+StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCompleted:
+    """The turn finished; usage and cost come from the CLI's result message.
+
+    ``stop_reason`` uses Anthropic's values (``end_turn``, ``max_tokens``, ...).
+    ``total_cost_usd`` is the CLI's own estimate for this turn, or ``None``.
+    """
+
+    turn_id: str
+    stop_reason: str
+    usage: Usage
+    total_cost_usd: float | None
+    claude_session_id: str | None
+    duration_ms: int
+    model: str | None
+
+
+FailureReason = Literal[
+    "interrupted",  # the caller went away or asked to stop
+    "timeout",  # a first-chunk or stream-idle deadline passed
+    "upstream_error",  # the CLI reported an API error for this turn
+    "cli_error",  # the CLI process failed or died
+    "session_closed",  # the session closed before the turn could run
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnFailed:
+    """The turn ended without a result. ``reason`` says why; ``message`` is for humans."""
+
+    turn_id: str
+    reason: FailureReason
+    message: str
+
+
+SessionEvent = (
+    TurnStarted | TextDelta | ThinkingDelta | ToolUse | ToolResult | TurnCompleted | TurnFailed
+)
+
+
+# -- Errors raised to callers ---------------------------------------------------------
+
+
+class SessionError(Exception):
+    """Base class for errors the supervisor raises to callers."""
+
+
+class CapacityError(SessionError):
+    """No room for another session (``max_sessions`` reached).
+
+    Attributes:
+        retry_after_s: seconds after which a retry may succeed (at least 1).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class MailboxFullError(SessionError):
+    """The session's mailbox is full: too many turns already waiting.
+
+    Attributes:
+        retry_after_s: seconds after which a retry may succeed (at least 1).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class SessionStartError(SessionError):
+    """The session's CLI process could not be started (executable missing, crashed)."""
+
+
+class SupervisorClosedError(SessionError):
+    """The supervisor is shutting down and accepts no new turns."""

@@ -1,0 +1,200 @@
+"""A scripted fake ``ClaudeClient`` for tests on Trio's virtual clock.
+
+The fake replays, for each prompt, a script of ``Step``s: a message and the delay before
+it (seconds after the previous step). With ``trio.testing.MockClock(autojump_threshold=0)``
+the delays are virtual, so tests can assert exact times. It stands in for the Claude
+Code CLI only in unit tests; end-to-end tests drive the real CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import trio
+
+from ._client import (
+    AssistantText,
+    ClaudeClient,
+    ClientError,
+    ClientMessage,
+    SessionSpec,
+    StreamEvent,
+    TurnResult,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One scripted message, ``delay`` seconds after the previous step (``math.inf``: never)."""
+
+    delay: float
+    message: ClientMessage
+
+
+def text_reply(
+    text: str,
+    *,
+    chunks: int = 1,
+    first_delay: float = 0.0,
+    chunk_delay: float = 0.0,
+) -> list[Step]:
+    """The steps of a plain text answer, streamed as the CLI streams it.
+
+    Args:
+        text: the whole answer; split into ``chunks`` text deltas.
+        first_delay: seconds before the first message (``message_start``).
+        chunk_delay: seconds before each later delta.
+
+    Returns:
+        ``message_start``, ``content_block_start``, the deltas, ``content_block_stop``,
+        ``message_delta`` (``end_turn``), ``message_stop``, the full text, and a result.
+    """
+    size = max(1, math.ceil(len(text) / chunks))
+    pieces = [text[i : i + size] for i in range(0, len(text), size)] or [""]
+    message = {"id": "msg_fake", "type": "message", "role": "assistant", "model": "fake-model"}
+    block = {"type": "text", "text": ""}
+    steps = [
+        Step(first_delay, StreamEvent({"type": "message_start", "message": message})),
+        Step(0, StreamEvent({"type": "content_block_start", "index": 0, "content_block": block})),
+    ]
+    for n, piece in enumerate(pieces):
+        delta = {"type": "text_delta", "text": piece}
+        event = {"type": "content_block_delta", "index": 0, "delta": delta}
+        steps.append(Step(chunk_delay if n else 0, StreamEvent(event)))
+    steps += [
+        Step(0, StreamEvent({"type": "content_block_stop", "index": 0})),
+        Step(0, StreamEvent({"type": "message_delta", "delta": {"stop_reason": "end_turn"}})),
+        Step(0, StreamEvent({"type": "message_stop"})),
+        Step(0, AssistantText(text)),
+        Step(0, _result("", output_tokens=len(pieces))),
+    ]
+    return steps
+
+
+def _result(claude_session_id: str, *, subtype: str = "success", output_tokens: int = 0):
+    return TurnResult(
+        claude_session_id=claude_session_id,
+        is_error=subtype != "success",
+        subtype=subtype,
+        result=None,
+        usage={"input_tokens": 1, "output_tokens": output_tokens},
+        total_cost_usd=0.0,
+        duration_ms=0,
+    )
+
+
+Script = Callable[[str, Sequence[str]], list[Step]]
+"""Given the prompt and all prompts of the conversation so far (including it), the steps."""
+
+
+def echo_script(prompt: str, history: Sequence[str]) -> list[Step]:
+    """Answer ``echo: <prompt>`` (turn ``n`` of the conversation: ``... #n``)."""
+    return text_reply(f"echo: {prompt} #{len(history)}")
+
+
+class ScriptedClient:
+    """A ``ClaudeClient`` that plays a script per prompt. Cancel-safe like the real one.
+
+    After ``interrupt()`` the running turn ends with an ``error_during_execution`` result
+    ``interrupt_delay`` seconds later, as the CLI does.
+    """
+
+    def __init__(self, script: Script, *, claude_session_id: str, interrupt_delay: float) -> None:
+        self.claude_session_id = claude_session_id
+        self.prompts: list[str] = []
+        self.interrupts = 0
+        self._script = script
+        self._interrupt_delay = interrupt_delay
+        self._pending: list[tuple[float, ClientMessage]] = []  # (due time, message)
+        self._broken = False
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    def break_(self) -> None:
+        """Make the client behave as if its CLI process died. Not a checkpoint."""
+        self._broken = True
+
+    async def query(self, prompt: str) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._broken:
+            raise ClientError("the fake CLI is gone")
+        self.prompts.append(prompt)
+        due = trio.current_time()
+        for step in self._script(prompt, tuple(self.prompts)):
+            due += step.delay
+            message = step.message
+            if isinstance(message, TurnResult):
+                message = dataclasses.replace(message, claude_session_id=self.claude_session_id)
+            self._pending.append((due, message))
+
+    async def receive(self) -> ClientMessage:
+        while True:
+            if self._broken:
+                await trio.lowlevel.checkpoint()
+                raise ClientError("the fake CLI is gone")
+            if self._pending:
+                due, message = self._pending[0]
+                await trio.sleep_until(due)
+                if self._pending and self._pending[0] == (due, message):
+                    del self._pending[0]
+                    return message
+            else:
+                await trio.sleep_forever()
+
+    async def interrupt(self) -> None:
+        await trio.lowlevel.checkpoint()
+        self.interrupts += 1
+        if self._pending:
+            due = trio.current_time() + self._interrupt_delay
+            result = _result(self.claude_session_id, subtype="error_during_execution")
+            self._pending = [(due, result)]
+
+
+@dataclass
+class ScriptedClientFactory:
+    """Opens ``ScriptedClient``s; records what it opened. A ``ClientFactory``.
+
+    Args:
+        script: what each client answers (default: ``echo_script``).
+        connect_delay: seconds a connect takes.
+        interrupt_delay: seconds from ``interrupt()`` to the turn's end.
+        fail_connect: if true, connecting raises ``ClientError``.
+
+    Attributes:
+        clients: every client opened, in order.
+        live: clients open now (connected and not yet closed).
+        specs: the ``SessionSpec`` of each open call.
+    """
+
+    script: Script = echo_script
+    connect_delay: float = 0.0
+    interrupt_delay: float = 0.0
+    fail_connect: bool = False
+    clients: list[ScriptedClient] = field(default_factory=list)
+    specs: list[SessionSpec] = field(default_factory=list)
+    live: int = 0
+
+    @asynccontextmanager
+    async def __call__(self, spec: SessionSpec) -> AsyncIterator[ClaudeClient]:
+        self.specs.append(spec)
+        await trio.sleep(self.connect_delay)
+        if self.fail_connect:
+            raise ClientError("the fake CLI failed to start")
+        client = ScriptedClient(
+            self.script,
+            claude_session_id=spec.resume or f"fake-{uuid.uuid4().hex[:8]}",
+            interrupt_delay=self.interrupt_delay,
+        )
+        self.clients.append(client)
+        self.live += 1
+        try:
+            yield client
+        finally:
+            self.live -= 1

@@ -1,0 +1,354 @@
+"""Guarantees of the actor runtime, on Trio's virtual clock with a scripted fake client."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import trio
+
+from actors import (
+    CapacityError,
+    MailboxFullError,
+    SessionKey,
+    SessionStartError,
+    SupervisorConfig,
+    TextDelta,
+    Turn,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+    open_supervisor,
+    workspace_name,
+)
+from actors.testing import ScriptedClientFactory, Step, text_reply
+
+
+def config(tmp_path: Path, **overrides) -> SupervisorConfig:
+    return SupervisorConfig(workspace_root=tmp_path, **overrides)
+
+
+async def ask(sup, key: SessionKey | None, prompt: str) -> list:
+    """Run one turn to its end and return all its events."""
+    async with sup.open_turn(key, Turn(prompt)) as events:
+        return [event async for event in events]
+
+
+def text_of(events: Sequence) -> str:
+    return "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+def slow_script(seconds: float):
+    """Every answer starts ``seconds`` after its query."""
+    return lambda prompt, history: text_reply(f"{prompt} done", first_delay=seconds)
+
+
+async def test_turns_of_one_session_run_in_arrival_order(tmp_path, autojump_clock):
+    """Turns sent at once to one session run one after another, in the order sent."""
+    factory = ScriptedClientFactory(script=slow_script(10))
+    finished: list[tuple[str, float]] = []
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        key = SessionKey("s1")
+        await ask(sup, key, "warm-up")  # the actor exists, so arrival order is send order
+        t0 = trio.current_time()
+
+        async def one(prompt: str) -> None:
+            events = await ask(sup, key, prompt)
+            finished.append((text_of(events), trio.current_time() - t0))
+
+        async with trio.open_nursery() as nursery:
+            for prompt in ("a", "b", "c"):
+                nursery.start_soon(one, prompt)
+                await trio.testing.wait_all_tasks_blocked()
+    assert finished == [("a done", 10), ("b done", 20), ("c done", 30)]
+    assert factory.clients[0].prompts == ["warm-up", "a", "b", "c"]
+
+
+async def test_slow_session_does_not_delay_other_sessions(tmp_path, autojump_clock):
+    """A session busy for 100 s does not delay another session's 1 s turn."""
+
+    def script(prompt, history):
+        return text_reply(prompt, first_delay=100 if prompt == "slow" else 1)
+
+    done: dict[str, float] = {}
+    async with open_supervisor(config(tmp_path), ScriptedClientFactory(script=script)) as sup:
+        t0 = trio.current_time()
+
+        async def one(session: str, prompt: str) -> None:
+            await ask(sup, SessionKey(session), prompt)
+            done[prompt] = trio.current_time() - t0
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(one, "a", "slow")
+            nursery.start_soon(one, "b", "fast")
+    assert done == {"fast": 1, "slow": 100}
+
+
+async def test_idle_session_expires_exactly_after_ttl(tmp_path, autojump_clock):
+    """A session with no turn for session_idle_ttl_s closes its client at that instant."""
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path, session_idle_ttl_s=60), factory) as sup:
+        key = SessionKey("s1")
+        await ask(sup, key, "hi")
+        t_idle = trio.current_time()
+        await trio.sleep(59.999)
+        assert sup.session(key) is not None
+        assert factory.live == 1
+        await trio.sleep_until(t_idle + 60)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.session(key) is None
+        assert factory.live == 0
+        # The next turn starts a new conversation on a new client.
+        events = await ask(sup, key, "again")
+        assert text_of(events) == "echo: again #1"
+        assert len(factory.clients) == 2
+
+
+async def test_turns_keep_an_idle_session_alive(tmp_path, autojump_clock):
+    """The idle deadline is measured from the end of the latest turn."""
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path, session_idle_ttl_s=60), factory) as sup:
+        key = SessionKey("s1")
+        for n in range(1, 4):
+            events = await ask(sup, key, "hi")
+            assert text_of(events) == f"echo: hi #{n}"
+            await trio.sleep(50)
+        assert len(factory.clients) == 1
+
+
+async def test_new_session_beyond_capacity_is_refused(tmp_path, autojump_clock):
+    """With max_sessions live, a new session gets CapacityError whose retry_after_s is the
+    time until the first idle session expires; existing sessions still work."""
+    factory = ScriptedClientFactory()
+    cfg = config(tmp_path, max_sessions=2, session_idle_ttl_s=100)
+    async with open_supervisor(cfg, factory) as sup:
+        await ask(sup, SessionKey("a"), "hi")
+        await trio.sleep(30)
+        await ask(sup, SessionKey("b"), "hi")
+        with pytest.raises(CapacityError) as caught:
+            await ask(sup, SessionKey("c"), "hi")
+        assert caught.value.retry_after_s == 70
+        assert text_of(await ask(sup, SessionKey("a"), "still")) == "echo: still #2"
+        # Once "b" expires (100 s after its turn; "a" was just used), "c" gets in.
+        await trio.sleep(100)
+        assert text_of(await ask(sup, SessionKey("c"), "now")) == "echo: now #1"
+
+
+async def test_capacity_counts_sessions_still_starting(tmp_path, autojump_clock):
+    """Sessions whose CLI is still connecting count against max_sessions."""
+    factory = ScriptedClientFactory(connect_delay=5)
+    async with (
+        open_supervisor(config(tmp_path, max_sessions=1), factory) as sup,
+        trio.open_nursery() as nursery,
+    ):
+        nursery.start_soon(ask, sup, SessionKey("a"), "hi")
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(CapacityError):
+            await ask(sup, SessionKey("b"), "hi")
+
+
+async def test_concurrent_first_turns_share_one_client(tmp_path, autojump_clock):
+    """Two first turns for one new session start one CLI, not two."""
+    factory = ScriptedClientFactory(connect_delay=1)
+    async with open_supervisor(config(tmp_path), factory) as sup, trio.open_nursery() as nursery:
+        nursery.start_soon(ask, sup, SessionKey("s"), "one")
+        nursery.start_soon(ask, sup, SessionKey("s"), "two")
+    assert len(factory.clients) == 1
+    assert sorted(factory.clients[0].prompts) == ["one", "two"]
+
+
+async def test_full_mailbox_is_refused(tmp_path, autojump_clock):
+    """Beyond mailbox_size waiting turns, a turn is refused, not queued without bound."""
+    factory = ScriptedClientFactory(script=slow_script(10))
+    async with open_supervisor(config(tmp_path, mailbox_size=1), factory) as sup:
+        key = SessionKey("s")
+        await ask(sup, key, "warm-up")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, sup, key, "running")
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(ask, sup, key, "waiting")
+            await trio.testing.wait_all_tasks_blocked()
+            assert sup.session(key).mailbox_depth == 1
+            with pytest.raises(MailboxFullError):
+                await ask(sup, key, "one too many")
+
+
+async def test_caller_leaving_interrupts_the_turn_and_session_stays_usable(
+    tmp_path, autojump_clock
+):
+    """A caller that goes away after the first delta interrupts the CLI, the turn is
+    drained, and the next turn answers its own prompt on the same client."""
+
+    def script(prompt, history):
+        if prompt == "long":
+            return text_reply("x" * 50, chunks=50, chunk_delay=1)
+        return text_reply(f"answer to {prompt}")
+
+    factory = ScriptedClientFactory(script=script, interrupt_delay=0.5)
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        key = SessionKey("s")
+        async with sup.open_turn(key, Turn("long")) as events:
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    break
+        t_left = trio.current_time()
+        events = await ask(sup, key, "next")
+        assert text_of(events) == "answer to next"
+        # The next turn waited only for the interrupted turn to drain.
+        assert trio.current_time() - t_left == 0.5
+        client = factory.clients[0]
+        assert client.interrupts == 1
+        assert len(factory.clients) == 1
+        assert factory.live == 1
+
+
+async def test_cancelled_caller_interrupts_the_turn(tmp_path, autojump_clock):
+    """Cancelling the caller's task (an HTTP disconnect) interrupts the running turn."""
+    factory = ScriptedClientFactory(script=slow_script(1000))
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        key = SessionKey("s")
+        with trio.move_on_after(3):
+            await ask(sup, key, "forever")
+        await trio.testing.wait_all_tasks_blocked()
+        assert factory.clients[0].interrupts == 1
+        assert sup.session(key).state == "idle"
+
+
+async def test_turn_cancelled_before_it_starts_is_skipped(tmp_path, autojump_clock):
+    """A waiting turn whose caller left never reaches the CLI."""
+    factory = ScriptedClientFactory(script=slow_script(10))
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        key = SessionKey("s")
+        await ask(sup, key, "warm-up")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, sup, key, "running")
+            await trio.testing.wait_all_tasks_blocked()
+            with trio.move_on_after(1):
+                await ask(sup, key, "abandoned")
+        await ask(sup, key, "after")
+    assert factory.clients[0].prompts == ["warm-up", "running", "after"]
+
+
+async def test_event_sequence_of_a_turn(tmp_path, autojump_clock):
+    """A turn yields TurnStarted, its deltas, then TurnCompleted with the CLI's usage."""
+    factory = ScriptedClientFactory(script=lambda p, h: text_reply("abcdef", chunks=3))
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        events = await ask(sup, SessionKey("s"), "hi")
+    assert isinstance(events[0], TurnStarted)
+    assert [e.text for e in events[1:-1]] == ["ab", "cd", "ef"]
+    assert {e.block_index for e in events[1:-1]} == {0}
+    done = events[-1]
+    assert isinstance(done, TurnCompleted)
+    assert done.stop_reason == "end_turn"
+    assert done.usage.output_tokens == 3
+    assert done.claude_session_id == factory.clients[0].claude_session_id
+    assert len({e.turn_id for e in events}) == 1
+
+
+async def test_one_turn_session_closes_after_its_turn(tmp_path, autojump_clock):
+    """A turn without a session runs on its own client, closed (workspace removed) after."""
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        events = await ask(sup, None, "once")
+        assert text_of(events) == "echo: once #1"
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.sessions() == []
+        assert factory.live == 0
+    assert not factory.specs[0].cwd.exists()
+
+
+SESSIONS = ("plain", "..", ".", "x:y", "-rf")
+
+
+async def test_each_session_gets_its_own_safely_named_workspace(tmp_path, autojump_clock):
+    """Workspaces are distinct directories under the root, never named by the raw id."""
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        for session in SESSIONS:
+            await ask(sup, SessionKey(session), "hi")
+    cwds = [spec.cwd for spec in factory.specs]
+    assert len(set(cwds)) == len(SESSIONS)
+    for spec, session in zip(factory.specs, SESSIONS, strict=True):
+        assert spec.cwd.parent == tmp_path
+        assert spec.cwd.name == workspace_name(SessionKey(session))
+        assert re.fullmatch(r"s-[0-9a-f]{32}", spec.cwd.name)
+        assert spec.cwd.is_dir()
+
+
+async def test_cli_death_fails_the_turn_and_the_next_turn_starts_afresh(tmp_path, autojump_clock):
+    """When the CLI dies mid-turn the turn fails with cli_error (never re-run) and the
+    session's next turn gets a new client."""
+    factory = ScriptedClientFactory(script=slow_script(10))
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        key = SessionKey("s")
+        async with trio.open_nursery() as nursery:
+            result: list = []
+
+            async def run() -> None:
+                result.extend(await ask(sup, key, "doomed"))
+
+            nursery.start_soon(run)
+            await trio.sleep(5)
+            factory.clients[0].break_()
+        assert isinstance(result[-1], TurnFailed)
+        assert result[-1].reason == "cli_error"
+        await trio.testing.wait_all_tasks_blocked()
+        assert factory.live == 0
+        events = await ask(sup, key, "next")
+        assert isinstance(events[-1], TurnCompleted)
+        assert factory.clients[0].prompts == ["doomed"]
+        assert len(factory.clients) == 2
+
+
+async def test_start_failure_is_reported_and_not_registered(tmp_path, autojump_clock):
+    """A CLI that cannot start gives SessionStartError and leaves no session behind."""
+    factory = ScriptedClientFactory(fail_connect=True)
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        with pytest.raises(SessionStartError):
+            await ask(sup, SessionKey("s"), "hi")
+        assert sup.sessions() == []
+
+
+async def test_shutdown_fails_running_turns_and_closes_every_client(tmp_path, autojump_clock):
+    """Leaving open_supervisor ends running turns with session_closed and closes every
+    client before it returns."""
+    factory = ScriptedClientFactory(script=slow_script(math.inf))
+    results: list = []
+
+    async def run(sup, session: str) -> None:
+        results.append(await ask(sup, SessionKey(session), "hi"))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as callers:
+            async with open_supervisor(config(tmp_path), factory) as sup:
+                for session in ("a", "b"):
+                    callers.start_soon(run, sup, session)
+                await trio.sleep(1)
+                assert factory.live == 2
+            assert factory.live == 0
+    assert [events[-1].reason for events in results] == ["session_closed"] * 2
+
+
+async def test_interrupted_turn_that_never_ends_closes_the_client(tmp_path, autojump_clock):
+    """If the CLI does not end an interrupted turn within interrupt_drain_timeout_s, the
+    client is closed (not left running) and the session forgotten, at that deadline."""
+
+    def stall(prompt, history):
+        first, *_, result = text_reply("x")
+        return [first, Step(math.inf, result)]
+
+    factory = ScriptedClientFactory(script=stall, interrupt_delay=math.inf)
+    async with open_supervisor(config(tmp_path, interrupt_drain_timeout_s=7), factory) as sup:
+        key = SessionKey("s")
+        with trio.move_on_after(1):
+            await ask(sup, key, "hi")
+        t_cancel = trio.current_time()
+        await trio.sleep_until(t_cancel + 6.999)
+        assert factory.live == 1
+        await trio.sleep_until(t_cancel + 7)
+        await trio.testing.wait_all_tasks_blocked()
+        assert factory.live == 0
+        assert sup.session(key) is None

@@ -1,0 +1,251 @@
+"""The one place that imports the Claude Code SDK (``claude-code-sdk``).
+
+Adapts ``claude_code_sdk.ClaudeSDKClient`` to the ``ClaudeClient`` protocol. Everything
+the CLI is allowed to do (executable, tools, permission mode, environment) comes from a
+``CliOptions`` built from server settings; per session only the working directory and the
+conversation to resume vary.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+from claude_code_sdk import (
+    AssistantMessage,
+    ClaudeCodeOptions,
+    ClaudeSDKClient,
+    ResultMessage,
+    SystemMessage,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    UserMessage,
+)
+from claude_code_sdk._errors import MessageParseError
+from claude_code_sdk._internal.message_parser import parse_message
+from claude_code_sdk._internal.query import Query
+from claude_code_sdk._internal.transport.subprocess_cli import SubprocessCLITransport
+from claude_code_sdk.types import StreamEvent as SdkStreamEvent
+
+from ._client import (
+    AssistantText,
+    ClaudeClient,
+    ClientError,
+    ClientMessage,
+    SessionInit,
+    SessionSpec,
+    StreamEvent,
+    ToolCall,
+    ToolOutput,
+    TurnResult,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CliOptions:
+    """Server-wide options for every CLI process; never taken from a request.
+
+    Args:
+        cli_path: the ``claude`` executable.
+        env: extra environment for the CLI (e.g. ``CLAUDE_CONFIG_DIR``,
+            ``ANTHROPIC_BASE_URL``), on top of the server's own environment.
+        tools: the built-in tools the model may see at all (``--tools``).
+        allowed_tools: tools that run without asking (``--allowedTools``).
+        disallowed_tools: tools that are always refused (``--disallowedTools``).
+        permission_mode: the CLI's ``--permission-mode``.
+        model: the model the CLI uses, or ``None`` for its default.
+        append_system_prompt: text appended to Claude Code's system prompt.
+        close_timeout_s: seconds a CLI gets to exit after SIGTERM before SIGKILL.
+    """
+
+    cli_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+    tools: tuple[str, ...] = ()
+    allowed_tools: tuple[str, ...] = ()
+    disallowed_tools: tuple[str, ...] = ()
+    permission_mode: str = "default"
+    model: str | None = None
+    append_system_prompt: str | None = None
+    close_timeout_s: float = 5.0
+
+    def sdk_options(self, spec: SessionSpec) -> ClaudeCodeOptions:
+        """The SDK options for one session. Never sets ``continue_conversation``: it picks
+        the directory's latest conversation, which may be another session's."""
+        return ClaudeCodeOptions(
+            cwd=spec.cwd,
+            resume=spec.resume,
+            model=self.model,
+            allowed_tools=list(self.allowed_tools),
+            disallowed_tools=list(self.disallowed_tools),
+            permission_mode=self.permission_mode,  # type: ignore[arg-type]
+            append_system_prompt=self.append_system_prompt,
+            env=dict(self.env),
+            include_partial_messages=True,
+            # Only what these options say: no user or project settings, no MCP servers
+            # found in the workspace, and exactly this set of built-in tools.
+            extra_args={
+                "tools": ",".join(self.tools),
+                "setting-sources": "",
+                "strict-mcp-config": None,
+            },
+        )
+
+
+class _SdkClient(ClaudeSDKClient):
+    """``ClaudeSDKClient`` started from a given executable, with a cancel-safe receive.
+
+    ``claude-code-sdk`` finds the executable on ``PATH`` only; this subclass passes the
+    configured one to the SDK's own transport and control protocol. Messages are read
+    straight from the SDK's message stream (a memory channel), so a cancelled receive
+    loses nothing, unlike abandoning ``receive_messages()`` halfway through.
+    """
+
+    def __init__(self, options: ClaudeCodeOptions, cli_path: Path) -> None:
+        super().__init__(options)
+        self._cli_path = cli_path
+        self._ready: collections.deque[ClientMessage] = collections.deque()
+
+    async def connect(self, prompt: Any = None) -> None:
+        async def no_prompt() -> AsyncIterator[dict[str, Any]]:
+            return
+            yield {}
+
+        self._transport = SubprocessCLITransport(
+            prompt=no_prompt(), options=self.options, cli_path=self._cli_path
+        )
+        await self._transport.connect()
+        self._query = Query(transport=self._transport, is_streaming_mode=True)
+        await self._query.start()
+        await self._query.initialize()
+
+    @property
+    def pid(self) -> int | None:
+        process = getattr(self._transport, "_process", None)
+        return None if process is None else process.pid
+
+    async def query(self, prompt: str) -> None:  # type: ignore[override]
+        try:
+            await super().query(prompt)
+        except Exception as exc:
+            raise ClientError(f"cannot send to Claude Code: {exc}") from exc
+
+    async def receive(self) -> ClientMessage:
+        while not self._ready:
+            try:
+                data = await self._query._message_receive.receive()
+            except Exception as exc:
+                raise ClientError("the Claude Code message stream is closed") from exc
+            if data.get("type") == "end":
+                raise ClientError("Claude Code exited")
+            if data.get("type") == "error":
+                raise ClientError(f"Claude Code failed: {data.get('error')}")
+            try:
+                message = parse_message(data)
+            except MessageParseError:
+                log.debug("skipping a message this SDK does not know: %r", data.get("type"))
+                continue
+            self._ready.extend(_convert(message))
+        return self._ready.popleft()
+
+    async def interrupt(self) -> None:
+        try:
+            await super().interrupt()
+        except Exception as exc:
+            # The turn may have just ended; draining to its result is what matters.
+            log.debug("interrupt not acknowledged: %s", exc)
+
+    async def close(self) -> None:
+        """Close the SDK's task group and terminate the CLI (SIGTERM), waiting for it."""
+        if self._query is None and self._transport is not None:
+            await self._transport.close()  # started, but the handshake failed
+        await self.disconnect()
+
+    async def kill(self) -> None:
+        """SIGKILL the CLI and wait for it to be reaped."""
+        process = getattr(self._transport, "_process", None)
+        if process is not None and process.returncode is None:
+            log.warning("Claude Code pid %s did not exit on SIGTERM: killing it", process.pid)
+            process.kill()
+            await process.wait()
+
+
+def _convert(message: Any) -> list[ClientMessage]:
+    """Translate one SDK message to zero or more ``ClientMessage``s."""
+    match message:
+        case SdkStreamEvent(event=event):
+            return [StreamEvent(event)]
+        case AssistantMessage(content=blocks):
+            out: list[ClientMessage] = []
+            for block in blocks:
+                if isinstance(block, TextBlock):
+                    out.append(AssistantText(block.text))
+                elif isinstance(block, ToolUseBlock):
+                    out.append(ToolCall(block.id, block.name, block.input))
+            return out
+        case UserMessage(content=list() as blocks):
+            return [
+                ToolOutput(block.tool_use_id, block.content, bool(block.is_error))
+                for block in blocks
+                if isinstance(block, ToolResultBlock)
+            ]
+        case SystemMessage(subtype="init", data=data) if data.get("session_id"):
+            return [SessionInit(data["session_id"])]
+        case ResultMessage():
+            return [
+                TurnResult(
+                    claude_session_id=message.session_id,
+                    is_error=message.is_error,
+                    subtype=message.subtype,
+                    result=message.result,
+                    usage=message.usage,
+                    total_cost_usd=message.total_cost_usd,
+                    duration_ms=message.duration_ms,
+                )
+            ]
+        case _:
+            return []
+
+
+@asynccontextmanager
+async def open_sdk_client(cli: CliOptions, spec: SessionSpec) -> AsyncIterator[ClaudeClient]:
+    """Start a Claude Code CLI for one session and yield it as a ``ClaudeClient``.
+
+    A ``ClientFactory`` once ``cli`` is bound (``functools.partial(open_sdk_client, cli)``).
+    Must be entered and left by the same task, which must do all the client's I/O.
+
+    Raises:
+        ClientError: the CLI could not be started or did not complete its handshake.
+
+    Leaving the block, even by cancellation, terminates the CLI process and waits for it
+    (SIGKILL after ``cli.close_timeout_s``).
+    """
+    client = _SdkClient(cli.sdk_options(spec), cli.cli_path)
+    # The SDK enters a task group in connect() and leaves it in disconnect(), so no cancel
+    # scope may be opened between the two. To shield and bound the close, this scope is
+    # opened *before* connect and made shielded, with a deadline, only when closing.
+    with trio.CancelScope() as lifetime:
+        try:
+            try:
+                await client.connect()
+            except Exception as exc:
+                raise ClientError(f"could not start Claude Code ({cli.cli_path}): {exc}") from exc
+            yield client
+        finally:
+            lifetime.shield = True
+            lifetime.deadline = trio.current_time() + cli.close_timeout_s
+            try:
+                await client.close()
+            except trio.Cancelled:
+                # Only lifetime's own deadline reaches inside a shielded scope: the CLI
+                # ignored SIGTERM. Kill it, then let any exception from the block go on.
+                with trio.CancelScope(shield=True):
+                    await client.kill()

@@ -1,0 +1,323 @@
+"""The Anthropic Messages API wire format: requests in, SessionEvents out.
+
+Formats follow Anthropic's Messages API documentation: the request body, the Message
+object, the streaming event sequence (``message_start``, ``content_block_start``,
+``content_block_delta``, ``content_block_stop``, ``message_delta``, ``message_stop``,
+``ping``, ``error``) and the error body ``{"type": "error", "error": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actors import (
+    InvalidSessionIdError,
+    SessionEvent,
+    SessionKey,
+    TextDelta,
+    ThinkingDelta,
+    TurnCompleted,
+    TurnFailed,
+)
+
+from ._sse import encode_sse
+
+# -- Errors ---------------------------------------------------------------------------
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    502: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+# How a failed turn is reported: (HTTP status, Anthropic error type).
+FAILURE_STATUS = {
+    "timeout": (504, "timeout_error"),
+    "upstream_error": (502, "api_error"),
+    "cli_error": (502, "api_error"),
+    "session_closed": (503, "overloaded_error"),
+    "interrupted": (500, "api_error"),
+}
+
+
+def error_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
+    """Anthropic's error JSON for an HTTP status (type chosen from the status if not given)."""
+    kind = error_type or ERROR_TYPES.get(status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+class RequestError(Exception):
+    """A client mistake: reported as a 400 (or ``status``) with Anthropic error JSON."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# -- Requests -------------------------------------------------------------------------
+
+
+class InputMessage(BaseModel):
+    """One entry of ``messages``: a role and string or content-block content."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["user", "assistant"]
+    content: str | list[dict[str, Any]]
+
+
+class MessagesRequest(BaseModel):
+    """The body of ``POST /v1/messages``.
+
+    ``model``, ``messages`` and ``stream`` are honoured; other fields are accepted and
+    not forwarded: the CLI's own options come from server settings only.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[InputMessage] = Field(min_length=1)
+    stream: bool = False
+    metadata: dict[str, Any] | None = None
+
+
+def text_of(content: str | list[dict[str, Any]]) -> str:
+    """The text of a message's content: the string, or its ``text`` blocks joined."""
+    if isinstance(content, str):
+        return content
+    return "\n".join(
+        block["text"]
+        for block in content
+        if block.get("type") == "text" and isinstance(block.get("text"), str)
+    )
+
+
+def new_prompt(request: MessagesRequest) -> str:
+    """The text of the latest message, which must be the user's.
+
+    Raises:
+        RequestError: the last message is not a user message with text.
+    """
+    last = request.messages[-1]
+    if last.role != "user":
+        raise RequestError("the last message must have role 'user'")
+    text = text_of(last.content).strip()
+    if not text:
+        raise RequestError("the last user message has no text content")
+    return text
+
+
+def one_turn_prompt(request: MessagesRequest) -> str:
+    """The prompt for a request without a session: earlier messages as context, then the
+    new message. (With a session, only the new message is sent: the session remembers.)
+
+    Raises:
+        RequestError: as ``new_prompt``.
+    """
+    prompt = new_prompt(request)
+    earlier = [
+        f"{'User' if m.role == 'user' else 'Assistant'}: {text}"
+        for m in request.messages[:-1]
+        if (text := text_of(m.content).strip())
+    ]
+    if not earlier:
+        return prompt
+    return (
+        "The conversation so far:\n\n"
+        + "\n\n".join(earlier)
+        + f"\n\nThe user's new message:\n\n{prompt}"
+    )
+
+
+_LEGACY_USER_ID = re.compile(r"_session_([0-9A-Za-z-]+)$")
+
+
+def session_id_from(headers: Any, body: dict[str, Any]) -> str | None:
+    """The caller's session id, first match wins: header ``X-Session-ID``; header
+    ``X-Claude-Code-Session-Id``; ``metadata.user_id`` (legacy ``..._session_<uuid>``
+    suffix, or a JSON string with ``session_id``); ``metadata.session_id``.
+
+    Returns ``None`` if there is none. Not validated here (``SessionKey`` validates).
+    """
+    for header in ("X-Session-ID", "X-Claude-Code-Session-Id"):
+        if value := headers.get(header):
+            return value
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    user_id = metadata.get("user_id")
+    if isinstance(user_id, str) and user_id:
+        if match := _LEGACY_USER_ID.search(user_id):
+            return match.group(1)
+        try:
+            decoded = json.loads(user_id)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict) and isinstance(decoded.get("session_id"), str):
+            return decoded["session_id"]
+    session_id = metadata.get("session_id")
+    return session_id if isinstance(session_id, str) and session_id else None
+
+
+def session_key_from(headers: Any, body: dict[str, Any], principal: str = "") -> SessionKey | None:
+    """``session_id_from`` as a validated ``SessionKey`` (``None`` without a session id).
+
+    Raises:
+        RequestError: the session id is not of the allowed form.
+    """
+    session_id = session_id_from(headers, body)
+    if session_id is None:
+        return None
+    try:
+        return SessionKey(session_id, principal)
+    except InvalidSessionIdError as exc:
+        raise RequestError(f"invalid session id: {exc}") from None
+
+
+# -- Responses ------------------------------------------------------------------------
+
+
+def message_id(turn_id: str) -> str:
+    return "msg_" + turn_id.removeprefix("turn_")
+
+
+def usage_of(done: TurnCompleted) -> dict[str, int]:
+    """Anthropic's ``usage`` object from a completed turn."""
+    return {
+        "input_tokens": done.usage.input_tokens,
+        "output_tokens": done.usage.output_tokens,
+        "cache_creation_input_tokens": done.usage.cache_creation_input_tokens,
+        "cache_read_input_tokens": done.usage.cache_read_input_tokens,
+    }
+
+
+def failure_error(failed: TurnFailed) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and Anthropic error body for a failed turn."""
+    status, kind = FAILURE_STATUS[failed.reason]
+    return status, error_body(status, failed.message, kind)
+
+
+def message_object(
+    turn_id: str, model: str, events: list[SessionEvent], done: TurnCompleted
+) -> dict[str, Any]:
+    """The non-streaming response: a Message object built from a turn's events."""
+    blocks: dict[int, dict[str, Any]] = {}
+    for event in events:
+        if isinstance(event, TextDelta):
+            block = blocks.setdefault(event.block_index, {"type": "text", "text": ""})
+            block["text"] += event.text
+        elif isinstance(event, ThinkingDelta):
+            block = blocks.setdefault(
+                event.block_index, {"type": "thinking", "thinking": "", "signature": ""}
+            )
+            block["thinking"] += event.thinking
+    return {
+        "id": message_id(turn_id),
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [blocks[i] for i in sorted(blocks)],
+        "stop_reason": done.stop_reason,
+        "stop_sequence": None,
+        "usage": usage_of(done),
+    }
+
+
+class StreamEncoder:
+    """Encodes one turn's SessionEvents as Anthropic streaming SSE frames.
+
+    ``start()`` gives ``message_start`` and a ``ping``; ``encode(event)`` gives the
+    frames for each event: a delta opens a new content block when its ``block_index``
+    changes; ``TurnCompleted`` closes the message; ``TurnFailed`` becomes an ``error``
+    event. Tool events are Claude Code's own (run server side) and are not sent.
+    """
+
+    def __init__(self, turn_id: str, model: str) -> None:
+        self.turn_id = turn_id
+        self.model = model
+        self._open: int | None = None  # our index of the open block
+        self._next = 0  # Anthropic's index for the next block
+        self._source_index: int | None = None
+
+    def start(self) -> list[bytes]:
+        message = {
+            "id": message_id(self.turn_id),
+            "type": "message",
+            "role": "assistant",
+            "model": self.model,
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 0, "output_tokens": 0},
+        }
+        return [
+            encode_sse("message_start", {"type": "message_start", "message": message}),
+            encode_sse("ping", {"type": "ping"}),
+        ]
+
+    def encode(self, event: SessionEvent) -> list[bytes]:
+        match event:
+            case TextDelta(text=text, block_index=source):
+                return self._delta(source, {"type": "text", "text": ""}, "text_delta", text)
+            case ThinkingDelta(thinking=thinking, block_index=source):
+                block = {"type": "thinking", "thinking": "", "signature": ""}
+                return self._delta(source, block, "thinking_delta", thinking)
+            case TurnCompleted():
+                frames = self._close_block()
+                delta = {"stop_reason": event.stop_reason, "stop_sequence": None}
+                frames.append(
+                    encode_sse(
+                        "message_delta",
+                        {"type": "message_delta", "delta": delta, "usage": usage_of(event)},
+                    )
+                )
+                frames.append(encode_sse("message_stop", {"type": "message_stop"}))
+                return frames
+            case TurnFailed():
+                _, body = failure_error(event)
+                return [*self._close_block(), encode_sse("error", body)]
+            case _:
+                return []
+
+    def _delta(self, source: int, block: dict[str, Any], kind: str, text: str) -> list[bytes]:
+        frames: list[bytes] = []
+        if source != self._source_index:
+            frames += self._close_block()
+            self._source_index, self._open = source, self._next
+            self._next += 1
+            frames.append(
+                encode_sse(
+                    "content_block_start",
+                    {"type": "content_block_start", "index": self._open, "content_block": block},
+                )
+            )
+        field = "text" if kind == "text_delta" else "thinking"
+        frames.append(
+            encode_sse(
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": self._open,
+                    "delta": {"type": kind, field: text},
+                },
+            )
+        )
+        return frames
+
+    def _close_block(self) -> list[bytes]:
+        if self._open is None:
+            return []
+        index, self._open, self._source_index = self._open, None, None
+        return [encode_sse("content_block_stop", {"type": "content_block_stop", "index": index})]

@@ -1,0 +1,206 @@
+"""The HTTP application: routes that turn requests into turns for the supervisor."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import trio
+from pydantic import BaseModel, ValidationError
+from quart import Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from actors import (
+    CapacityError,
+    InvalidSessionIdError,
+    MailboxFullError,
+    SessionError,
+    SessionInfo,
+    SessionKey,
+    SessionStartError,
+    Supervisor,
+    Turn,
+    TurnCompleted,
+    TurnFailed,
+)
+
+from ._anthropic import (
+    MessagesRequest,
+    RequestError,
+    StreamEncoder,
+    error_body,
+    failure_error,
+    message_object,
+    new_prompt,
+    one_turn_prompt,
+    session_key_from,
+)
+from ._settings import Settings
+from ._sse import SSE_HEADERS, encode_sse, sse_comment
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+M = TypeVar("M", bound=BaseModel)
+
+
+def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
+    """Build the quart-trio application serving ``supervisor``'s sessions.
+
+    Routes: ``POST /v1/messages`` (Anthropic Messages, streaming and not),
+    ``GET /v1/sessions``, ``GET /v1/sessions/<id>``, ``GET /health``. Every error is
+    Anthropic error JSON with the matching status.
+    """
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+
+    @app.errorhandler(RequestError)
+    async def request_error(exc: RequestError) -> tuple[dict[str, Any], int]:
+        return error_body(exc.status, str(exc)), exc.status
+
+    @app.errorhandler(SessionError)
+    async def session_error(exc: SessionError) -> Response:
+        return _session_error_response(exc)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
+        status = exc.code or 500
+        return error_body(status, exc.description or exc.name), status
+
+    @app.post("/v1/messages")
+    async def messages() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
+        body = await _json_object()
+        req = _parse(MessagesRequest, body)
+        key = session_key_from(request.headers, body)
+        turn = Turn(new_prompt(req) if key is not None else one_turn_prompt(req))
+        headers = {} if key is None else {"X-Session-ID": key.session_id}
+        if req.stream:
+            stream = _stream_turn(supervisor, key, turn, req.model, settings.sse_ping_interval_s)
+            await anext(stream)  # queues the turn: refusals become plain error responses
+            response = Response(stream, 200, {**SSE_HEADERS, **headers})
+            response.timeout = None  # Quart would cut the stream after 60 s
+            return response
+        async with supervisor.open_turn(key, turn) as events:
+            collected = [event async for event in events]
+        match collected[-1] if collected else None:
+            case TurnCompleted() as done:
+                return message_object(turn.turn_id, req.model, collected, done), 200, headers
+            case TurnFailed() as failed:
+                status, error = failure_error(failed)
+                return error, status, headers
+            case _:
+                return error_body(503, "the session closed"), 503, headers
+
+    @app.get("/v1/sessions")
+    async def list_sessions() -> dict[str, Any]:
+        return {"data": [_session_json(info) for info in supervisor.sessions()]}
+
+    @app.get("/v1/sessions/<session_id>")
+    async def get_session(session_id: str) -> tuple[dict[str, Any], int]:
+        try:
+            key = SessionKey(session_id)
+        except InvalidSessionIdError as exc:
+            raise RequestError(f"invalid session id: {exc}") from None
+        info = supervisor.session(key)
+        if info is None:
+            return error_body(404, f"no session {session_id!r}"), 404
+        return _session_json(info), 200
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "sessions": len(supervisor.sessions())}
+
+    return app
+
+
+async def _stream_turn(
+    supervisor: Supervisor, key: SessionKey | None, turn: Turn, model: str, ping_s: float
+) -> AsyncIterator[bytes]:
+    """The SSE body of a streaming turn. Its first (empty) item is yielded once the turn
+    is queued, so the route can still answer a refusal with a status code.
+
+    A client that disconnects cancels the task iterating this generator; leaving
+    ``open_turn`` then interrupts the turn. While nothing happens, a ``ping`` event is
+    sent every ``ping_s`` seconds.
+    """
+    encoder = StreamEncoder(turn.turn_id, model)
+    async with supervisor.open_turn(key, turn) as events:
+        yield b""
+        for frame in encoder.start():
+            yield frame
+        finished = False
+        while not finished:
+            event = None
+            with trio.move_on_after(ping_s):
+                try:
+                    event = await events.receive()
+                except trio.EndOfChannel:
+                    break
+            if event is None:
+                yield encode_sse("ping", {"type": "ping"})
+                continue
+            finished = isinstance(event, TurnCompleted | TurnFailed)
+            for frame in encoder.encode(event):
+                yield frame
+        if not finished:
+            yield encode_sse("error", error_body(503, "the session closed"))
+    yield sse_comment("end")
+
+
+async def _json_object() -> dict[str, Any]:
+    """The request body as a JSON object. Raises ``RequestError`` if it is not one."""
+    raw = await request.get_data()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    return body
+
+
+def _parse(model: type[M], body: dict[str, Any]) -> M:
+    """Validate ``body``; a mismatch is a ``RequestError`` naming each bad field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise RequestError(problems) from None
+
+
+def _session_error_response(exc: SessionError) -> Response:
+    match exc:
+        case CapacityError() | MailboxFullError():
+            status = 503 if isinstance(exc, CapacityError) else 429
+            headers = {"Retry-After": str(exc.retry_after_s)}
+        case SessionStartError():
+            status, headers = 502, {}
+        case _:
+            status, headers = 503, {}
+    response = Response(json.dumps(error_body(status, str(exc))), status, headers)
+    response.content_type = "application/json"
+    return response
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _session_json(info: SessionInfo) -> dict[str, Any]:
+    return {
+        "id": info.session_id,
+        "state": info.state,
+        "cli_pid": info.cli_pid,
+        "claude_session_id": info.claude_session_id,
+        "turns": info.turns,
+        "created_at": _iso(info.created_at),
+        "last_active_at": _iso(info.last_active_at),
+        "mailbox_depth": info.mailbox_depth,
+    }

@@ -1,0 +1,138 @@
+"""The ``ccactors`` command line: ``serve``, ``offline-upstream`` and ``demo``."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import trio
+import typer
+
+from ._settings import CliNotFoundError, Settings
+from ._upstream import serve_upstream
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+HostOption = Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")]
+PortOption = Annotated[int | None, typer.Option(help="Port to bind; 0 picks a free one.")]
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@cli.command()
+def serve(
+    host: HostOption = None,
+    port: PortOption = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Answer from the built-in offline upstream.")
+    ] = False,
+    state_dir: Annotated[Path | None, typer.Option(help="Sessions' state directory.")] = None,
+) -> None:
+    """Serve the Anthropic-compatible API (default http://127.0.0.1:8765)."""
+    from ._server import serve as run_server
+
+    settings = _settings(host=host, port=port, offline=offline or None, state_dir=state_dir)
+    _logging(settings.log_level)
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(run_server, settings)
+            print(f"ccactors: serving on {url}", flush=True)
+
+    try:
+        trio.run(main)
+    except CliNotFoundError as exc:
+        typer.echo(f"ccactors: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+@cli.command("offline-upstream")
+def offline_upstream(host: HostOption = None, port: PortOption = None) -> None:
+    """Serve only the offline Anthropic-compatible upstream (for ANTHROPIC_BASE_URL)."""
+    _logging("INFO")
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            url = await nursery.start(serve_upstream, host or "127.0.0.1", port or 0)
+            print(f"ccactors offline upstream: serving on {url}", flush=True)
+
+    trio.run(main)
+
+
+DEMO_TURNS = [
+    ("demo-a", "Hello there! [[count]]"),
+    ("demo-a", "Tell me more, slowly. [[count]] [[chunks=12]] [[chunk_delay=0.08]]"),
+    ("demo-a", "And once more. [[count]]"),
+    ("demo-b", "I am another session. [[count]]"),
+]
+
+
+@cli.command()
+def demo() -> None:
+    """Start an offline server and hold streamed conversations with it through the real
+    Claude Code CLI, using the official ``anthropic`` client."""
+    import tempfile
+
+    from ._server import serve as run_server
+
+    _logging("WARNING")
+    with tempfile.TemporaryDirectory(prefix="ccactors-demo-") as state:
+        settings = Settings(port=0, offline=True, state_dir=Path(state))
+
+        async def main() -> None:
+            async with trio.open_nursery() as nursery:
+                url = await nursery.start(run_server, settings)
+                print(f"ccactors serving on {url} (offline upstream)\n", flush=True)
+                await trio.to_thread.run_sync(_converse, url)
+                nursery.cancel_scope.cancel()
+
+        try:
+            trio.run(main)
+        except CliNotFoundError as exc:
+            typer.echo(f"ccactors: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+
+def _converse(url: str) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=url, api_key="demo", max_retries=0)
+    for session, prompt in DEMO_TURNS:
+        print(f"[{session}] you> {prompt}")
+        print(f"[{session}] claude> ", end="", flush=True)
+        started = time.monotonic()
+        first: float | None = None
+        with client.messages.stream(
+            model="claude-sonnet-4-5",
+            max_tokens=1024,
+            messages=[{"role": "user", "content": prompt}],
+            extra_headers={"X-Session-ID": session},
+        ) as stream:
+            for text in stream.text_stream:
+                first = first or time.monotonic()
+                print(text, end="", flush=True)
+            usage = stream.get_final_message().usage
+        took = time.monotonic() - started
+        to_first = (first or time.monotonic()) - started
+        print(
+            f"\n    ({took:.2f} s, first text after {to_first:.2f} s, "
+            f"{usage.input_tokens} in / {usage.output_tokens} out tokens)\n"
+        )
+
+
+def main() -> None:
+    """Console script entry point."""
+    cli()

@@ -1,0 +1,114 @@
+"""Running the service: supervisor, optional offline upstream and hypercorn in one nursery."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from actors import open_supervisor
+from actors._sdk import CliOptions, open_sdk_client
+
+from ._app import create_app
+from ._settings import Settings
+from ._upstream import serve_upstream
+
+log = logging.getLogger("ccactors")
+
+OFFLINE_API_KEY = "ccactors-offline-dummy-key"
+
+# Keep every CLI quiet on the network beyond its API calls, and its state in ours.
+CLI_QUIET_ENV = {
+    "DISABLE_AUTOUPDATER": "1",
+    "DISABLE_TELEMETRY": "1",
+    "DISABLE_ERROR_REPORTING": "1",
+    "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+}
+
+
+def cli_options(settings: Settings, extra_env: dict[str, str]) -> CliOptions:
+    """The CLI options every session gets, all from settings.
+
+    Raises:
+        CliNotFoundError: no ``claude`` executable was found.
+    """
+    settings.claude_config_dir.mkdir(parents=True, exist_ok=True)
+    return CliOptions(
+        cli_path=settings.resolve_cli_path(),
+        env={
+            **CLI_QUIET_ENV,
+            "CLAUDE_CONFIG_DIR": str(settings.claude_config_dir),
+            **extra_env,
+        },
+        tools=tuple(settings.tools),
+        allowed_tools=tuple(settings.allowed_tools),
+        disallowed_tools=tuple(settings.disallowed_tools),
+        permission_mode=settings.permission_mode,
+        model=settings.model,
+        append_system_prompt=settings.append_system_prompt,
+        close_timeout_s=settings.cli_close_timeout_s,
+    )
+
+
+async def wait_for_signal() -> None:
+    """Return on the first SIGINT or SIGTERM."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("received %s: shutting down", signal.Signals(signum).name)
+            return
+
+
+async def serve(
+    settings: Settings,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_signal,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run ccactors until ``shutdown_trigger`` returns, then stop every session.
+
+    Follows the nursery start protocol: ``started`` receives the base URL actually bound
+    (so ``port=0`` works). With ``settings.offline``, an offline upstream is started in
+    the same nursery and every CLI is pointed at it with a dummy key.
+
+    Raises:
+        CliNotFoundError: no ``claude`` executable (checked before anything starts).
+
+    On shutdown (or cancellation) the HTTP server stops, then every session's CLI process
+    is closed before this returns.
+    """
+    extra_env: dict[str, str] = {}
+    options = cli_options(settings, extra_env)
+    log.info("Claude Code CLI: %s", options.cli_path)
+    async with trio.open_nursery() as nursery:
+        if settings.offline:
+            upstream = await nursery.start(serve_upstream, "127.0.0.1", 0)
+            extra_env.update(ANTHROPIC_BASE_URL=upstream, ANTHROPIC_API_KEY=OFFLINE_API_KEY)
+            options = cli_options(settings, extra_env)
+            log.warning(
+                "OFFLINE mode: every Claude Code CLI talks to the built-in offline upstream at "
+                "%s, not to Anthropic. Replies are canned (echo and test directives).",
+                upstream,
+            )
+        factory = functools.partial(open_sdk_client, options)
+        async with open_supervisor(settings.supervisor_config(), factory) as supervisor:
+            config = hypercorn.config.Config()
+            config.bind = [f"{settings.host}:{settings.port}"]
+            config.accesslog = logging.getLogger("ccactors.access")
+            config.errorlog = logging.getLogger("ccactors.http")
+            config.graceful_timeout = 5.0
+            async with trio.open_nursery() as http:
+                binds = await http.start(
+                    functools.partial(
+                        hypercorn.trio.serve,
+                        create_app(supervisor, settings),
+                        config,
+                        shutdown_trigger=shutdown_trigger,
+                    )
+                )
+                task_status.started(binds[0])
+        nursery.cancel_scope.cancel()  # the offline upstream, if any

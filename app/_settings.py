@@ -1,0 +1,102 @@
+"""Server settings, from the environment (prefix ``CCACTORS_``) and the command line."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from actors import SupervisorConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+BUNDLED_CLI = PROJECT_ROOT / "node_modules" / ".bin" / "claude"
+
+# Built-in Claude Code tools that only read. Nothing that writes files, runs commands or
+# reaches the network is on by default; operators opt in with CCACTORS_TOOLS.
+READ_ONLY_TOOLS = ["Read", "Glob", "Grep"]
+ALWAYS_DISALLOWED_BY_DEFAULT = [
+    "Bash",
+    "BashOutput",
+    "KillShell",
+    "Edit",
+    "Write",
+    "NotebookEdit",
+    "WebFetch",
+    "WebSearch",
+]
+
+
+class CliNotFoundError(RuntimeError):
+    """No ``claude`` executable was found; the message says where we looked."""
+
+
+class Settings(BaseSettings):
+    """Everything an operator can set. Each field is also ``CCACTORS_<NAME>`` in the
+    environment (lists as JSON, e.g. ``CCACTORS_TOOLS='["Read"]'``). Times in seconds."""
+
+    model_config = SettingsConfigDict(env_prefix="CCACTORS_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=0, le=65535)
+    state_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("ccactors"))
+    cli_path: Path | None = None
+    offline: bool = False
+
+    max_sessions: int = Field(32, ge=1)
+    session_idle_ttl_s: float = Field(900.0, gt=0)
+    mailbox_size: int = Field(4, ge=1)
+    interrupt_drain_timeout_s: float = Field(10.0, gt=0)
+    cli_close_timeout_s: float = Field(5.0, gt=0)
+    sse_ping_interval_s: float = Field(15.0, gt=0)
+
+    model: str | None = None
+    tools: list[str] = Field(default_factory=lambda: list(READ_ONLY_TOOLS))
+    allowed_tools: list[str] = Field(default_factory=lambda: list(READ_ONLY_TOOLS))
+    disallowed_tools: list[str] = Field(default_factory=lambda: list(ALWAYS_DISALLOWED_BY_DEFAULT))
+    permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions"] = "default"
+    append_system_prompt: str | None = None
+
+    log_level: str = "INFO"
+
+    @property
+    def workspace_root(self) -> Path:
+        """Where each session's working directory lives."""
+        return self.state_dir / "workspaces"
+
+    @property
+    def claude_config_dir(self) -> Path:
+        """``CLAUDE_CONFIG_DIR`` for every CLI: transcripts stay in our state directory."""
+        return self.state_dir / "claude"
+
+    def supervisor_config(self) -> SupervisorConfig:
+        return SupervisorConfig(
+            workspace_root=self.workspace_root,
+            max_sessions=self.max_sessions,
+            session_idle_ttl_s=self.session_idle_ttl_s,
+            mailbox_size=self.mailbox_size,
+            interrupt_drain_timeout_s=self.interrupt_drain_timeout_s,
+        )
+
+    def resolve_cli_path(self) -> Path:
+        """The ``claude`` executable: ``cli_path`` if set, else the project's pinned
+        ``node_modules/.bin/claude``, else the first ``claude`` on ``PATH``.
+
+        Raises:
+            CliNotFoundError: none of those exists.
+        """
+        if self.cli_path is not None:
+            if not self.cli_path.is_file():
+                raise CliNotFoundError(f"CCACTORS_CLI_PATH={self.cli_path} is not a file")
+            return self.cli_path
+        if BUNDLED_CLI.is_file():
+            return BUNDLED_CLI
+        if found := shutil.which("claude"):
+            return Path(found)
+        raise CliNotFoundError(
+            "the Claude Code CLI was not found: set CCACTORS_CLI_PATH, run `npm ci` in "
+            f"{PROJECT_ROOT} (installs the pinned version), or put `claude` on PATH"
+        )

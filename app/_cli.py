@@ -116,7 +116,7 @@ def _converse(url: str) -> None:
         started = time.monotonic()
         first: float | None = None
         with client.messages.stream(
-            model="claude-sonnet-4-5",
+            model="claude-sonnet-4-6",
             max_tokens=1024,
             messages=[{"role": "user", "content": prompt}],
             extra_headers={"X-Session-ID": session},

@@ -11,8 +11,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from actors import open_supervisor
-from actors._sdk import CliOptions, open_sdk_client
+from actors import CliOptions, open_sdk_client, open_supervisor
 
 from ._app import create_app
 from ._settings import Settings

@@ -1,0 +1,33 @@
+# ccactors tasks. Each recipe installs what it needs first (uv sync; npm ci for the CLI).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# List the recipes.
+default:
+    @just --list
+
+# Install the Python environment (uv) and the pinned Claude Code CLI (npm) if missing.
+setup:
+    uv sync --locked --quiet
+    [ -x node_modules/.bin/claude ] || npm ci --no-audit --no-fund --loglevel=error
+
+# Start an offline server and hold streamed conversations with it through the real CLI.
+demo: setup
+    uv run ccactors demo
+
+# Serve the API for real use (default http://127.0.0.1:8765); e.g. `just serve --offline`.
+serve *ARGS: setup
+    uv run ccactors serve {{ARGS}}
+
+# Run the whole test suite (unit and end to end); extra arguments go to pytest.
+test *ARGS: setup
+    uv run pytest {{ARGS}}
+
+# Lint and check formatting.
+lint: setup
+    uv run ruff check .
+    uv run ruff format --check .
+
+# Measure cold-start and warm-turn latency through the real CLI.
+bench: setup
+    uv run python benchmarks/latency.py

@@ -1,0 +1,112 @@
+"""End-to-end fixtures: a real ``ccactors serve --offline`` process on a free port.
+
+The server drives the real pinned ``claude`` CLI, which talks to the offline upstream.
+One server is shared by the tests of a session to keep CLI start-ups few.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from app._settings import BUNDLED_CLI, PROJECT_ROOT
+
+
+@dataclass
+class Server:
+    """A running ``ccactors serve`` process."""
+
+    url: str
+    process: subprocess.Popen[str]
+    state_dir: Path
+    log_path: Path
+
+    def cli_pids(self) -> set[int]:
+        """The pids of the server's live ``claude`` child processes."""
+        parent = psutil.Process(self.process.pid)
+        pids = set()
+        for child in parent.children(recursive=True):
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "claude" in " ".join(
+                    child.cmdline()[:1]
+                ):
+                    pids.add(child.pid)
+            except psutil.NoSuchProcess:
+                pass
+        return pids
+
+    def session(self, session_id: str) -> dict:
+        response = httpx.get(f"{self.url}/v1/sessions/{session_id}", timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def start_server(state_dir: Path, log_path: Path, *args: str, env: dict | None = None) -> Server:
+    """Start ``python -m app serve --offline --port 0`` and wait for its URL (60 s)."""
+    if not BUNDLED_CLI.exists() and not os.environ.get("CCACTORS_CLI_PATH"):
+        pytest.skip("the Claude Code CLI is not installed (run `npm ci`)")
+    command = [sys.executable, "-m", "app", "serve", "--offline", "--port", "0"]
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*command, "--state-dir", str(state_dir), *args],
+            cwd=PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + 60
+        while selector.select(timeout=max(0, deadline - time.monotonic())):
+            line = process.stdout.readline()
+            if not line:
+                break
+            if match := re.search(r"serving on (http://\S+)", line):
+                return Server(match.group(1), process, state_dir, log_path)
+    process.kill()
+    process.wait()
+    process.stdout.close()
+    raise RuntimeError(f"ccactors did not start:\n{log_path.read_text()}")
+
+
+def stop_server(server: Server, timeout: float = 30) -> int:
+    """SIGTERM the server and wait for it; returns its exit code."""
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(timeout)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+            server.process.wait()
+        server.process.stdout.close()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One offline ccactors server for the end-to-end tests that can share it."""
+    root = tmp_path_factory.mktemp("ccactors")
+    running = start_server(root / "state", root / "server.log")
+    cli_pids_seen: set[int] = set()
+    try:
+        yield running
+        cli_pids_seen = running.cli_pids()
+    finally:
+        code = stop_server(running)
+    assert code == 0, running.log()
+    assert not any(psutil.pid_exists(pid) for pid in cli_pids_seen), "a CLI outlived the server"

@@ -86,7 +86,12 @@ async def serve(
     async with trio.open_nursery() as nursery:
         if settings.offline:
             upstream = await nursery.start(serve_upstream, "127.0.0.1", 0)
-            extra_env.update(ANTHROPIC_BASE_URL=upstream, ANTHROPIC_API_KEY=OFFLINE_API_KEY)
+            extra_env.update(
+                ANTHROPIC_BASE_URL=upstream,
+                ANTHROPIC_API_KEY=OFFLINE_API_KEY,
+                # The offline upstream's errors are deliberate: report them, don't retry.
+                CLAUDE_CODE_MAX_RETRIES="0",
+            )
             options = cli_options(settings, extra_env)
             log.warning(
                 "OFFLINE mode: every Claude Code CLI talks to the built-in offline upstream at "

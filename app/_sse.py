@@ -18,16 +18,14 @@ SSE_HEADERS = {
 }
 
 
-def encode_sse(event: str | None, data: Any) -> bytes:
-    """One SSE frame: ``event: NAME`` (if given) and ``data: <compact JSON>``.
+def encode_sse(event: str, data: dict[str, Any]) -> bytes:
+    """One SSE frame: ``event: NAME`` and ``data: <JSON>``, then a blank line.
 
-    ``data`` is JSON-encoded unless it is already a ``str``; JSON has no raw newlines,
-    so a frame is always one ``data:`` line. Not a checkpoint.
+    The JSON is compact and on one line (JSON strings escape newlines), UTF-8, as
+    Anthropic's streaming responses send it. Not a checkpoint.
     """
-    payload = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    lines = [] if event is None else [f"event: {event}"]
-    lines.extend(f"data: {line}" for line in payload.split("\n"))
-    return ("\n".join(lines) + "\n\n").encode()
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    return f"event: {event}\ndata: {payload}\n\n".encode()
 
 
 def sse_comment(text: str = "") -> bytes:

@@ -109,9 +109,10 @@ def test_disconnect_mid_stream_leaves_the_session_usable_with_one_cli(server, cl
 
 
 def test_request_without_session_runs_on_a_closed_one_turn_session(server, client):
-    """Without a session id the turn runs on its own CLI, which is closed afterwards;
+    """Without a session id the turn runs on its own CLI, which is closed right after;
     earlier messages of the request reach it as context."""
-    message = client.messages.create(
+    before = server.cli_pids()
+    raw = client.messages.with_raw_response.create(
         model=MODEL,
         max_tokens=256,
         messages=[
@@ -120,10 +121,14 @@ def test_request_without_session_runs_on_a_closed_one_turn_session(server, clien
             {"role": "user", "content": "what is my name?"},
         ],
     )
-    text = message.content[0].text
+    text = raw.parse().content[0].text
     assert text.startswith("echo: ")
     assert "my name is Ada" in text and "what is my name?" in text
-    assert "X-Session-ID" not in message.model_extra
+    assert "X-Session-ID" not in raw.headers
+    deadline = time.monotonic() + 15
+    while server.cli_pids() != before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert server.cli_pids() == before, "the one-turn CLI should be gone"
     sessions = httpx.get(f"{server.url}/v1/sessions").json()["data"]
     assert not [s for s in sessions if s["id"].startswith("one-turn-")]
 

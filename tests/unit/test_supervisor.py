@@ -132,8 +132,10 @@ async def test_new_session_beyond_capacity_is_refused(tmp_path, autojump_clock):
             await ask(sup, SessionKey("c"), "hi")
         assert caught.value.retry_after_s == 70
         assert text_of(await ask(sup, SessionKey("a"), "still")) == "echo: still #2"
-        # Once "b" expires (100 s after its turn; "a" was just used), "c" gets in.
+        # Both expire 100 s after their last turns; then "c" gets in.
         await trio.sleep(100)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.sessions() == []
         assert text_of(await ask(sup, SessionKey("c"), "now")) == "echo: now #1"
 
 

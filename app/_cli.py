@@ -73,11 +73,17 @@ def offline_upstream(host: HostOption = None, port: PortOption = None) -> None:
 
 
 DEMO_TURNS = [
-    ("demo-a", "Hello there! [[count]]"),
-    ("demo-a", "Tell me more, slowly. [[count]] [[chunks=12]] [[chunk_delay=0.08]]"),
-    ("demo-a", "And once more. [[count]]"),
-    ("demo-b", "I am another session. [[count]]"),
+    ("demo-a", "Hello! How many of my messages ask you to count? [[count]]"),
+    ("demo-a", "Now stream this sentence back to me, slowly. [[chunks=12]] [[chunk_delay=0.08]]"),
+    ("demo-a", "And how many ask you to count now? [[count]]"),
+    ("demo-b", "I am a different conversation. How many? [[count]]"),
 ]
+DEMO_INTRO = """\
+Each turn below goes: anthropic client -> ccactors -> the session's own Claude Code CLI
+-> offline upstream, and streams back. The upstream answers count=N with N counted over
+the whole conversation the CLI sends it, so demo-a remembering its earlier turns (and
+demo-b starting afresh) shows each session is one live conversation.
+"""
 
 
 @cli.command()
@@ -95,7 +101,7 @@ def demo() -> None:
         async def main() -> None:
             async with trio.open_nursery() as nursery:
                 url = await nursery.start(run_server, settings)
-                print(f"ccactors serving on {url} (offline upstream)\n", flush=True)
+                print(f"ccactors serving on {url} (offline upstream)\n\n{DEMO_INTRO}", flush=True)
                 await trio.to_thread.run_sync(_converse, url)
                 nursery.cancel_scope.cancel()
 

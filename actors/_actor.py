@@ -351,7 +351,10 @@ class _Translator:
     def finish(self, result: TurnResult) -> TurnCompleted | TurnFailed:
         if result.is_error:
             return TurnFailed(
-                self.turn_id, "upstream_error", result.result or f"Claude Code: {result.subtype}"
+                self.turn_id,
+                "upstream_error",
+                result.result or f"Claude Code: {result.subtype}",
+                upstream_status=result.api_error_status,
             )
         return TurnCompleted(
             turn_id=self.turn_id,

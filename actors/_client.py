@@ -76,7 +76,8 @@ class TurnResult:
     """The CLI's result message: the end of one turn.
 
     ``usage`` is the CLI's usage dict (Anthropic field names), ``total_cost_usd`` its cost
-    estimate. ``is_error`` with ``result`` holding the error text when the API call failed.
+    estimate. ``is_error`` with ``result`` holding the error text when the API call failed,
+    and ``api_error_status`` the HTTP status the API answered, when the CLI reports it.
     """
 
     claude_session_id: str
@@ -86,6 +87,7 @@ class TurnResult:
     usage: dict[str, Any] | None
     total_cost_usd: float | None
     duration_ms: int
+    api_error_status: int | None = None
 
 
 ClientMessage = StreamEvent | AssistantText | ToolCall | ToolOutput | SessionInit | TurnResult

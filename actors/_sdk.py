@@ -153,7 +153,7 @@ class _SdkClient(ClaudeSDKClient):
             except MessageParseError:
                 log.debug("skipping a message this SDK does not know: %r", data.get("type"))
                 continue
-            self._ready.extend(_convert(message))
+            self._ready.extend(_convert(message, data))
         return self._ready.popleft()
 
     async def interrupt(self) -> None:
@@ -178,11 +178,14 @@ class _SdkClient(ClaudeSDKClient):
             await process.wait()
 
 
-def _convert(message: Any) -> list[ClientMessage]:
-    """Translate one SDK message to zero or more ``ClientMessage``s."""
+def _convert(message: Any, raw: dict[str, Any]) -> list[ClientMessage]:
+    """Translate one SDK message (and the raw JSON it came from, for fields this SDK
+    version drops) to zero or more ``ClientMessage``s."""
     match message:
         case SdkStreamEvent(event=event):
             return [StreamEvent(event)]
+        case AssistantMessage(model="<synthetic>"):
+            return []  # the CLI's own text (e.g. an API error), repeated in the result
         case AssistantMessage(content=blocks):
             out: list[ClientMessage] = []
             for block in blocks:
@@ -209,10 +212,15 @@ def _convert(message: Any) -> list[ClientMessage]:
                     usage=message.usage,
                     total_cost_usd=message.total_cost_usd,
                     duration_ms=message.duration_ms,
+                    api_error_status=_int_or_none(raw.get("api_error_status")),
                 )
             ]
         case _:
             return []
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
 
 
 @asynccontextmanager

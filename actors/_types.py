@@ -182,6 +182,7 @@ class TurnFailed:
     turn_id: str
     reason: FailureReason
     message: str
+    upstream_status: int | None = None  # the API's HTTP status, for upstream_error
 
 
 SessionEvent = (

@@ -204,8 +204,14 @@ def usage_of(done: TurnCompleted) -> dict[str, int]:
 
 
 def failure_error(failed: TurnFailed) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and Anthropic error body for a failed turn."""
+    """The HTTP status and Anthropic error body for a failed turn. An API error the CLI
+    got keeps its status (e.g. 429, 529), so clients can apply their own retry rules."""
     status, kind = FAILURE_STATUS[failed.reason]
+    upstream = failed.upstream_status
+    if failed.reason == "upstream_error" and upstream in ERROR_TYPES:
+        # The server's own credentials or endpoint are wrong: not the client's business.
+        status = 502 if upstream in (401, 403, 404) else upstream
+        kind = ERROR_TYPES[status]
     return status, error_body(status, failed.message, kind)
 
 

@@ -149,8 +149,12 @@ def parse_directives(text: str) -> Directives:
 
 
 def _user_text(message: object) -> str | None:
-    """The text a user typed in one message, without ``<system-reminder>`` sections or
-    the CLI's ``[Request interrupted by user]`` marker.
+    """The prompt a user typed in one message: its last text block that still has text
+    once ``<system-reminder>`` sections and the CLI's ``[Request interrupted by user]``
+    marker are removed.
+
+    The CLI puts its reminders in blocks before the prompt block, and merges a user
+    message whose turn failed with the next one; the last block is the newest prompt.
 
     Args:
         message: One entry of a Messages API ``messages`` list. Content may be a string
@@ -158,25 +162,26 @@ def _user_text(message: object) -> str | None:
             blocks contribute nothing).
 
     Returns:
-        The concatenated text, stripped, or ``None`` if ``message`` is not a ``user``
-        message.
+        That text, stripped (``""`` if none), or ``None`` if ``message`` is not a
+        ``user`` message.
     """
     if not isinstance(message, dict) or message.get("role") != "user":
         return None
     content = message.get("content")
     if isinstance(content, str):
-        text = content
+        texts = [content]
     elif isinstance(content, list):
-        text = "".join(
+        texts = [
             block["text"]
             for block in content
             if isinstance(block, dict)
             and block.get("type") == "text"
             and isinstance(block.get("text"), str)
-        )
+        ]
     else:
-        text = ""
-    return _INTERRUPT_MARKER.sub("", _SYSTEM_REMINDER.sub("", text)).strip()
+        texts = []
+    cleaned = (_INTERRUPT_MARKER.sub("", _SYSTEM_REMINDER.sub("", text)).strip() for text in texts)
+    return next((text for text in reversed(list(cleaned)) if text), "")
 
 
 def latest_user_text(messages: Sequence[object]) -> str:

@@ -133,6 +133,31 @@ def test_request_without_session_runs_on_a_closed_one_turn_session(server, clien
     assert not [s for s in sessions if s["id"].startswith("one-turn-")]
 
 
+def test_upstream_errors_keep_their_status_and_the_session_goes_on(server, client):
+    """An API error the CLI gets is reported with the API's status and error type (an
+    ``error`` event when streaming, with no stray text), and the session's next turn
+    answers its own prompt."""
+    session = "e2e-upstream-error"
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        ask(client, session, "fail [[error=529]]")
+    assert caught.value.status_code == 529
+    assert caught.value.body["error"]["type"] == "overloaded_error"
+    body = {
+        "model": MODEL,
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "fail again [[error=429]]"}],
+    }
+    response = httpx.post(
+        f"{server.url}/v1/messages", json=body, headers={"X-Session-ID": session}, timeout=30
+    )
+    frames = [line for line in response.text.splitlines() if line.startswith("data:")]
+    assert "content_block_delta" not in response.text
+    error = json.loads(frames[-1].removeprefix("data:"))
+    assert error["error"]["type"] == "rate_limit_error"
+    assert ask(client, session, "all good now") == "echo: all good now"
+
+
 @pytest.mark.parametrize(
     ("body", "headers", "needle"),
     [

@@ -74,14 +74,18 @@ def _deltas(events: list[tuple[str, Any]]) -> list[str]:
 # Pure functions.
 
 
-def test_latest_user_text_drops_system_reminders_and_joins_text_blocks() -> None:
-    """The CLI's prompt is its text blocks minus <system-reminder> sections, stripped."""
+def test_latest_user_text_is_the_last_prompt_block_without_cli_additions() -> None:
+    """The prompt is the last text block with text once <system-reminder> sections and
+    the CLI's interrupt marker are removed; earlier blocks (reminders, a failed turn's
+    prompt merged into this message) do not steer the reply."""
     message = _user(
         _text("<system-reminder>\nctx [[error=500]]\n</system-reminder>"),
-        _text(" hello <system-reminder>more</system-reminder>"),
-        _text("[[count]] "),
+        _text("failed turn [[error=400]]"),
+        _text("[Request interrupted by user]"),
+        _text(" hello <system-reminder>more</system-reminder> [[count]] "),
+        _text("<system-reminder>trailing</system-reminder>"),
     )
-    assert latest_user_text([message]) == "hello [[count]]"
+    assert latest_user_text([message]) == "hello  [[count]]"
 
 
 def test_latest_user_text_skips_tool_results_system_and_assistant_messages() -> None:

@@ -60,6 +60,7 @@ import quart_trio
 import trio
 from werkzeug.exceptions import HTTPException
 
+from ._anthropic import error_body
 from ._sse import encode_sse
 
 _LOGGER = logging.getLogger(__name__)
@@ -77,17 +78,6 @@ _DIRECTIVE_RANGES: dict[str, tuple[type[float], float, float]] = {
     "chunk_delay": (float, 0.0, _DAY_S),
     "delay_first": (float, 0.0, _DAY_S),
     "error": (int, 400, 599),
-}
-
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    529: "overloaded_error",
 }
 
 _JSONObject = dict[str, Any]
@@ -255,11 +245,7 @@ def _input_tokens(messages: Sequence[object]) -> int:
 
 
 def _error_response(status: int, message: str) -> quart.Response:
-    body = {
-        "type": "error",
-        "error": {"type": _ERROR_TYPES.get(status, "api_error"), "message": message},
-    }
-    response = quart.jsonify(body)
+    response = quart.jsonify(error_body(status, message))
     response.status_code = status
     return response
 

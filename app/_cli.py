@@ -46,14 +46,20 @@ def serve(
 
     settings = _settings(host=host, port=port, offline=offline or None, state_dir=state_dir)
     _logging(settings.log_level)
+    _require_cli(settings)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             url = await nursery.start(run_server, settings)
             print(f"ccactors: serving on {url}", flush=True)
 
+    trio.run(main)
+
+
+def _require_cli(settings: Settings) -> None:
+    """Exit with status 2 and a clear message if there is no Claude Code CLI."""
     try:
-        trio.run(main)
+        settings.resolve_cli_path()
     except CliNotFoundError as exc:
         typer.echo(f"ccactors: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -97,6 +103,7 @@ def demo() -> None:
     _logging("WARNING")
     with tempfile.TemporaryDirectory(prefix="ccactors-demo-") as state:
         settings = Settings(port=0, offline=True, state_dir=Path(state))
+        _require_cli(settings)
 
         async def main() -> None:
             async with trio.open_nursery() as nursery:
@@ -105,11 +112,7 @@ def demo() -> None:
                 await trio.to_thread.run_sync(_converse, url)
                 nursery.cancel_scope.cancel()
 
-        try:
-            trio.run(main)
-        except CliNotFoundError as exc:
-            typer.echo(f"ccactors: {exc}", err=True)
-            raise typer.Exit(2) from None
+        trio.run(main)
 
 
 def _converse(url: str) -> None:

@@ -3,6 +3,8 @@
 Embeddable in any Trio program; knows nothing about HTTP. See ``open_supervisor``.
 """
 
+from ._actor import ActorPolicy as ActorPolicy
+from ._actor import SessionFailedError as SessionFailedError
 from ._client import ClaudeClient as ClaudeClient
 from ._client import ClientError as ClientError
 from ._client import ClientFactory as ClientFactory
@@ -17,10 +19,12 @@ from ._supervisor import workspace_name as workspace_name
 from ._types import CapacityError as CapacityError
 from ._types import FailureReason as FailureReason
 from ._types import InvalidSessionIdError as InvalidSessionIdError
+from ._types import Lagged as Lagged
 from ._types import MailboxFullError as MailboxFullError
 from ._types import SessionError as SessionError
 from ._types import SessionEvent as SessionEvent
 from ._types import SessionKey as SessionKey
+from ._types import SessionNotFoundError as SessionNotFoundError
 from ._types import SessionStartError as SessionStartError
 from ._types import SupervisorClosedError as SupervisorClosedError
 from ._types import TextDelta as TextDelta

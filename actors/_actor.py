@@ -1,43 +1,31 @@
-"""SessionActor: one task that owns one Claude Code client and runs its session's turns."""
+"""SessionActor: one task that owns a session's Claude Code client and runs its turns."""
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from pathlib import Path
+from typing import Literal, Protocol
 
 import trio
 
-from ._client import (
-    AssistantText,
-    ClaudeClient,
-    ClientError,
-    ClientFactory,
-    ClientMessage,
-    SessionInit,
-    SessionSpec,
-    StreamEvent,
-    ToolCall,
-    ToolOutput,
-    TurnResult,
-)
+from ._client import ClaudeClient, ClientError, ClientFactory, SessionInit, SessionSpec, TurnResult
+from ._fanout import FanOut
+from ._translate import Translator
 from ._types import (
+    CapacityError,
     FailureReason,
     SessionEvent,
     SessionKey,
-    TextDelta,
-    ThinkingDelta,
-    ToolResult,
-    ToolUse,
     Turn,
     TurnCompleted,
     TurnFailed,
     TurnStarted,
-    Usage,
 )
 
 log = logging.getLogger(__name__)
@@ -56,66 +44,124 @@ class Envelope:
     turn: Turn
     reply: trio.MemorySendChannel[SessionEvent]
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    started: bool = False  # the prompt was sent to the CLI
+    detached: bool = False  # the caller left; the turn runs on (on_disconnect="finish")
+    finished: bool = False  # the final event was delivered (or the caller was gone)
+    interrupt_reason: str = "the client went away"
 
 
 @dataclass(frozen=True, slots=True)
-class ActorTimeouts:
-    """The limits an actor enforces itself, in seconds.
+class ActorPolicy:
+    """What an actor enforces itself. Times in seconds.
 
     Args:
-        idle_ttl_s: an actor with no turn for this long closes its client and exits.
-        interrupt_drain_s: after interrupting a turn, how long the CLI has to finish it
-            before the client is considered wedged and closed.
+        idle_ttl_s: a live session with no turn for this long hibernates (closes its CLI).
+        retention_s: a hibernated session with no turn for this long is forgotten.
+        first_chunk_timeout_s: no message at all from the CLI this long after a prompt:
+            the CLI is wedged; the turn fails, the CLI is killed and restarted (resuming).
+        stream_idle_timeout_s: after the first message, none for this long: the turn
+            fails and is interrupted and drained; the CLI is kept.
+        interrupt_drain_s: how long an interrupted turn may take to end before the CLI
+            counts as wedged.
+        max_restarts, restart_window_s: more than ``max_restarts`` client restarts within
+            ``restart_window_s`` close the session.
+        finish_on_disconnect: when a caller goes away mid-turn, let the turn finish (its
+            answer stays in the conversation) instead of interrupting it.
     """
 
-    idle_ttl_s: float
-    interrupt_drain_s: float
+    idle_ttl_s: float = 900.0
+    retention_s: float = 86_400.0
+    first_chunk_timeout_s: float = 10.0
+    stream_idle_timeout_s: float = 120.0
+    interrupt_drain_s: float = 10.0
+    max_restarts: int = 3
+    restart_window_s: float = 60.0
+    finish_on_disconnect: bool = False
+
+
+class LiveSlots(Protocol):
+    """Where an actor gets permission to run a CLI process (the supervisor)."""
+
+    async def acquire(self, actor: SessionActor) -> None:
+        """Take a live slot, evicting an idle session if needed. Raises CapacityError."""
+        ...
+
+    def release(self, actor: SessionActor) -> None: ...
+
+
+class SessionFailedError(Exception):
+    """The session's CLI failed too often (restart intensity exceeded); it is closed."""
+
+
+class _Unlimited:
+    async def acquire(self, actor: SessionActor) -> None:
+        await trio.lowlevel.checkpoint()
+
+    def release(self, actor: SessionActor) -> None:
+        pass
 
 
 class SessionActor:
     """Runs the turns of one session, one at a time, in arrival order.
 
-    The actor is one task (``run``): it opens its client, serves envelopes from its
-    bounded mailbox, and closes the client when it stops. The client never leaves this
-    task. Nothing else touches the client; other tasks read the public attributes, which
-    are plain snapshots of the actor's state.
+    The actor is one task (``run``) that lives as long as the session, through any
+    number of CLI lifetimes: it opens a client, serves turns from its bounded mailbox,
+    and closes the client when the session hibernates (idle), is evicted, or the CLI
+    fails (then it reopens one at once, resuming the conversation). A client never
+    leaves this task. Other tasks only read the public attributes (plain snapshots) and
+    call the ``*_nowait``/sync methods.
 
     Attributes:
-        key: the session this actor serves.
+        key: the session (``None`` while it is an unassigned warm-pool actor).
         state: ``starting``, ``idle``, ``busy`` or ``closing``.
-        cli_pid: the CLI's process id once started (``None`` for fake clients).
-        claude_session_id: the conversation id the CLI reports, once known.
-        turns: how many turns have completed.
-        created_at / last_active_at: wall-clock times (seconds since the epoch).
+        live: a CLI process is running for this session (else it is hibernated).
+        cli_pid, claude_session_id, turns, restarts, last_error, timeouts: for stats.
+        created_at, last_active_at: wall-clock times (seconds since the epoch).
     """
 
     def __init__(
         self,
-        key: SessionKey,
-        spec: SessionSpec,
+        key: SessionKey | None,
+        cwd: Path,
         *,
         client_factory: ClientFactory,
-        timeouts: ActorTimeouts,
+        policy: ActorPolicy,
         mailbox_size: int,
+        fanout_buffer: int = 256,
+        slots: LiveSlots | None = None,
         one_turn: bool = False,
         on_retire: Callable[[SessionActor], None] = lambda actor: None,
+        on_idle: Callable[[], None] = lambda: None,
     ) -> None:
         self.key = key
-        self.spec = spec
+        self.cwd = cwd
         self.one_turn = one_turn
         self.state: ActorState = "starting"
-        self.started = False  # the client connected and ``run`` reported started
+        self.started = False  # the first client connected and ``run`` reported started
+        self.live = False
         self.cli_pid: int | None = None
-        self.claude_session_id: str | None = spec.resume
+        self.claude_session_id: str | None = None
         self.turns = 0
+        self.restarts = 0
         self.dead_letters = 0
+        self.last_error: str | None = None
+        self.timeouts: collections.Counter[str] = collections.Counter()
         self.created_at = self.last_active_at = time.time()
+        self.fanout = FanOut(fanout_buffer)
         self._client_factory = client_factory
-        self._timeouts = timeouts
+        self._policy = policy
+        self._slots = slots or _Unlimited()
         self._on_retire = on_retire
+        self._on_idle = on_idle
         self._mailbox_send, self._mailbox_receive = trio.open_memory_channel[Envelope](mailbox_size)
         self._idle_since = trio.current_time()
-        self._in_flight = False  # a query was sent and its TurnResult not yet read
+        self._idle_scope: trio.CancelScope | None = None
+        self._evicted = False
+        self._current: Envelope | None = None
+        self._carry: Envelope | None = None  # a turn to run on the next client
+        self._in_flight = False  # a prompt was sent and its TurnResult not yet read
+        self._wedged = False  # the CLI was killed: this client is finished
+        self._restart_times: collections.deque[float] = collections.deque()
 
     # -- Called by other tasks (never checkpoints) ------------------------------------
 
@@ -128,73 +174,157 @@ class SessionActor:
         """
         self._mailbox_send.send_nowait(envelope)
 
+    def adopt(self, key: SessionKey, *, one_turn: bool = False) -> None:
+        """Make this warm-pool actor the actor of session ``key``. Not a checkpoint."""
+        self.key, self.one_turn = key, one_turn
+        self.created_at = self.last_active_at = time.time()
+        self._idle_since = trio.current_time()
+
+    def interrupt(self) -> bool:
+        """Interrupt the running turn, if any; its caller gets ``TurnFailed(interrupted)``.
+        Returns whether a turn was running. Not a checkpoint."""
+        if self._current is None:
+            return False
+        self._current.interrupt_reason = "interrupted on request"
+        self._current.cancel_scope.cancel()
+        return True
+
+    def evict(self) -> bool:
+        """Hibernate now if idle and live (to free a live slot). Returns whether it will.
+        Not a checkpoint."""
+        if not self.evictable:
+            return False
+        self._evicted = True
+        self._idle_scope.cancel()  # type: ignore[union-attr]
+        return True
+
+    @property
+    def evictable(self) -> bool:
+        return self.live and self.state == "idle" and self._idle_scope is not None
+
     @property
     def mailbox_depth(self) -> int:
         """Turns waiting in the mailbox (not counting the running one)."""
         return self._mailbox_send.statistics().current_buffer_used
 
-    @property
-    def idle_deadline(self) -> float | None:
-        """``trio.current_time()`` at which an idle actor expires, or ``None`` if busy."""
-        if self.state != "idle":
-            return None
-        return self._idle_since + self._timeouts.idle_ttl_s
-
     def seconds_until_idle_expiry(self) -> int | None:
-        """Whole seconds (at least 1) until this idle actor expires, or ``None`` if busy."""
-        deadline = self.idle_deadline
-        if deadline is None:
+        """Whole seconds (at least 1) until this live idle session hibernates, else None."""
+        if not self.evictable:
             return None
+        deadline = self._idle_since + self._policy.idle_ttl_s
         return max(1, math.ceil(deadline - trio.current_time()))
 
     # -- The actor task ---------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[SessionActor]) -> None:
-        """Open the client, report started, and serve turns until idle expiry.
+        """Serve the session until it is forgotten (retention), closed, or cancelled.
 
-        Follows the nursery start protocol: ``started`` is called once the client is
-        connected. Returns after idle expiry, or after one turn for one-turn actors.
+        Follows the nursery start protocol: ``started`` is called once the first client
+        is connected.
 
         Raises:
-            ClientError: the CLI could not be started, or died; turns waiting in the
-                mailbox then get ``TurnFailed(reason="session_closed")``.
+            ClientError: the first client could not be started.
+            CapacityError: no live slot for the first client.
+            SessionFailedError: the CLI failed more often than the restart intensity.
 
         If cancelled (supervisor shutdown), the running turn gets
         ``TurnFailed(reason="session_closed")`` and the client is closed.
         """
         try:
-            async with self._client_factory(self.spec) as client:
-                self.cli_pid = client.pid
-                self.state = "idle"
-                self.started = True
-                task_status.started(self)
-                await self._serve(client)
+            while True:
+                try:
+                    await self._live_period(task_status)
+                except ClientError as exc:
+                    if not self.started:
+                        raise
+                    self._count_restart(exc)
+                    continue
+                except CapacityError as exc:
+                    if not self.started:
+                        raise
+                    if self._carry is not None:
+                        self._abandon(self._carry, "overloaded", str(exc))
+                        self._carry = None
+                if self.one_turn or self.key is None:
+                    return
+                # Hibernated: no CLI; wake on the next turn or be forgotten.
+                self._carry = await self._next_envelope(self._policy.retention_s)
+                if self._carry is None:
+                    log.info("session %s forgotten after retention", self.key)
+                    return
         finally:
             self._retire()
 
-    async def _serve(self, client: ClaudeClient) -> None:
-        while (envelope := await self._next_envelope()) is not None:
-            await self._run_turn(client, envelope)
-            if self.one_turn:
-                return
+    async def _live_period(self, task_status: trio.TaskStatus[SessionActor]) -> None:
+        """One CLI lifetime: open a client (resuming), serve turns, close it when idle."""
+        await self._slots.acquire(self)
+        try:
+            spec = SessionSpec(self.cwd, resume=self.claude_session_id)
+            async with self._client_factory(spec) as client:
+                self.live, self.cli_pid, self._wedged = True, client.pid, False
+                self.state = "idle"
+                if not self.started:
+                    self.started = True
+                    task_status.started(self)
+                while True:
+                    # A turn in hand is kept in _carry until it runs, so whatever happens
+                    # it is either run by the next client or failed when the actor retires.
+                    if self._carry is None:
+                        ttl = math.inf if self.key is None else self._policy.idle_ttl_s
+                        self._carry = await self._next_envelope(ttl)
+                    if self._carry is None:
+                        log.info("session %s idle: hibernating", self.key)
+                        return
+                    if not client.alive:
+                        raise ClientError("the CLI process exited while idle")
+                    envelope, self._carry = self._carry, None
+                    await self._run_turn(client, envelope)
+                    if self.one_turn:
+                        return
+        finally:
+            self.live, self.cli_pid = False, None
+            self._slots.release(self)
 
-    async def _next_envelope(self) -> Envelope | None:
-        """Wait for the next turn that its caller still wants; ``None`` on idle expiry."""
+    async def _next_envelope(self, ttl: float) -> Envelope | None:
+        """Wait up to ``ttl`` seconds of idleness for a turn whose caller still wants it.
+
+        Returns ``None`` when the time is up or the actor is evicted.
+        """
+        self._evicted = False
         while True:
-            with trio.move_on_at(self._idle_since + self._timeouts.idle_ttl_s):
+            with trio.CancelScope(deadline=self._idle_since + ttl) as self._idle_scope:
                 envelope = await self._mailbox_receive.receive()
                 if not envelope.cancel_scope.cancel_called:
+                    self._idle_scope = None
                     return envelope
                 self._abandon(envelope, "interrupted", "cancelled before it started")
                 continue
-            # The deadline passed. A turn may have been put in the mailbox since; once
-            # the actor is retired (synchronously, below) no new turn can arrive.
+            self._idle_scope = None
+            if self._evicted:
+                return None  # a turn that just arrived waits in the mailbox
+            # The deadline passed; a turn may have arrived since. Retiring (if that is
+            # what the caller does next) happens before any checkpoint.
             try:
                 return self._mailbox_receive.receive_nowait()
             except trio.WouldBlock:
-                log.info("session %s idle for %ss: closing", self.key, self._timeouts.idle_ttl_s)
-                self._retire()
                 return None
+
+    def _count_restart(self, exc: ClientError) -> None:
+        """Record a client failure; raise SessionFailedError past the restart intensity."""
+        now = trio.current_time()
+        self.last_error = str(exc)
+        self._restart_times.append(now)
+        while self._restart_times[0] < now - self._policy.restart_window_s:
+            self._restart_times.popleft()
+        if len(self._restart_times) > self._policy.max_restarts:
+            message = (
+                f"Claude Code failed {len(self._restart_times)} times within "
+                f"{self._policy.restart_window_s}s (last: {exc}); the session is closed"
+            )
+            self.last_error = message
+            raise SessionFailedError(message) from exc
+        self.restarts += 1
+        log.warning("session %s: restarting its CLI (resuming): %s", self.key, exc)
 
     def _retire(self) -> None:
         """Stop accepting turns, synchronously; fail the turns still waiting.
@@ -205,80 +335,134 @@ class SessionActor:
         if self.state == "closing":
             return
         self.state = "closing"
+        pending = [self._carry] if self._carry is not None else []
+        self._carry = None
         while True:
             try:
-                envelope = self._mailbox_receive.receive_nowait()
+                pending.append(self._mailbox_receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
                 break
+        for envelope in pending:
             self.dead_letters += 1
-            self._abandon(envelope, "session_closed", "the session closed before this turn ran")
+            self._abandon(envelope, "session_closed", self.last_error or "the session closed")
         self._mailbox_receive.close()
+        self.fanout.close()
         self._on_retire(self)
-
-    @staticmethod
-    def _abandon(envelope: Envelope, reason: FailureReason, message: str) -> None:
-        """Tell the caller (if still listening) how the turn ended, and close its channel."""
-        with (
-            envelope.reply,
-            contextlib.suppress(
-                trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
-            ),
-        ):
-            envelope.reply.send_nowait(TurnFailed(envelope.turn.turn_id, reason, message))
 
     # -- One turn ---------------------------------------------------------------------
 
     async def _run_turn(self, client: ClaudeClient, envelope: Envelope) -> None:
-        """Run one turn, reporting its events; afterwards the client is ready again."""
-        self.state = "busy"
-        delivered = False
+        """Run one turn, reporting its events; afterwards the client is ready again.
+
+        Raises:
+            ClientError: the CLI failed or was killed; the turn has been reported failed
+                (or, if its prompt never reached the CLI, is carried to the next client).
+        """
+        self.state, self._current = "busy", envelope
         try:
+            outcome: SessionEvent | None = None
             with envelope.cancel_scope:
-                try:
-                    outcome = await self._converse(client, envelope)
-                    if isinstance(outcome, TurnCompleted):
-                        self.turns += 1
-                    await envelope.reply.send(outcome)
-                    delivered = True
-                except trio.BrokenResourceError:
-                    envelope.cancel_scope.cancel()  # the caller stopped listening
+                outcome = await self._converse(client, envelope)
+            if outcome is None:  # the caller left, or an interrupt was asked for
+                outcome = TurnFailed(
+                    envelope.turn.turn_id, "interrupted", envelope.interrupt_reason
+                )
+            await self._finish(envelope, outcome)
+            if self._wedged:
+                raise ClientError("the CLI was killed after sending nothing")
             if self._in_flight:
                 await self._interrupt_and_drain(client)
-            if envelope.cancel_scope.cancel_called and not delivered:
-                log.info("session %s: turn %s interrupted", self.key, envelope.turn.turn_id)
-                self._abandon(envelope, "interrupted", "the turn was interrupted")
         except trio.Cancelled:
             self._abandon(envelope, "session_closed", "the server is shutting down")
             raise
         except ClientError as exc:
-            self._abandon(envelope, "cli_error", f"Claude Code failed: {exc}")
+            if not envelope.started:
+                self._carry = envelope
+            else:
+                self._abandon(envelope, "cli_error", f"Claude Code failed: {exc}")
+            raise
+        except Exception as exc:
+            self._abandon(envelope, "cli_error", f"internal error: {exc!r}")
             raise
         finally:
-            envelope.reply.close()
+            self._current = None
             self.last_active_at = time.time()
             self._idle_since = trio.current_time()
             if self.state == "busy":
                 self.state = "idle"
+            self._on_idle()
 
     async def _converse(self, client: ClaudeClient, envelope: Envelope) -> SessionEvent:
-        """Send the prompt and relay the CLI's messages as events until its result."""
+        """Send the prompt and relay the CLI's messages until its result or a timeout.
+
+        The first message must come within ``first_chunk_timeout_s`` of the prompt, each
+        later one within ``stream_idle_timeout_s`` of the previous (time spent waiting
+        on a slow caller does not count).
+        """
         turn = envelope.turn
-        await envelope.reply.send(TurnStarted(turn.turn_id, self.key.session_id))
         # A half-written prompt would corrupt the CLI's input stream: never cancel it.
         with trio.CancelScope(shield=True):
             await client.query(turn.prompt)
-            self._in_flight = True
-        translator = _Translator(turn.turn_id)
+            envelope.started = self._in_flight = True
+        await self._emit(envelope, TurnStarted(turn.turn_id, self._session_id))
+        translator = Translator(turn.turn_id)
+        deadline = trio.current_time() + self._policy.first_chunk_timeout_s
+        first = True
         while True:
-            message = await client.receive()
+            message = None
+            with trio.move_on_at(deadline):
+                message = await client.receive()
+            if message is None:
+                return self._timed_out(client, turn.turn_id, first)
+            first = False
             if isinstance(message, TurnResult):
                 self._in_flight = False
                 self.claude_session_id = message.claude_session_id
-                return translator.finish(message)
+                outcome = translator.finish(message)
+                if isinstance(outcome, TurnCompleted):
+                    self.turns += 1
+                return outcome
             if isinstance(message, SessionInit):
                 self.claude_session_id = message.claude_session_id
             for event in translator.translate(message):
-                await envelope.reply.send(event)
+                await self._emit(envelope, event)
+            deadline = trio.current_time() + self._policy.stream_idle_timeout_s
+
+    def _timed_out(self, client: ClaudeClient, turn_id: str, first: bool) -> TurnFailed:
+        if first:
+            self.timeouts["first_chunk"] += 1
+            seconds = self._policy.first_chunk_timeout_s
+            log.warning("session %s: no message within %ss: killing its CLI", self.key, seconds)
+            client.abort()
+            self._wedged = True
+            message = f"Claude Code sent nothing within {seconds}s; its process was restarted"
+        else:
+            self.timeouts["stream_idle"] += 1
+            seconds = self._policy.stream_idle_timeout_s
+            message = f"Claude Code sent nothing for {seconds}s; the turn was interrupted"
+        return TurnFailed(turn_id, "timeout", message)
+
+    async def _emit(self, envelope: Envelope, event: SessionEvent) -> None:
+        """Publish to listeners and send to the turn's caller (waiting if it is slow)."""
+        self.fanout.publish(event)
+        if envelope.detached:
+            return
+        try:
+            await envelope.reply.send(event)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if self._policy.finish_on_disconnect:
+                envelope.detached = True
+            else:
+                envelope.cancel_scope.cancel()
+
+    async def _finish(self, envelope: Envelope, outcome: SessionEvent) -> None:
+        """Deliver the turn's final event, then close the caller's channel."""
+        self.fanout.publish(outcome)
+        envelope.finished = True
+        with envelope.reply:
+            if not envelope.detached:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await envelope.reply.send(outcome)
 
     async def _interrupt_and_drain(self, client: ClaudeClient) -> None:
         """Interrupt the CLI's running turn and read it to its end, so the next turn
@@ -287,81 +471,33 @@ class SessionActor:
         Raises:
             ClientError: the CLI did not finish the turn in time (it is wedged).
         """
-        with trio.move_on_after(self._timeouts.interrupt_drain_s, shield=True):
+        with trio.move_on_after(self._policy.interrupt_drain_s, shield=True):
             await client.interrupt()
             while not isinstance(await client.receive(), TurnResult):
                 pass
             self._in_flight = False
             return
+        client.abort()
         raise ClientError(
-            f"the CLI did not end an interrupted turn within {self._timeouts.interrupt_drain_s}s"
+            f"the CLI did not end an interrupted turn within {self._policy.interrupt_drain_s}s"
         )
 
+    def _abandon(self, envelope: Envelope, reason: FailureReason, message: str) -> None:
+        """Tell the caller (if still listening) how the turn ended; close its channel."""
+        if envelope.finished:
+            return
+        envelope.finished = True
+        failed = TurnFailed(envelope.turn.turn_id, reason, message)
+        if envelope.started:
+            self.fanout.publish(failed)
+        with (
+            envelope.reply,
+            contextlib.suppress(
+                trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+            ),
+        ):
+            envelope.reply.send_nowait(failed)
 
-class _Translator:
-    """Turns the CLI's messages for one turn into SessionEvents.
-
-    Text and thinking come from the raw stream events (token by token). A complete text
-    block that was never streamed (the CLI writes some messages itself, e.g. API errors)
-    is sent as one delta, so no text is lost.
-    """
-
-    def __init__(self, turn_id: str) -> None:
-        self.turn_id = turn_id
-        self.block_index = -1
-        self.streamed_text_blocks = 0  # streamed text blocks not yet matched to AssistantText
-        self.stop_reason = "end_turn"
-        self.model: str | None = None
-
-    def translate(self, message: ClientMessage) -> list[SessionEvent]:
-        match message:
-            case StreamEvent(event=event):
-                return self._stream_event(event)
-            case AssistantText(text=text):
-                if self.streamed_text_blocks:
-                    self.streamed_text_blocks -= 1
-                    return []
-                self.block_index += 1
-                return [TextDelta(self.turn_id, text, self.block_index)]
-            case ToolCall(id=id_, name=name, input=input_):
-                return [ToolUse(self.turn_id, id_, name, input_)]
-            case ToolOutput(tool_use_id=tool_use_id, content=content, is_error=is_error):
-                return [ToolResult(self.turn_id, tool_use_id, content, is_error)]
-            case _:
-                return []
-
-    def _stream_event(self, event: dict) -> list[SessionEvent]:
-        kind = event.get("type")
-        if kind == "message_start":
-            self.model = (event.get("message") or {}).get("model", self.model)
-        elif kind == "content_block_start":
-            self.block_index += 1
-            if (event.get("content_block") or {}).get("type") == "text":
-                self.streamed_text_blocks += 1
-        elif kind == "content_block_delta":
-            delta = event.get("delta") or {}
-            if delta.get("type") == "text_delta" and delta.get("text"):
-                return [TextDelta(self.turn_id, delta["text"], self.block_index)]
-            if delta.get("type") == "thinking_delta" and delta.get("thinking"):
-                return [ThinkingDelta(self.turn_id, delta["thinking"], self.block_index)]
-        elif kind == "message_delta":
-            self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
-        return []
-
-    def finish(self, result: TurnResult) -> TurnCompleted | TurnFailed:
-        if result.is_error:
-            return TurnFailed(
-                self.turn_id,
-                "upstream_error",
-                result.result or f"Claude Code: {result.subtype}",
-                upstream_status=result.api_error_status,
-            )
-        return TurnCompleted(
-            turn_id=self.turn_id,
-            stop_reason=self.stop_reason,
-            usage=Usage.from_dict(result.usage),
-            total_cost_usd=result.total_cost_usd,
-            claude_session_id=result.claude_session_id,
-            duration_ms=result.duration_ms,
-            model=self.model,
-        )
+    @property
+    def _session_id(self) -> str:
+        return "" if self.key is None else self.key.session_id

@@ -124,6 +124,16 @@ class ClaudeClient(Protocol):
         """Ask the CLI to stop the running turn; it still ends with a ``TurnResult``."""
         ...
 
+    @property
+    def alive(self) -> bool:
+        """False once the CLI process has exited. Not a checkpoint."""
+        ...
+
+    def abort(self) -> None:
+        """Kill the CLI at once (SIGKILL): it is wedged. Not a checkpoint; leaving the
+        client's block then finishes quickly."""
+        ...
+
 
 ClientFactory = Callable[[SessionSpec], AbstractAsyncContextManager[ClaudeClient]]
 """Opens a connected client for a session: ``async with factory(spec) as client:``.

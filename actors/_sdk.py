@@ -128,9 +128,21 @@ class _SdkClient(ClaudeSDKClient):
         await self._query.initialize()
 
     @property
+    def _process(self) -> Any:
+        return getattr(self._transport, "_process", None)
+
+    @property
     def pid(self) -> int | None:
-        process = getattr(self._transport, "_process", None)
-        return None if process is None else process.pid
+        return None if self._process is None else self._process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self._process is not None and self._process.returncode is None
+
+    def abort(self) -> None:
+        if self.alive:
+            log.warning("killing Claude Code pid %s", self.pid)
+            self._process.kill()
 
     async def query(self, prompt: str) -> None:  # type: ignore[override]
         try:
@@ -171,7 +183,7 @@ class _SdkClient(ClaudeSDKClient):
 
     async def kill(self) -> None:
         """SIGKILL the CLI and wait for it to be reaped."""
-        process = getattr(self._transport, "_process", None)
+        process = self._process
         if process is not None and process.returncode is None:
             log.warning("Claude Code pid %s did not exit on SIGTERM: killing it", process.pid)
             process.kill()

@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import logging
 import shutil
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import trio
 
-from ._actor import ActorState, ActorTimeouts, Envelope, SessionActor
-from ._client import ClientFactory, SessionSpec
+from ._actor import ActorPolicy, ActorState, Envelope, SessionActor
+from ._client import ClientFactory
 from ._types import (
     CapacityError,
+    Lagged,
     MailboxFullError,
     SessionEvent,
     SessionKey,
+    SessionNotFoundError,
     SessionStartError,
     SupervisorClosedError,
     Turn,
@@ -27,7 +31,7 @@ from ._types import (
 
 log = logging.getLogger(__name__)
 
-# Retry-After for a full house where no session is idle: a turn usually ends within this.
+# Retry-After when no idle session will free a slot: a turn usually ends within this.
 BUSY_RETRY_AFTER_S = 5
 
 
@@ -37,21 +41,23 @@ class SupervisorConfig:
 
     Args:
         workspace_root: each session gets its own working directory below this.
-        max_sessions: live sessions at most; one more is refused with ``CapacityError``.
-        session_idle_ttl_s: a session with no turn for this long is closed.
-        mailbox_size: turns that may wait behind a session's running turn; one more is
-            refused with ``MailboxFullError``.
+        max_sessions: sessions (live or hibernated) at most; a new one beyond is refused.
+        max_live_sessions: CLI processes at most (sessions' and warm ones).
+        warm_pool_size: idle actors kept connected, ready to be adopted by new sessions.
+        mailbox_size: turns that may wait behind a session's running turn.
         event_buffer_size: events buffered for a slow caller before the actor waits.
-        interrupt_drain_timeout_s: how long an interrupted turn may take to end before the
-            session's CLI is considered wedged and closed.
+        fanout_buffer_size: events buffered per extra listener before it lags.
+        policy: what each actor enforces (TTLs, timeouts, restart intensity).
     """
 
     workspace_root: Path
-    max_sessions: int = 32
-    session_idle_ttl_s: float = 900.0
+    max_sessions: int = 1000
+    max_live_sessions: int = 32
+    warm_pool_size: int = 0
     mailbox_size: int = 4
     event_buffer_size: int = 256
-    interrupt_drain_timeout_s: float = 10.0
+    fanout_buffer_size: int = 256
+    policy: ActorPolicy = field(default_factory=ActorPolicy)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +66,16 @@ class SessionInfo:
 
     session_id: str
     state: ActorState
+    live: bool
     cli_pid: int | None
     claude_session_id: str | None
     turns: int
+    restarts: int
+    last_error: str | None
     created_at: float
     last_active_at: float
     mailbox_depth: int
+    listeners: int
     one_turn: bool
 
 
@@ -93,20 +103,30 @@ class Supervisor:
     the supervisor's nursery. Turns reach an actor only through its bounded mailbox;
     there is no lock shared between sessions.
 
-    Policy:
+    Policy (after Erlang/OTP):
 
-    * Start: an actor is started with ``nursery.start`` and registered only once its CLI
-      is connected. Concurrent first turns for one session share one start.
-    * Capacity: at most ``max_sessions`` actors (starting or live). A new session beyond
-      that is refused with ``CapacityError`` (nothing is evicted).
-    * Idle expiry: an actor with no turn for ``session_idle_ttl_s`` closes its CLI and
-      is forgotten; its next turn starts a new conversation.
-    * Failure: an actor whose CLI fails or dies fails its running turn
-      (``TurnFailed(reason="cli_error")``) and the turns waiting behind it
-      (``session_closed``, counted as dead letters), then is forgotten. A failed turn is
-      never re-run (at most once).
-    * Shutdown: leaving ``open_supervisor`` cancels every actor; each fails its running
-      turn with ``session_closed`` and closes its CLI process before the block exits.
+    * One-for-one: each session's CLI is supervised on its own. If it exits, crashes,
+      is wedged (no first message within ``first_chunk_timeout_s``: it is killed) or
+      does not end an interrupted turn in time, the running turn fails
+      (``TurnFailed`` with reason ``cli_error`` or ``timeout``) and is never re-run (at
+      most once); a turn whose prompt never reached the CLI runs on the new one. The
+      session's actor immediately starts a new CLI that resumes the conversation
+      (``resume=<claude session id>``).
+    * Restart intensity: more than ``max_restarts`` restarts of one session within
+      ``restart_window_s`` close that session; its waiting turns fail with the reason,
+      and it is forgotten (its next turn starts a new conversation).
+    * Start: an actor is registered only once its CLI is connected (``nursery.start``),
+      or at once when it adopts a warm-pool actor. Concurrent first turns share a start.
+    * Hibernation: a session idle for ``idle_ttl_s`` closes its CLI but keeps its
+      Claude session id and workspace; its next turn resumes it. After ``retention_s``
+      without a turn it is forgotten.
+    * Capacity: at most ``max_live_sessions`` CLI processes. Needing one when all are
+      taken hibernates the least recently used idle session (warm-pool actors go
+      first); if none is idle, the request is refused (``CapacityError``, HTTP 503). At
+      most ``max_sessions`` sessions in all, live or hibernated.
+    * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
+      leaving ``open_supervisor`` cancels every actor, failing running turns with
+      ``session_closed`` and closing every CLI process before it returns.
     """
 
     def __init__(
@@ -114,15 +134,18 @@ class Supervisor:
     ) -> None:
         self.config = config
         self.dead_letters = 0
+        self.sessions_failed = 0
         self._client_factory = client_factory
         self._nursery = nursery
-        self._actors: dict[SessionKey, SessionActor] = {}
+        self._sessions: dict[SessionKey, SessionActor] = {}
         self._starting: dict[SessionKey, _Start] = {}
+        self._live: set[SessionActor] = set()  # actors holding a live slot
+        self._pool: list[SessionActor] = []  # warm, unassigned, ready
+        self._pool_starting = 0
+        self._slot_released = trio.lowlevel.ParkingLot()
+        self._changed = trio.lowlevel.ParkingLot()  # pool shrank or a session went idle
+        self._totals: collections.Counter[str] = collections.Counter()  # of gone actors
         self._closed = False
-        self._timeouts = ActorTimeouts(
-            idle_ttl_s=config.session_idle_ttl_s,
-            interrupt_drain_s=config.interrupt_drain_timeout_s,
-        )
 
     # -- Turns ------------------------------------------------------------------------
 
@@ -136,20 +159,16 @@ class Supervisor:
         ``TurnCompleted`` or ``TurnFailed``; then the channel ends. With ``key=None`` the
         turn runs on a new one-turn session that is closed afterwards.
 
-        Args:
-            key: the session, or ``None`` for a one-turn session.
-            turn: the new user message.
-
         Raises:
-            CapacityError: the session is new and ``max_sessions`` are live.
+            CapacityError: no room for a new session, or no live slot to be had.
             MailboxFullError: ``mailbox_size`` turns already wait for this session.
             SessionStartError: the session's CLI could not be started.
             SupervisorClosedError: the supervisor is shutting down.
 
         Leaving the block before the turn ends (including by cancellation, e.g. the HTTP
-        client went away) cancels the turn: if it has not started it is skipped, if it
+        client went away) cancels the turn: if it has not started it is skipped; if it
         is running the CLI is interrupted and the turn drained, so the session is ready
-        for its next turn.
+        for its next turn. With ``policy.finish_on_disconnect`` a started turn runs on.
         """
         send, receive = trio.open_memory_channel[SessionEvent](self.config.event_buffer_size)
         envelope = Envelope(turn, send)
@@ -158,40 +177,70 @@ class Supervisor:
             with receive:
                 yield receive
         finally:
-            envelope.cancel_scope.cancel()
+            if not (envelope.started and self.config.policy.finish_on_disconnect):
+                envelope.cancel_scope.cancel()
             send.close()
             receive.close()
 
     async def _submit(self, key: SessionKey | None, envelope: Envelope) -> None:
+        one_turn = key is None
         if key is None:
             key = SessionKey(f"one-turn-{uuid.uuid4().hex}")
-            await self._start_actor(key, one_turn=True)
-            # Its mailbox is empty and nothing else knows the key, so this cannot block.
-            self._actors[key].submit_nowait(envelope)
-            return
         while True:
             if self._closed:
                 raise SupervisorClosedError("the server is shutting down")
-            actor = self._actors.get(key)
+            actor = self._sessions.get(key)
             if actor is None:
-                await self._start_actor(key)
+                await self._start_session(key, one_turn=one_turn)
                 continue
+            if not actor.live:
+                self._check_live_slot(actor)
             try:
                 actor.submit_nowait(envelope)
                 return
             except trio.WouldBlock:
                 raise MailboxFullError(
-                    f"session {key.session_id} already has {self.config.mailbox_size} turns "
-                    "waiting",
+                    f"session {key.session_id} already has {self.config.mailbox_size} "
+                    "turns waiting",
                     retry_after_s=1,
                 ) from None
             except trio.BrokenResourceError:
-                # Retired between lookup and send cannot happen (no checkpoint between
-                # them); retired earlier means it is being forgotten: start another.
-                self._actors.pop(key, None)
+                self._sessions.pop(key, None)  # retired: start another
 
-    async def _start_actor(self, key: SessionKey, *, one_turn: bool = False) -> None:
-        """Start the actor for ``key``, or wait for its start already under way.
+    def interrupt(self, key: SessionKey) -> bool:
+        """Interrupt the session's running turn. Returns whether one was running.
+
+        Raises:
+            SessionNotFoundError: no such session.
+
+        Not a checkpoint. The turn's caller gets ``TurnFailed(reason="interrupted")``.
+        """
+        return self._actor(key).interrupt()
+
+    @contextmanager
+    def listen(self, key: SessionKey) -> Iterator[trio.MemoryReceiveChannel[SessionEvent | Lagged]]:
+        """Yield a channel with every event of the session's turns from now on.
+
+        A listener that reads too slowly loses events and then gets ``Lagged(dropped)``;
+        it never slows the session. The channel ends when the session is forgotten.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        with self._actor(key).fanout.listen() as events:
+            yield events
+
+    def _actor(self, key: SessionKey) -> SessionActor:
+        actor = self._sessions.get(key)
+        if actor is None:
+            raise SessionNotFoundError(f"no session {key.session_id!r}")
+        return actor
+
+    # -- Starting sessions ------------------------------------------------------------
+
+    async def _start_session(self, key: SessionKey, *, one_turn: bool) -> None:
+        """Start the actor for ``key`` (adopting a warm one if any), or wait for the
+        start already under way.
 
         Raises:
             CapacityError, SupervisorClosedError: as for ``open_turn``.
@@ -199,50 +248,55 @@ class Supervisor:
         """
         start = self._starting.get(key)
         if start is None:
-            self._check_capacity()
+            if len(self._sessions) + len(self._starting) >= self.config.max_sessions:
+                raise CapacityError(
+                    f"all {self.config.max_sessions} sessions are in use",
+                    retry_after_s=BUSY_RETRY_AFTER_S,
+                )
+            if self._pool:
+                actor = self._pool.pop(0)
+                actor.adopt(key, one_turn=one_turn)
+                self._sessions[key] = actor
+                self._changed.unpark_all()
+                await trio.lowlevel.checkpoint()
+                return
+            self._check_live_slot(None)
             start = self._starting[key] = _Start()
-            self._nursery.start_soon(self._spawn, key, start, one_turn)
+            cwd = self.config.workspace_root / workspace_name(key)
+            self._nursery.start_soon(self._spawn, key, cwd, start, one_turn)
         await start.done.wait()
+        if isinstance(start.error, CapacityError):
+            raise start.error
         if start.error is not None:
             raise SessionStartError(f"could not start Claude Code: {start.error}") from (
                 start.error
             )
 
-    def _check_capacity(self) -> None:
-        if self._closed:
-            raise SupervisorClosedError("the server is shutting down")
-        if len(self._actors) + len(self._starting) < self.config.max_sessions:
-            return
-        waits = [
-            seconds
-            for actor in self._actors.values()
-            if (seconds := actor.seconds_until_idle_expiry()) is not None
-        ]
-        raise CapacityError(
-            f"all {self.config.max_sessions} sessions are in use",
-            retry_after_s=min(waits, default=BUSY_RETRY_AFTER_S),
+    def _new_actor(self, key: SessionKey | None, cwd: Path, one_turn: bool) -> SessionActor:
+        _make_directory(cwd)
+        return SessionActor(
+            key,
+            cwd,
+            client_factory=self._client_factory,
+            policy=self.config.policy,
+            mailbox_size=self.config.mailbox_size,
+            fanout_buffer=self.config.fanout_buffer_size,
+            slots=self,
+            one_turn=one_turn,
+            on_retire=self._forget,
+            on_idle=self._changed.unpark_all,
         )
 
-    async def _spawn(self, key: SessionKey, start: _Start, one_turn: bool) -> None:
+    async def _spawn(self, key: SessionKey, cwd: Path, start: _Start, one_turn: bool) -> None:
         """Start an actor in the nursery and register it once its client is connected."""
-        cwd = self.config.workspace_root / workspace_name(key)
         try:
-            _make_directory(cwd)
-            actor = SessionActor(
-                key,
-                SessionSpec(cwd=cwd),
-                client_factory=self._client_factory,
-                timeouts=self._timeouts,
-                mailbox_size=self.config.mailbox_size,
-                one_turn=one_turn,
-                on_retire=self._forget,
-            )
+            actor = self._new_actor(key, cwd, one_turn)
             await self._nursery.start(self._supervise, actor)
         except Exception as exc:
             log.warning("session %s could not start: %r", key.session_id, exc)
             start.error = exc
         else:
-            self._actors[key] = actor
+            self._sessions[key] = actor
         finally:
             del self._starting[key]
             start.done.set()
@@ -250,40 +304,148 @@ class Supervisor:
     async def _supervise(
         self, actor: SessionActor, *, task_status: trio.TaskStatus[SessionActor]
     ) -> None:
-        """Run one actor; a failure after start is logged and the actor forgotten."""
+        """Run one actor until it ends; a failure after its start is logged, counted and
+        the actor forgotten (a failure before it is re-raised to ``nursery.start``)."""
         try:
             await actor.run(task_status=task_status)
         except Exception:
             if not actor.started:
-                raise  # nursery.start re-raises it in _spawn
-            log.exception("session %s failed", actor.key.session_id)
+                raise
+            self.sessions_failed += 1
+            log.exception("session %s closed", actor.key)
         finally:
             self.dead_letters += actor.dead_letters
-            if actor.one_turn:
+            self._totals.update(actor.timeouts)
+            self._totals["restarts"] += actor.restarts
+            if actor.one_turn or actor.key is None:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(
-                        shutil.rmtree, actor.spec.cwd, True, abandon_on_cancel=False
+                        shutil.rmtree, actor.cwd, True, abandon_on_cancel=False
                     )
 
     def _forget(self, actor: SessionActor) -> None:
-        """Remove a retiring actor from the registry (only if it is still the one there)."""
-        if self._actors.get(actor.key) is actor:
-            del self._actors[actor.key]
+        """Unregister a retiring actor (only if it is still the one registered)."""
+        if actor.key is not None and self._sessions.get(actor.key) is actor:
+            del self._sessions[actor.key]
+        if actor in self._pool:
+            self._pool.remove(actor)
+        self._changed.unpark_all()
 
-    # -- Listings ---------------------------------------------------------------------
+    # -- Warm pool --------------------------------------------------------------------
 
-    def sessions(self) -> list[SessionInfo]:
-        """Snapshots of every registered session, oldest first. Not a checkpoint."""
-        return sorted((_info(actor) for actor in self._actors.values()), key=lambda i: i.created_at)
+    async def keep_pool_warm(self) -> None:
+        """Keep ``warm_pool_size`` connected, unassigned actors ready, using only free
+        live slots. Runs until cancelled (``open_supervisor`` runs it)."""
+        while True:
+            while (
+                not self._closed
+                and len(self._pool) + self._pool_starting < self.config.warm_pool_size
+                and len(self._live) + self._pool_starting < self.config.max_live_sessions
+            ):
+                self._pool_starting += 1
+                self._nursery.start_soon(self._spawn_warm)
+            await self._changed.park()
 
-    def session(self, key: SessionKey) -> SessionInfo | None:
-        """A snapshot of one session, or ``None`` if it is not live. Not a checkpoint."""
-        actor = self._actors.get(key)
-        return None if actor is None else _info(actor)
+    async def _spawn_warm(self) -> None:
+        cwd = self.config.workspace_root / f"w-{uuid.uuid4().hex}"
+        try:
+            actor = self._new_actor(None, cwd, False)
+            await self._nursery.start(self._supervise, actor)
+        except Exception as exc:
+            log.warning("a warm Claude Code could not start: %r", exc)
+            await trio.sleep(1)  # do not spin on a CLI that cannot start
+        else:
+            if actor.key is None and actor.state != "closing":
+                self._pool.append(actor)
+        finally:
+            self._pool_starting -= 1
+            self._changed.unpark_all()
+
+    # -- Live slots (the LiveSlots protocol the actors use) ---------------------------
+
+    def _check_live_slot(self, waking: SessionActor | None) -> None:
+        """Raise CapacityError now if a new live CLI could not be had even by eviction."""
+        if len(self._live) < self.config.max_live_sessions or self._victim(waking):
+            return
+        raise CapacityError(
+            f"all {self.config.max_live_sessions} live sessions are busy",
+            retry_after_s=BUSY_RETRY_AFTER_S,
+        )
+
+    def _victim(self, exclude: SessionActor | None) -> SessionActor | None:
+        """The actor to hibernate for a slot: an idle warm one, else the least recently
+        used idle live session."""
+        idle = [a for a in self._live if a is not exclude and a.evictable]
+        return min(idle, key=lambda a: (a.key is not None, a.last_active_at), default=None)
+
+    async def acquire(self, actor: SessionActor) -> None:
+        """Take a live slot for ``actor``, hibernating idle sessions as needed.
+
+        Raises:
+            CapacityError: every live slot is held by a busy session (or, for a warm-pool
+                actor, no slot is free: warm actors never evict).
+        """
+        await trio.lowlevel.checkpoint()
+        while len(self._live) >= self.config.max_live_sessions:
+            victim = None if actor.key is None else self._victim(actor)
+            if victim is None:
+                raise CapacityError(
+                    f"all {self.config.max_live_sessions} live sessions are busy",
+                    retry_after_s=BUSY_RETRY_AFTER_S,
+                )
+            log.info("hibernating session %s to free a live slot", victim.key)
+            victim.evict()
+            await self._slot_released.park()
+        self._live.add(actor)
+
+    def release(self, actor: SessionActor) -> None:
+        self._live.discard(actor)
+        self._slot_released.unpark_all()
+        self._changed.unpark_all()
+
+    # -- Shutdown and listings --------------------------------------------------------
 
     def close(self) -> None:
         """Refuse new turns from now on. Not a checkpoint; running turns go on."""
         self._closed = True
+
+    async def wait_idle(self) -> None:
+        """Wait until no session is running or has waiting turns."""
+        while any(a.state == "busy" or a.mailbox_depth for a in self._sessions.values()):
+            await self._changed.park()
+
+    def sessions(self) -> list[SessionInfo]:
+        """Snapshots of every session, oldest first. Not a checkpoint."""
+        infos = [_info(actor) for actor in self._sessions.values()]
+        return sorted(infos, key=lambda info: info.created_at)
+
+    def session(self, key: SessionKey) -> SessionInfo | None:
+        """A snapshot of one session, or ``None`` if there is none. Not a checkpoint."""
+        actor = self._sessions.get(key)
+        return None if actor is None else _info(actor)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for operators: sessions, pool, mailboxes, restarts, dead letters,
+        timeouts by kind. Not a checkpoint."""
+        actors = list(self._sessions.values())
+        timeouts = self._totals.copy()
+        for actor in actors:
+            timeouts.update(actor.timeouts)
+        return {
+            "sessions": len(actors),
+            "live_sessions": sum(a.live for a in actors),
+            "hibernated_sessions": sum(not a.live for a in actors),
+            "busy_sessions": sum(a.state == "busy" for a in actors),
+            "live_processes": len(self._live),
+            "warm_pool_size": len(self._pool),
+            "warm_pids": [a.cli_pid for a in self._pool if a.cli_pid is not None],
+            "mailbox_depths": {a.key.session_id: a.mailbox_depth for a in actors if a.key},
+            "restarts": self._totals["restarts"] + sum(a.restarts for a in actors),
+            "sessions_failed": self.sessions_failed,
+            "dead_letters": self.dead_letters + sum(a.dead_letters for a in actors),
+            "listener_drops": sum(a.fanout.dropped_total for a in actors),
+            "timeouts": {kind: timeouts[kind] for kind in ("first_chunk", "stream_idle")},
+        }
 
 
 def _make_directory(path: Path) -> None:
@@ -294,14 +456,18 @@ def _make_directory(path: Path) -> None:
 
 def _info(actor: SessionActor) -> SessionInfo:
     return SessionInfo(
-        session_id=actor.key.session_id,
+        session_id=actor.key.session_id if actor.key else "",
         state=actor.state,
+        live=actor.live,
         cli_pid=actor.cli_pid,
         claude_session_id=actor.claude_session_id,
         turns=actor.turns,
+        restarts=actor.restarts,
+        last_error=actor.last_error,
         created_at=actor.created_at,
         last_active_at=actor.last_active_at,
         mailbox_depth=actor.mailbox_depth,
+        listeners=len(actor.fanout),
         one_turn=actor.one_turn,
     )
 
@@ -310,12 +476,13 @@ def _info(actor: SessionActor) -> SessionInfo:
 async def open_supervisor(
     config: SupervisorConfig, client_factory: ClientFactory
 ) -> AsyncIterator[Supervisor]:
-    """Run a supervisor for the duration of the block.
+    """Run a supervisor (and its warm pool) for the duration of the block.
 
     Args:
-        config: limits and the workspace root.
-        client_factory: opens a connected ``ClaudeClient`` per session (``actors.open_sdk_client``
-            with settings for the real CLI; ``actors.testing.ScriptedClientFactory`` in tests).
+        config: limits, the workspace root and the actors' policy.
+        client_factory: opens a connected ``ClaudeClient`` per CLI lifetime
+            (``functools.partial(open_sdk_client, cli_options)`` for the real CLI;
+            ``actors.testing.ScriptedClientFactory`` in tests).
 
     Leaving the block (normally, by an exception, or by cancellation) stops every actor:
     running turns fail with ``session_closed`` and every CLI process is closed before the
@@ -323,6 +490,7 @@ async def open_supervisor(
     """
     async with trio.open_nursery() as nursery:
         supervisor = Supervisor(config, client_factory, nursery)
+        nursery.start_soon(supervisor.keep_pool_warm)
         try:
             yield supervisor
         finally:

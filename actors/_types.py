@@ -172,6 +172,7 @@ FailureReason = Literal[
     "upstream_error",  # the CLI reported an API error for this turn
     "cli_error",  # the CLI process failed or died
     "session_closed",  # the session closed before the turn could run
+    "overloaded",  # no live CLI slot could be had to wake the session
 ]
 
 
@@ -188,6 +189,13 @@ class TurnFailed:
 SessionEvent = (
     TurnStarted | TextDelta | ThinkingDelta | ToolUse | ToolResult | TurnCompleted | TurnFailed
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Lagged:
+    """To a session listener only: ``dropped`` events were lost because it read too slowly."""
+
+    dropped: int
 
 
 # -- Errors raised to callers ---------------------------------------------------------
@@ -227,3 +235,7 @@ class SessionStartError(SessionError):
 
 class SupervisorClosedError(SessionError):
     """The supervisor is shutting down and accepts no new turns."""
+
+
+class SessionNotFoundError(SessionError):
+    """No such session (never started, or forgotten)."""

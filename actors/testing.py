@@ -104,10 +104,18 @@ class ScriptedClient:
     ``interrupt_delay`` seconds later, as the CLI does.
     """
 
-    def __init__(self, script: Script, *, claude_session_id: str, interrupt_delay: float) -> None:
+    def __init__(
+        self,
+        script: Script,
+        *,
+        claude_session_id: str,
+        interrupt_delay: float,
+        transcript: list[str] | None = None,
+    ) -> None:
         self.claude_session_id = claude_session_id
-        self.prompts: list[str] = []
+        self.prompts: list[str] = [] if transcript is None else transcript
         self.interrupts = 0
+        self.aborted = False
         self._script = script
         self._interrupt_delay = interrupt_delay
         self._pending: list[tuple[float, ClientMessage]] = []  # (due time, message)
@@ -117,8 +125,17 @@ class ScriptedClient:
     def pid(self) -> int | None:
         return None
 
+    @property
+    def alive(self) -> bool:
+        return not self._broken
+
+    def abort(self) -> None:
+        self.aborted = True
+        self._broken = True
+
     def break_(self) -> None:
-        """Make the client behave as if its CLI process died. Not a checkpoint."""
+        """Make the client behave as if its CLI process died (``alive`` turns false).
+        Not a checkpoint."""
         self._broken = True
 
     async def query(self, prompt: str) -> None:
@@ -171,6 +188,8 @@ class ScriptedClientFactory:
         clients: every client opened, in order.
         live: clients open now (connected and not yet closed).
         specs: the ``SessionSpec`` of each open call.
+        transcripts: prompts per Claude session id; a client opened with ``resume``
+            continues that list, as the CLI continues its transcript.
     """
 
     script: Script = echo_script
@@ -179,6 +198,7 @@ class ScriptedClientFactory:
     fail_connect: bool = False
     clients: list[ScriptedClient] = field(default_factory=list)
     specs: list[SessionSpec] = field(default_factory=list)
+    transcripts: dict[str, list[str]] = field(default_factory=dict)
     live: int = 0
 
     @asynccontextmanager
@@ -187,10 +207,12 @@ class ScriptedClientFactory:
         await trio.sleep(self.connect_delay)
         if self.fail_connect:
             raise ClientError("the fake CLI failed to start")
+        session_id = spec.resume or f"fake-{uuid.uuid4().hex[:8]}"
         client = ScriptedClient(
             self.script,
-            claude_session_id=spec.resume or f"fake-{uuid.uuid4().hex[:8]}",
+            claude_session_id=session_id,
             interrupt_delay=self.interrupt_delay,
+            transcript=self.transcripts.setdefault(session_id, []),
         )
         self.clients.append(client)
         self.live += 1

@@ -49,7 +49,8 @@ FAILURE_STATUS = {
     "upstream_error": (502, "api_error"),
     "cli_error": (502, "api_error"),
     "session_closed": (503, "overloaded_error"),
-    "interrupted": (500, "api_error"),
+    "interrupted": (409, "api_error"),
+    "overloaded": (503, "overloaded_error"),
 }
 
 

@@ -21,6 +21,7 @@ from actors import (
     SessionError,
     SessionInfo,
     SessionKey,
+    SessionNotFoundError,
     SessionStartError,
     Supervisor,
     Turn,
@@ -39,6 +40,7 @@ from ._anthropic import (
     one_turn_prompt,
     session_key_from,
 )
+from ._events import event_json, event_type
 from ._settings import Settings
 from ._sse import SSE_HEADERS, encode_sse, sse_comment
 
@@ -52,8 +54,9 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
     """Build the quart-trio application serving ``supervisor``'s sessions.
 
     Routes: ``POST /v1/messages`` (Anthropic Messages, streaming and not),
-    ``GET /v1/sessions``, ``GET /v1/sessions/<id>``, ``GET /health``. Every error is
-    Anthropic error JSON with the matching status.
+    ``GET /v1/sessions``, ``GET /v1/sessions/<id>``, ``POST /v1/sessions/<id>/interrupt``,
+    ``GET /v1/sessions/<id>/events`` (SSE), ``GET /v1/stats``, ``GET /health``. Every
+    error is Anthropic error JSON with the matching status.
     """
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
@@ -100,15 +103,27 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
         return {"data": [_session_json(info) for info in supervisor.sessions()]}
 
     @app.get("/v1/sessions/<session_id>")
-    async def get_session(session_id: str) -> tuple[dict[str, Any], int]:
-        try:
-            key = SessionKey(session_id)
-        except InvalidSessionIdError as exc:
-            raise RequestError(f"invalid session id: {exc}") from None
-        info = supervisor.session(key)
+    async def get_session(session_id: str) -> dict[str, Any]:
+        info = supervisor.session(_key(session_id))
         if info is None:
-            return error_body(404, f"no session {session_id!r}"), 404
-        return _session_json(info), 200
+            raise SessionNotFoundError(f"no session {session_id!r}")
+        return _session_json(info)
+
+    @app.post("/v1/sessions/<session_id>/interrupt")
+    async def interrupt(session_id: str) -> dict[str, Any]:
+        return {"id": session_id, "interrupted": supervisor.interrupt(_key(session_id))}
+
+    @app.get("/v1/sessions/<session_id>/events")
+    async def session_events(session_id: str) -> Response:
+        stream = _listen(supervisor, _key(session_id), settings.sse_ping_interval_s)
+        await anext(stream)  # SessionNotFoundError -> 404 while we still can
+        response = Response(stream, 200, SSE_HEADERS)
+        response.timeout = None
+        return response
+
+    @app.get("/v1/stats")
+    async def stats() -> dict[str, Any]:
+        return supervisor.stats()
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -151,6 +166,35 @@ async def _stream_turn(
     yield sse_comment("end")
 
 
+async def _listen(supervisor: Supervisor, key: SessionKey, ping_s: float) -> AsyncIterator[bytes]:
+    """The SSE body of a session's event stream; first yields ``b""`` once listening.
+
+    Each event is ``event: <type>`` with its JSON (see ``app._events``); a listener too
+    slow to keep up gets a ``lagged`` event saying how many it lost.
+    """
+    with supervisor.listen(key) as events:
+        yield b""
+        while True:
+            event = None
+            with trio.move_on_after(ping_s):
+                try:
+                    event = await events.receive()
+                except trio.EndOfChannel:
+                    return
+            if event is None:
+                yield sse_comment("ping")
+            else:
+                yield encode_sse(event_type(event), event_json(event))
+
+
+def _key(session_id: str) -> SessionKey:
+    """A session id from a URL as a key. Raises ``RequestError`` (400) if malformed."""
+    try:
+        return SessionKey(session_id)
+    except InvalidSessionIdError as exc:
+        raise RequestError(f"invalid session id: {exc}") from None
+
+
 async def _json_object() -> dict[str, Any]:
     """The request body as a JSON object. Raises ``RequestError`` if it is not one."""
     raw = await request.get_data()
@@ -177,6 +221,8 @@ def _parse(model: type[M], body: dict[str, Any]) -> M:
 
 def _session_error_response(exc: SessionError) -> Response:
     match exc:
+        case SessionNotFoundError():
+            status, headers = 404, {}
         case CapacityError() | MailboxFullError():
             status = 503 if isinstance(exc, CapacityError) else 429
             headers = {"Retry-After": str(exc.retry_after_s)}
@@ -197,9 +243,14 @@ def _session_json(info: SessionInfo) -> dict[str, Any]:
     return {
         "id": info.session_id,
         "state": info.state,
+        "live": info.live,
+        "hibernated": not info.live,
         "cli_pid": info.cli_pid,
         "claude_session_id": info.claude_session_id,
         "turns": info.turns,
+        "restarts": info.restarts,
+        "last_error": info.last_error,
+        "listeners": info.listeners,
         "created_at": _iso(info.created_at),
         "last_active_at": _iso(info.last_active_at),
         "mailbox_depth": info.mailbox_depth,

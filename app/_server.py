@@ -68,7 +68,9 @@ async def serve(
     shutdown_trigger: Callable[[], Awaitable[None]] = wait_for_signal,
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Run ccactors until ``shutdown_trigger`` returns, then stop every session.
+    """Run ccactors until ``shutdown_trigger`` returns, then stop every session: new
+    turns are refused, running ones get ``shutdown_grace_s`` to finish, then the rest
+    are interrupted and every CLI process is closed.
 
     Follows the nursery start protocol: ``started`` receives the base URL actually bound
     (so ``port=0`` works). With ``settings.offline``, an offline upstream is started in
@@ -100,18 +102,26 @@ async def serve(
             )
         factory = functools.partial(open_sdk_client, options)
         async with open_supervisor(settings.supervisor_config(), factory) as supervisor:
+
+            async def drain_then_stop() -> None:
+                await shutdown_trigger()
+                supervisor.close()  # new turns get 503 from now on
+                with trio.move_on_after(settings.shutdown_grace_s):
+                    await supervisor.wait_idle()
+                log.info("stopping: running turns are interrupted, every CLI closed")
+
             config = hypercorn.config.Config()
             config.bind = [f"{settings.host}:{settings.port}"]
             config.accesslog = logging.getLogger("ccactors.access")
             config.errorlog = logging.getLogger("ccactors.http")
-            config.graceful_timeout = 5.0
+            config.graceful_timeout = 1.0  # turns had shutdown_grace_s already
             async with trio.open_nursery() as http:
                 binds = await http.start(
                     functools.partial(
                         hypercorn.trio.serve,
                         create_app(supervisor, settings),
                         config,
-                        shutdown_trigger=shutdown_trigger,
+                        shutdown_trigger=drain_then_stop,
                     )
                 )
                 task_status.started(binds[0])

@@ -10,7 +10,7 @@ import platformdirs
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from actors import SupervisorConfig
+from actors import ActorPolicy, SupervisorConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CLI = PROJECT_ROOT / "node_modules" / ".bin" / "claude"
@@ -46,10 +46,19 @@ class Settings(BaseSettings):
     cli_path: Path | None = None
     offline: bool = False
 
-    max_sessions: int = Field(32, ge=1)
+    max_sessions: int = Field(1000, ge=1)
+    max_live_sessions: int = Field(16, ge=1)
+    warm_pool_size: int = Field(2, ge=0)
     session_idle_ttl_s: float = Field(900.0, gt=0)
-    mailbox_size: int = Field(4, ge=1)
+    session_retention_s: float = Field(86_400.0, gt=0)
+    first_chunk_timeout_s: float = Field(10.0, gt=0)
+    stream_idle_timeout_s: float = Field(120.0, gt=0)
     interrupt_drain_timeout_s: float = Field(10.0, gt=0)
+    max_restarts: int = Field(3, ge=0)
+    restart_window_s: float = Field(60.0, gt=0)
+    on_disconnect: Literal["interrupt", "finish"] = "interrupt"
+    shutdown_grace_s: float = Field(10.0, ge=0)
+    mailbox_size: int = Field(4, ge=1)
     cli_close_timeout_s: float = Field(5.0, gt=0)
     sse_ping_interval_s: float = Field(15.0, gt=0)
 
@@ -76,9 +85,19 @@ class Settings(BaseSettings):
         return SupervisorConfig(
             workspace_root=self.workspace_root,
             max_sessions=self.max_sessions,
-            session_idle_ttl_s=self.session_idle_ttl_s,
+            max_live_sessions=self.max_live_sessions,
+            warm_pool_size=min(self.warm_pool_size, self.max_live_sessions),
             mailbox_size=self.mailbox_size,
-            interrupt_drain_timeout_s=self.interrupt_drain_timeout_s,
+            policy=ActorPolicy(
+                idle_ttl_s=self.session_idle_ttl_s,
+                retention_s=self.session_retention_s,
+                first_chunk_timeout_s=self.first_chunk_timeout_s,
+                stream_idle_timeout_s=self.stream_idle_timeout_s,
+                interrupt_drain_s=self.interrupt_drain_timeout_s,
+                max_restarts=self.max_restarts,
+                restart_window_s=self.restart_window_s,
+                finish_on_disconnect=self.on_disconnect == "finish",
+            ),
         )
 
     def resolve_cli_path(self) -> Path:

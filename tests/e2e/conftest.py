@@ -52,6 +52,20 @@ class Server:
         response.raise_for_status()
         return response.json()
 
+    def accounted_pids(self) -> set[int]:
+        """The CLI pids the server reports: live sessions' and warm-pool actors'."""
+        sessions = httpx.get(f"{self.url}/v1/sessions", timeout=10).json()["data"]
+        stats = httpx.get(f"{self.url}/v1/stats", timeout=10).json()
+        return {s["cli_pid"] for s in sessions if s["cli_pid"]} | set(stats["warm_pids"])
+
+    def wait_until_every_cli_is_accounted_for(self, timeout: float = 20) -> None:
+        """Assert that, once warm-pool refills settle, every CLI child of the server is
+        a live session's or a warm actor's: no leaked process."""
+        deadline = time.monotonic() + timeout
+        while (pids := self.cli_pids()) != self.accounted_pids():
+            assert time.monotonic() < deadline, f"unaccounted CLIs: {pids - self.accounted_pids()}"
+            time.sleep(0.2)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

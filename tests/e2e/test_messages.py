@@ -104,8 +104,7 @@ def test_disconnect_mid_stream_leaves_the_session_usable_with_one_cli(server, cl
     assert ask(client, session, "what now?") == "echo: what now?"
     assert server.session(session)["cli_pid"] == pid
     assert pid in server.cli_pids()
-    live = {info["cli_pid"] for info in httpx.get(f"{server.url}/v1/sessions").json()["data"]}
-    assert server.cli_pids() == live, "every live CLI belongs to exactly one session"
+    server.wait_until_every_cli_is_accounted_for()
 
 
 def test_request_without_session_runs_on_a_closed_one_turn_session(server, client):
@@ -126,9 +125,10 @@ def test_request_without_session_runs_on_a_closed_one_turn_session(server, clien
     assert "my name is Ada" in text and "what is my name?" in text
     assert "X-Session-ID" not in raw.headers
     deadline = time.monotonic() + 15
-    while server.cli_pids() != before and time.monotonic() < deadline:
+    while len(server.cli_pids()) > len(before) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert server.cli_pids() == before, "the one-turn CLI should be gone"
+    assert len(server.cli_pids()) == len(before), "the one-turn CLI should be gone"
+    server.wait_until_every_cli_is_accounted_for()
     sessions = httpx.get(f"{server.url}/v1/sessions").json()["data"]
     assert not [s for s in sessions if s["id"].startswith("one-turn-")]
 

@@ -119,23 +119,25 @@ async def test_streaming_response_over_the_fake_client(tmp_path, settings):
     assert events[-1][0] == "message_stop"
 
 
-async def test_new_session_beyond_capacity_gets_503_with_retry_after(
+async def test_new_session_without_a_live_slot_gets_503_with_retry_after(
     tmp_path, settings, autojump_clock
 ):
-    """With every session slot taken, a new session is refused with 503 + Retry-After
-    (seconds until the oldest idle session expires), streaming or not."""
-    config = SupervisorConfig(workspace_root=tmp_path, max_sessions=1, session_idle_ttl_s=300)
-    async with open_supervisor(config, ScriptedClientFactory()) as sup:
+    """When every live slot is held by a busy session, a new session is refused with
+    503 + Retry-After, streaming or not (before any SSE headers)."""
+    factory = ScriptedClientFactory(script=lambda p, h: text_reply("x", first_delay=math.inf))
+    config = SupervisorConfig(workspace_root=tmp_path, max_live_sessions=1)
+    async with open_supervisor(config, factory) as sup, trio.open_nursery() as nursery:
         client = create_app(sup, settings).test_client()
-        ok = await client.post("/v1/messages", json=BODY, headers={"X-Session-ID": "a"})
-        assert ok.status_code == 200
-        await trio.sleep(100)
+        busy = {"X-Session-ID": "busy"}
+        nursery.start_soon(lambda: client.post("/v1/messages", json=BODY, headers=busy))
+        await trio.testing.wait_all_tasks_blocked()
         for body in (BODY, {**BODY, "stream": True}):
             refused = await client.post("/v1/messages", json=body, headers={"X-Session-ID": "b"})
             assert refused.status_code == 503
-            assert refused.headers["Retry-After"] == "200"
+            assert int(refused.headers["Retry-After"]) >= 1
             error = await refused.get_json()
             assert error["error"]["type"] == "overloaded_error"
+        nursery.cancel_scope.cancel()
 
 
 async def test_full_mailbox_gets_429_with_retry_after(tmp_path, settings, autojump_clock):

@@ -24,11 +24,18 @@ from actors import (
     open_supervisor,
     workspace_name,
 )
+from actors._actor import ActorPolicy
 from actors.testing import ScriptedClientFactory, Step, text_reply
+
+POLICY_FIELDS = set(ActorPolicy.__dataclass_fields__)
 
 
 def config(tmp_path: Path, **overrides) -> SupervisorConfig:
-    return SupervisorConfig(workspace_root=tmp_path, **overrides)
+    """A SupervisorConfig; policy fields (e.g. idle_ttl_s) may be given flat."""
+    # Scripts here take their time; the timeouts have tests of their own.
+    policy = {"first_chunk_timeout_s": math.inf, "stream_idle_timeout_s": math.inf}
+    policy |= {k: overrides.pop(k) for k in list(overrides) if k in POLICY_FIELDS}
+    return SupervisorConfig(workspace_root=tmp_path, policy=ActorPolicy(**policy), **overrides)
 
 
 async def ask(sup, key: SessionKey | None, prompt: str) -> list:
@@ -87,30 +94,34 @@ async def test_slow_session_does_not_delay_other_sessions(tmp_path, autojump_clo
     assert done == {"fast": 1, "slow": 100}
 
 
-async def test_idle_session_expires_exactly_after_ttl(tmp_path, autojump_clock):
-    """A session with no turn for session_idle_ttl_s closes its client at that instant."""
+async def test_idle_session_hibernates_exactly_after_ttl_and_resumes(tmp_path, autojump_clock):
+    """A session with no turn for idle_ttl_s closes its client at that instant but is
+    kept; its next turn opens a client that resumes the same conversation."""
     factory = ScriptedClientFactory()
-    async with open_supervisor(config(tmp_path, session_idle_ttl_s=60), factory) as sup:
+    async with open_supervisor(config(tmp_path, idle_ttl_s=60), factory) as sup:
         key = SessionKey("s1")
         await ask(sup, key, "hi")
         t_idle = trio.current_time()
         await trio.sleep(59.999)
-        assert sup.session(key) is not None
+        assert sup.session(key).live
         assert factory.live == 1
         await trio.sleep_until(t_idle + 60)
         await trio.testing.wait_all_tasks_blocked()
-        assert sup.session(key) is None
         assert factory.live == 0
-        # The next turn starts a new conversation on a new client.
+        info = sup.session(key)
+        assert not info.live
+        assert info.state == "idle"
+        assert info.claude_session_id == factory.clients[0].claude_session_id
         events = await ask(sup, key, "again")
-        assert text_of(events) == "echo: again #1"
-        assert len(factory.clients) == 2
+        assert text_of(events) == "echo: again #2"
+        assert factory.specs[1].resume == factory.clients[0].claude_session_id
+        assert factory.specs[1].cwd == factory.specs[0].cwd
 
 
 async def test_turns_keep_an_idle_session_alive(tmp_path, autojump_clock):
     """The idle deadline is measured from the end of the latest turn."""
     factory = ScriptedClientFactory()
-    async with open_supervisor(config(tmp_path, session_idle_ttl_s=60), factory) as sup:
+    async with open_supervisor(config(tmp_path, idle_ttl_s=60), factory) as sup:
         key = SessionKey("s1")
         for n in range(1, 4):
             events = await ask(sup, key, "hi")
@@ -119,24 +130,42 @@ async def test_turns_keep_an_idle_session_alive(tmp_path, autojump_clock):
         assert len(factory.clients) == 1
 
 
-async def test_new_session_beyond_capacity_is_refused(tmp_path, autojump_clock):
-    """With max_sessions live, a new session gets CapacityError whose retry_after_s is the
-    time until the first idle session expires; existing sessions still work."""
+async def test_live_slots_go_to_new_sessions_by_hibernating_the_least_recently_used(
+    tmp_path, autojump_clock
+):
+    """With max_live_sessions CLIs running, a new session hibernates the least recently
+    used idle session; the hibernated one resumes later, its conversation intact."""
     factory = ScriptedClientFactory()
-    cfg = config(tmp_path, max_sessions=2, session_idle_ttl_s=100)
-    async with open_supervisor(cfg, factory) as sup:
-        await ask(sup, SessionKey("a"), "hi")
-        await trio.sleep(30)
-        await ask(sup, SessionKey("b"), "hi")
-        with pytest.raises(CapacityError) as caught:
-            await ask(sup, SessionKey("c"), "hi")
-        assert caught.value.retry_after_s == 70
-        assert text_of(await ask(sup, SessionKey("a"), "still")) == "echo: still #2"
-        # Both expire 100 s after their last turns; then "c" gets in.
-        await trio.sleep(100)
-        await trio.testing.wait_all_tasks_blocked()
-        assert sup.sessions() == []
-        assert text_of(await ask(sup, SessionKey("c"), "now")) == "echo: now #1"
+    async with open_supervisor(config(tmp_path, max_live_sessions=2), factory) as sup:
+        for session in ("a", "b"):
+            await ask(sup, SessionKey(session), "hi")
+            await trio.sleep(10)
+        await ask(sup, SessionKey("a"), "a again")  # now "b" is the least recently used
+        await ask(sup, SessionKey("c"), "hi")
+        assert factory.live == 2
+        assert [sup.session(SessionKey(s)).live for s in "abc"] == [True, False, True]
+        # "b" wakes by hibernating "a" (now least recently used), and continues.
+        assert text_of(await ask(sup, SessionKey("b"), "back")) == "echo: back #2"
+        assert [sup.session(SessionKey(s)).live for s in "abc"] == [False, True, True]
+        assert factory.live == 2
+
+
+async def test_new_session_is_refused_when_every_live_session_is_busy(tmp_path, autojump_clock):
+    """If no live session is idle, a session needing a CLI is refused with CapacityError
+    (nothing is evicted mid-turn), and so is any session beyond max_sessions."""
+    factory = ScriptedClientFactory(script=slow_script(100))
+    async with open_supervisor(config(tmp_path, max_live_sessions=1), factory) as sup:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, sup, SessionKey("busy"), "long")
+            await trio.testing.wait_all_tasks_blocked()
+            with pytest.raises(CapacityError) as caught:
+                await ask(sup, SessionKey("new"), "hi")
+            assert caught.value.retry_after_s > 0
+        assert sup.session(SessionKey("new")) is None
+    async with open_supervisor(config(tmp_path, max_sessions=1), factory) as sup:
+        await ask(sup, SessionKey("one"), "hi")
+        with pytest.raises(CapacityError):
+            await ask(sup, SessionKey("two"), "hi")
 
 
 async def test_capacity_counts_sessions_still_starting(tmp_path, autojump_clock):
@@ -280,12 +309,15 @@ async def test_each_session_gets_its_own_safely_named_workspace(tmp_path, autoju
         assert spec.cwd.is_dir()
 
 
-async def test_cli_death_fails_the_turn_and_the_next_turn_starts_afresh(tmp_path, autojump_clock):
-    """When the CLI dies mid-turn the turn fails with cli_error (never re-run) and the
-    session's next turn gets a new client."""
+async def test_cli_death_fails_the_turn_and_the_session_resumes_on_a_new_cli(
+    tmp_path, autojump_clock
+):
+    """When the CLI dies mid-turn the turn fails with cli_error (never re-run), the actor
+    restarts its CLI at once, resuming, and the next turn continues the conversation."""
     factory = ScriptedClientFactory(script=slow_script(10))
     async with open_supervisor(config(tmp_path), factory) as sup:
         key = SessionKey("s")
+        await ask(sup, key, "first")
         async with trio.open_nursery() as nursery:
             result: list = []
 
@@ -298,10 +330,24 @@ async def test_cli_death_fails_the_turn_and_the_next_turn_starts_afresh(tmp_path
         assert isinstance(result[-1], TurnFailed)
         assert result[-1].reason == "cli_error"
         await trio.testing.wait_all_tasks_blocked()
-        assert factory.live == 0
+        assert factory.live == 1
+        assert sup.session(key).restarts == 1
         events = await ask(sup, key, "next")
-        assert isinstance(events[-1], TurnCompleted)
-        assert factory.clients[0].prompts == ["doomed"]
+        assert text_of(events) == "next done"
+        assert factory.clients[1].prompts == ["first", "doomed", "next"]
+        assert factory.specs[1].resume == factory.clients[0].claude_session_id
+
+
+async def test_cli_dead_between_turns_is_restarted_and_the_turn_runs(tmp_path, autojump_clock):
+    """A CLI that died while idle is replaced before the next turn, which then runs
+    normally (its prompt never reached the dead CLI, so this is not a re-run)."""
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        key = SessionKey("s")
+        await ask(sup, key, "one")
+        factory.clients[0].break_()
+        events = await ask(sup, key, "two")
+        assert text_of(events) == "echo: two #2"
         assert len(factory.clients) == 2
 
 
@@ -334,23 +380,27 @@ async def test_shutdown_fails_running_turns_and_closes_every_client(tmp_path, au
     assert [events[-1].reason for events in results] == ["session_closed"] * 2
 
 
-async def test_interrupted_turn_that_never_ends_closes_the_client(tmp_path, autojump_clock):
-    """If the CLI does not end an interrupted turn within interrupt_drain_timeout_s, the
-    client is closed (not left running) and the session forgotten, at that deadline."""
+async def test_interrupted_turn_that_never_ends_gets_its_cli_killed_and_replaced(
+    tmp_path, autojump_clock
+):
+    """If the CLI does not end an interrupted turn within interrupt_drain_s, it is killed
+    at that deadline (not left running) and replaced by a resuming one."""
 
     def stall(prompt, history):
         first, *_, result = text_reply("x")
         return [first, Step(math.inf, result)]
 
     factory = ScriptedClientFactory(script=stall, interrupt_delay=math.inf)
-    async with open_supervisor(config(tmp_path, interrupt_drain_timeout_s=7), factory) as sup:
+    async with open_supervisor(config(tmp_path, interrupt_drain_s=7), factory) as sup:
         key = SessionKey("s")
         with trio.move_on_after(1):
             await ask(sup, key, "hi")
         t_cancel = trio.current_time()
         await trio.sleep_until(t_cancel + 6.999)
-        assert factory.live == 1
+        assert not factory.clients[0].aborted
         await trio.sleep_until(t_cancel + 7)
         await trio.testing.wait_all_tasks_blocked()
-        assert factory.live == 0
-        assert sup.session(key) is None
+        assert factory.clients[0].aborted
+        assert len(factory.clients) == 2
+        assert factory.live == 1
+        assert sup.session(key).restarts == 1

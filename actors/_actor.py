@@ -368,6 +368,7 @@ class SessionActor:
                     envelope.turn.turn_id, "interrupted", envelope.interrupt_reason
                 )
             await self._finish(envelope, outcome)
+            self._current = None  # over for its caller; any drain below is ours
             if self._wedged:
                 raise ClientError("the CLI was killed after sending nothing")
             if self._in_flight:

@@ -256,7 +256,11 @@ class SessionActor:
             self._retire()
 
     async def _live_period(self, task_status: trio.TaskStatus[SessionActor]) -> None:
-        """One CLI lifetime: open a client (resuming), serve turns, close it when idle."""
+        """One CLI lifetime: open a client (resuming), serve turns, close it when idle.
+
+        Raises:
+            ClientError: the CLI failed; any turn not yet sent to it is in ``_carry``.
+        """
         await self._slots.acquire(self)
         try:
             spec = SessionSpec(self.cwd, resume=self.claude_session_id)
@@ -266,24 +270,44 @@ class SessionActor:
                 if not self.started:
                     self.started = True
                     task_status.started(self)
-                while True:
-                    # A turn in hand is kept in _carry until it runs, so whatever happens
-                    # it is either run by the next client or failed when the actor retires.
-                    if self._carry is None:
-                        ttl = math.inf if self.key is None else self._policy.idle_ttl_s
-                        self._carry = await self._next_envelope(ttl)
-                    if self._carry is None:
-                        log.info("session %s idle: hibernating", self.key)
-                        return
-                    if not client.alive:
-                        raise ClientError("the CLI process exited while idle")
-                    envelope, self._carry = self._carry, None
-                    await self._run_turn(client, envelope)
-                    if self.one_turn:
-                        return
+                async with trio.open_nursery() as watch:
+                    watch.start_soon(self._watch_exit, client)
+                    failure = await self._serve(client)
+                    watch.cancel_scope.cancel()
+                if failure is not None:
+                    raise failure
         finally:
             self.live, self.cli_pid = False, None
             self._slots.release(self)
+
+    async def _serve(self, client: ClaudeClient) -> ClientError | None:
+        """Run turns on ``client`` until the session idles out (``None``) or the client
+        fails (the ``ClientError``, returned so it does not travel through a nursery)."""
+        try:
+            while True:
+                # A turn in hand is kept in _carry until it runs, so whatever happens it
+                # is either run by the next client or failed when the actor retires.
+                if self._carry is None:
+                    ttl = math.inf if self.key is None else self._policy.idle_ttl_s
+                    self._carry = await self._next_envelope(ttl)
+                if not client.alive:
+                    raise ClientError("the CLI process exited while idle")
+                if self._carry is None:
+                    log.info("session %s idle: hibernating", self.key)
+                    return None
+                envelope, self._carry = self._carry, None
+                await self._run_turn(client, envelope)
+                if self.one_turn:
+                    return None
+        except ClientError as exc:
+            return exc
+
+    async def _watch_exit(self, client: ClaudeClient) -> None:
+        """Notice a CLI that exits while the session is idle, so it is restarted now
+        rather than when the next turn finds it dead."""
+        await client.wait_exited()
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
 
     async def _next_envelope(self, ttl: float) -> Envelope | None:
         """Wait up to ``ttl`` seconds of idleness for a turn whose caller still wants it.

@@ -129,6 +129,10 @@ class ClaudeClient(Protocol):
         """False once the CLI process has exited. Not a checkpoint."""
         ...
 
+    async def wait_exited(self) -> None:
+        """Return once the CLI process has exited (for whatever reason)."""
+        ...
+
     def abort(self) -> None:
         """Kill the CLI at once (SIGKILL): it is wedged. Not a checkpoint; leaving the
         client's block then finishes quickly."""

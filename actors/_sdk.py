@@ -139,6 +139,12 @@ class _SdkClient(ClaudeSDKClient):
     def alive(self) -> bool:
         return self._process is not None and self._process.returncode is None
 
+    async def wait_exited(self) -> None:
+        if self._process is None:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._process.wait()
+
     def abort(self) -> None:
         if self.alive:
             log.warning("killing Claude Code pid %s", self.pid)

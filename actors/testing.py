@@ -120,6 +120,7 @@ class ScriptedClient:
         self._interrupt_delay = interrupt_delay
         self._pending: list[tuple[float, ClientMessage]] = []  # (due time, message)
         self._broken = False
+        self._exited = trio.Event()
 
     @property
     def pid(self) -> int | None:
@@ -131,12 +132,16 @@ class ScriptedClient:
 
     def abort(self) -> None:
         self.aborted = True
-        self._broken = True
+        self.break_()
+
+    async def wait_exited(self) -> None:
+        await self._exited.wait()
 
     def break_(self) -> None:
         """Make the client behave as if its CLI process died (``alive`` turns false).
         Not a checkpoint."""
         self._broken = True
+        self._exited.set()
 
     async def query(self, prompt: str) -> None:
         await trio.lowlevel.checkpoint()

@@ -110,7 +110,7 @@ class Settings(BaseSettings):
         if self.cli_path is not None:
             if not self.cli_path.is_file():
                 raise CliNotFoundError(f"CCACTORS_CLI_PATH={self.cli_path} is not a file")
-            return self.cli_path
+            return self.cli_path.resolve()  # the CLI runs in each session's own cwd
         if BUNDLED_CLI.is_file():
             return BUNDLED_CLI
         if found := shutil.which("claude"):

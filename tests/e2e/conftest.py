@@ -23,6 +23,9 @@ import pytest
 
 from app._settings import BUNDLED_CLI, PROJECT_ROOT
 
+# Deadlines short enough for tests, long enough for a loaded 2-core machine.
+SHORT_TIMEOUTS = {"CCACTORS_FIRST_CHUNK_TIMEOUT_S": "5", "CCACTORS_STREAM_IDLE_TIMEOUT_S": "3"}
+
 
 @dataclass
 class Server:
@@ -115,7 +118,7 @@ def stop_server(server: Server, timeout: float = 30) -> int:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One offline ccactors server for the end-to-end tests that can share it."""
     root = tmp_path_factory.mktemp("ccactors")
-    running = start_server(root / "state", root / "server.log")
+    running = start_server(root / "state", root / "server.log", env=SHORT_TIMEOUTS)
     cli_pids_seen: set[int] = set()
     try:
         yield running

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 
 import anthropic
 import httpx
@@ -16,8 +17,11 @@ MODEL = "claude-sonnet-4-6"
 
 
 @pytest.fixture
-def client(server) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url=server.url, api_key="test", max_retries=0, timeout=60)
+def client(server) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(
+        base_url=server.url, api_key="test", max_retries=0, timeout=60
+    ) as client:
+        yield client
 
 
 def ask(client: anthropic.Anthropic, session: str | None, prompt: str) -> str:

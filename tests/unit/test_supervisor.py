@@ -338,14 +338,20 @@ async def test_cli_death_fails_the_turn_and_the_session_resumes_on_a_new_cli(
         assert factory.specs[1].resume == factory.clients[0].claude_session_id
 
 
-async def test_cli_dead_between_turns_is_restarted_and_the_turn_runs(tmp_path, autojump_clock):
-    """A CLI that died while idle is replaced before the next turn, which then runs
-    normally (its prompt never reached the dead CLI, so this is not a re-run)."""
+async def test_cli_dead_between_turns_is_restarted_at_once(tmp_path, autojump_clock):
+    """A CLI that dies while its session is idle is replaced right away (resuming), and
+    the next turn runs normally on the new one."""
     factory = ScriptedClientFactory()
     async with open_supervisor(config(tmp_path), factory) as sup:
         key = SessionKey("s")
         await ask(sup, key, "one")
+        t0 = trio.current_time()
         factory.clients[0].break_()
+        await trio.testing.wait_all_tasks_blocked()
+        assert trio.current_time() == t0
+        assert len(factory.clients) == 2
+        assert factory.live == 1
+        assert sup.session(key).restarts == 1
         events = await ask(sup, key, "two")
         assert text_of(events) == "echo: two #2"
         assert len(factory.clients) == 2

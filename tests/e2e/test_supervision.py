@@ -1,0 +1,258 @@
+"""End to end: supervision with the real CLI, real processes and real faults.
+
+The shared server runs with first_chunk_timeout_s=5 and stream_idle_timeout_s=3.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import anthropic
+import httpx
+import psutil
+import pytest
+
+from .conftest import SHORT_TIMEOUTS, start_server, stop_server
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "claude-sonnet-4-6"
+SLOW = "[[chunks=50]] [[chunk_delay=0.1]]"  # about 5 s of streaming
+
+
+@pytest.fixture
+def client(server) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(
+        base_url=server.url, api_key="test", max_retries=0, timeout=60
+    ) as client:
+        yield client
+
+
+def ask(client: anthropic.Anthropic, session: str, prompt: str) -> str:
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=256,
+        messages=[{"role": "user", "content": prompt}],
+        extra_headers={"X-Session-ID": session},
+    )
+    return "".join(block.text for block in message.content if block.type == "text")
+
+
+def stream_frames(url: str, session: str, prompt: str, on_delta=None) -> list[dict]:
+    """Stream one turn with raw httpx; return the data of every SSE frame."""
+    body = {"model": MODEL, "max_tokens": 256, "stream": True}
+    body["messages"] = [{"role": "user", "content": prompt}]
+    frames = []
+    with httpx.stream(
+        "POST", f"{url}/v1/messages", json=body, headers={"X-Session-ID": session}, timeout=60
+    ) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:"):
+                frames.append(json.loads(line.removeprefix("data:")))
+                if on_delta and frames[-1]["type"] == "content_block_delta":
+                    on_delta()
+                    on_delta = None
+    return frames
+
+
+def gone(pid: int, within: float = 10) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_slow_session_does_not_delay_another_sessions_reply(server, client):
+    """While one session streams for about 5 s, another session's reply comes back long
+    before it: no lock across sessions."""
+    ask(client, "e2e-slow", "warm up")
+    ask(client, "e2e-fast", "warm up")
+    finished: dict[str, float] = {}
+    started = time.monotonic()
+
+    def slow() -> None:
+        ask(client, "e2e-slow", f"slow {SLOW}")
+        finished["slow"] = time.monotonic() - started
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.5)
+    assert ask(client, "e2e-fast", "quick") == "echo: quick"
+    finished["fast"] = time.monotonic() - started
+    thread.join(30)
+    assert finished["slow"] > 4.5
+    assert finished["fast"] < finished["slow"] - 3, finished
+
+
+def test_wedged_cli_gets_a_timeout_error_and_is_replaced(server, client):
+    """SIGSTOP a session's CLI, then send a turn: it fails with a timeout within
+    first_chunk_timeout_s plus a margin, the stopped process is killed, and the next turn
+    answers its own prompt with the conversation intact (count continues)."""
+    session = "e2e-sigstop"
+    assert ask(client, session, "[[count]]") == "count=1"
+    pid = server.session(session)["cli_pid"]
+    os.kill(pid, signal.SIGSTOP)
+    started = time.monotonic()
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        ask(client, session, "[[count]]")
+    elapsed = time.monotonic() - started
+    assert caught.value.status_code == 504
+    assert caught.value.body["error"]["type"] == "timeout_error"
+    assert 5 <= elapsed < 5 + 5, elapsed
+    assert gone(pid), "the stopped CLI must be killed, not left behind"
+    assert ask(client, session, "[[count]]") == "count=2"
+    info = server.session(session)
+    assert info["cli_pid"] != pid
+    assert info["restarts"] == 1
+    server.wait_until_every_cli_is_accounted_for()
+
+
+def test_stalled_stream_ends_at_the_idle_timeout_and_the_session_goes_on(server, client):
+    """An upstream that goes silent mid-stream ends the turn with a timeout error after
+    stream_idle_timeout_s; the next turn answers its own prompt on the same CLI."""
+    session = "e2e-stall"
+    ask(client, session, "warm up")
+    pid = server.session(session)["cli_pid"]
+    started = time.monotonic()
+    frames = stream_frames(server.url, session, "stall please [[stall_after=2]]")
+    elapsed = time.monotonic() - started
+    deltas = [f for f in frames if f["type"] == "content_block_delta"]
+    assert len(deltas) == 2
+    assert frames[-1]["type"] == "error"
+    assert frames[-1]["error"]["type"] == "timeout_error"
+    assert 3 <= elapsed < 3 + 5, elapsed
+    assert ask(client, session, "after the stall") == "echo: after the stall"
+    assert server.session(session)["cli_pid"] == pid
+
+
+def test_cli_killed_between_turns_is_restarted_and_the_conversation_continues(server, client):
+    """kill -9 of a session's CLI while idle: the next turn works and remembers."""
+    session = "e2e-kill9"
+    assert ask(client, session, "[[count]]") == "count=1"
+    pid = server.session(session)["cli_pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert gone(pid)
+    assert ask(client, session, "[[count]]") == "count=2"
+    assert server.session(session)["cli_pid"] != pid
+
+
+def test_interrupt_endpoint_ends_a_streaming_turn_promptly(server, client):
+    """POST /v1/sessions/{id}/interrupt stops the running turn: its stream ends with an
+    error event long before the reply would have; the session answers its next turn."""
+    session = "e2e-interrupt"
+    ask(client, session, "warm up")
+    timing: dict[str, float] = {}
+
+    def interrupt() -> None:
+        timing["asked"] = time.monotonic()
+        response = httpx.post(f"{server.url}/v1/sessions/{session}/interrupt", timeout=10)
+        assert response.json() == {"id": session, "interrupted": True}
+
+    frames = stream_frames(server.url, session, f"long {SLOW}", on_delta=interrupt)
+    assert time.monotonic() - timing["asked"] < 2
+    assert frames[-1]["type"] == "error"
+    assert "interrupted" in frames[-1]["error"]["message"]
+    assert ask(client, session, "next") == "echo: next"
+
+
+def test_event_stream_shows_a_sessions_turn_to_listeners(server, client):
+    """GET /v1/sessions/{id}/events lets another client watch a turn live."""
+    session = "e2e-events"
+    ask(client, session, "warm up")
+    seen: list[dict] = []
+    listening = threading.Event()
+
+    def listen() -> None:
+        with httpx.stream("GET", f"{server.url}/v1/sessions/{session}/events", timeout=30) as r:
+            listening.set()
+            for line in r.iter_lines():
+                if line.startswith("data:"):
+                    seen.append(json.loads(line.removeprefix("data:")))
+                    if seen[-1]["type"] in ("turn_completed", "turn_failed"):
+                        return
+
+    thread = threading.Thread(target=listen)
+    thread.start()
+    assert listening.wait(10)
+    time.sleep(0.3)  # the listener is registered once its response has started
+    assert ask(client, session, "watch me [[chunks=3]]") == "echo: watch me [[chunks=3]]"
+    thread.join(15)
+    kinds = [event["type"] for event in seen]
+    assert kinds[0] == "turn_started"
+    assert kinds.count("text_delta") == 3
+    assert kinds[-1] == "turn_completed"
+    assert "".join(e["text"] for e in seen if e["type"] == "text_delta") == (
+        "echo: watch me [[chunks=3]]"
+    )
+    missing = httpx.get(f"{server.url}/v1/sessions/nobody/events", timeout=10)
+    assert missing.status_code == 404
+
+
+def test_stats_count_sessions_restarts_and_timeouts(server, client):
+    """GET /v1/stats reports live/hibernated sessions, the warm pool and timeouts."""
+    ask(client, "e2e-stats", "hi")
+    stats = httpx.get(f"{server.url}/v1/stats", timeout=10).json()
+    assert stats["live_sessions"] >= 1
+    assert stats["hibernated_sessions"] >= 0
+    assert stats["warm_pool_size"] <= 2
+    assert set(stats["timeouts"]) == {"first_chunk", "stream_idle"}
+    assert stats["dead_letters"] >= 0
+
+
+def test_hibernated_session_resumes_on_a_new_cli(tmp_path):
+    """A session idle past session_idle_ttl_s closes its CLI; its next turn starts a new
+    one that resumes the conversation (count continues)."""
+    env = {**SHORT_TIMEOUTS, "CCACTORS_SESSION_IDLE_TTL_S": "1", "CCACTORS_WARM_POOL_SIZE": "0"}
+    server = start_server(tmp_path / "state", tmp_path / "server.log", env=env)
+    try:
+        with anthropic.Anthropic(base_url=server.url, api_key="t", max_retries=0) as client:
+            assert ask(client, "hib", "[[count]]") == "count=1"
+            pid = server.session("hib")["cli_pid"]
+            deadline = time.monotonic() + 15
+            while server.session("hib")["live"]:
+                assert time.monotonic() < deadline, "the session should hibernate"
+                time.sleep(0.2)
+            info = server.session("hib")
+            assert info["hibernated"] and info["cli_pid"] is None and info["claude_session_id"]
+            assert gone(pid)
+            assert ask(client, "hib", "[[count]]") == "count=2"
+            assert server.session("hib")["cli_pid"] not in (None, pid)
+    finally:
+        assert stop_server(server) == 0
+
+
+def test_shutdown_with_turns_in_flight_leaves_no_cli_behind(tmp_path):
+    """SIGTERM while two sessions stream: the turns finish within the grace period, the
+    server exits 0, and every CLI process it started is gone."""
+    server = start_server(tmp_path / "state", tmp_path / "server.log", env=SHORT_TIMEOUTS)
+    results: dict[str, list[dict]] = {}
+    streaming = threading.Barrier(3)
+    try:
+
+        def run(session: str) -> None:
+            results[session] = stream_frames(
+                server.url, session, f"bye {SLOW}", on_delta=lambda: streaming.wait(30)
+            )
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in ("sd-a", "sd-b")]
+        for thread in threads:
+            thread.start()
+        streaming.wait(30)
+        pids = server.cli_pids()
+        assert len(pids) >= 2
+    finally:
+        assert stop_server(server) == 0
+    for thread in threads:
+        thread.join(30)
+    assert all(frames[-1]["type"] == "message_stop" for frames in results.values()), results
+    assert all(gone(pid, within=1) for pid in pids)

@@ -2,9 +2,11 @@
 
 Measures, with the official ``anthropic`` client against ``ccactors serve --offline``:
 
-* cold start: a new session's first reply (pays the CLI's start-up);
-* warm turn: a later turn on a live session (the proxy's own overhead plus the CLI's);
-* time to first text on a warm streamed turn.
+* new session's first reply without a warm pool (pays the CLI's start-up) and with one
+  (adopts an already connected actor);
+* warm turn: a later turn on a live session (the proxy's own overhead plus the CLI's),
+  and its time to first streamed text;
+* resume: the first turn of a hibernated session (a new CLI with ``--resume``).
 
 Run with ``just bench``. Prints medians and 90th percentiles in milliseconds.
 """
@@ -23,8 +25,10 @@ import trio
 from app._server import serve
 from app._settings import Settings
 
-COLD_SESSIONS = 6
+NEW_SESSIONS = 6
 WARM_TURNS = 30
+IDLE_TTL_S = 2.0
+POOL_REFILL_S = 1.5
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -40,49 +44,74 @@ def report(name: str, seconds: list[float]) -> None:
     )
 
 
-def measure(url: str) -> None:
-    client = anthropic.Anthropic(base_url=url, api_key="bench", max_retries=0, timeout=60)
+def turn(client: anthropic.Anthropic, session: str, prompt: str) -> float:
+    """One non-streaming turn; seconds until the whole reply is back."""
+    started = time.perf_counter()
+    client.messages.create(
+        model="claude-sonnet-4-6",
+        max_tokens=64,
+        messages=[{"role": "user", "content": prompt}],
+        extra_headers={"X-Session-ID": session},
+    )
+    return time.perf_counter() - started
 
-    def turn(session: str, prompt: str) -> float:
-        started = time.perf_counter()
-        client.messages.create(
-            model="claude-sonnet-4-6",
-            max_tokens=64,
-            messages=[{"role": "user", "content": prompt}],
-            extra_headers={"X-Session-ID": session},
-        )
-        return time.perf_counter() - started
 
-    cold = [turn(f"bench-cold-{n}", "hello") for n in range(COLD_SESSIONS)]
-    warm = [turn("bench-cold-0", f"turn {n}") for n in range(WARM_TURNS)]
-    first_text = []
-    for n in range(WARM_TURNS):
-        started = time.perf_counter()
-        with client.messages.stream(
-            model="claude-sonnet-4-6",
-            max_tokens=64,
-            messages=[{"role": "user", "content": f"stream {n} [[chunks=5]]"}],
-            extra_headers={"X-Session-ID": "bench-cold-1"},
-        ) as stream:
-            for _ in stream.text_stream:
-                first_text.append(time.perf_counter() - started)
-                break
-    report("cold start (new session)", cold)
-    report("warm turn (non-streaming)", warm)
-    report("warm turn, first text", first_text)
+def first_text(client: anthropic.Anthropic, session: str, prompt: str) -> float:
+    """One streamed turn; seconds until its first text delta."""
+    started = time.perf_counter()
+    with client.messages.stream(
+        model="claude-sonnet-4-6",
+        max_tokens=64,
+        messages=[{"role": "user", "content": prompt}],
+        extra_headers={"X-Session-ID": session},
+    ) as stream:
+        for _ in stream.text_stream:
+            elapsed = time.perf_counter() - started
+            break
+        stream.until_done()
+    return elapsed
+
+
+def measure(url: str, label: str) -> None:
+    """New sessions (cold or adopted from the pool), warm turns, resumed sessions."""
+    slug = label.replace(" ", "-")
+    with anthropic.Anthropic(base_url=url, api_key="bench", max_retries=0, timeout=60) as client:
+        new = []
+        for n in range(NEW_SESSIONS):
+            new.append(turn(client, f"{slug}-{n}", "hello"))
+            time.sleep(POOL_REFILL_S)  # let the warm pool refill, as between real users
+        report(f"new session, {label}", new)
+        if label != "warm pool":
+            return
+        turn(client, "warm", "warm up")
+        report("warm turn", [turn(client, "warm", f"turn {n}") for n in range(WARM_TURNS)])
+        streamed = [first_text(client, "warm", f"s {n} [[chunks=5]]") for n in range(WARM_TURNS)]
+        report("warm turn, first text", streamed)
+        time.sleep(IDLE_TTL_S + 1.5)  # every session above hibernates
+        resumed = [turn(client, f"{slug}-{n}", "back") for n in range(NEW_SESSIONS)]
+        report("resume (hibernated session)", resumed)
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="ccactors-bench-") as state:
-        settings = Settings(port=0, offline=True, state_dir=Path(state), log_level="WARNING")
+    for label, pool in (("no warm pool", 0), ("warm pool", 2)):
+        with tempfile.TemporaryDirectory(prefix="ccactors-bench-") as state:
+            settings = Settings(
+                port=0,
+                offline=True,
+                state_dir=Path(state),
+                warm_pool_size=pool,
+                session_idle_ttl_s=IDLE_TTL_S,
+                log_level="WARNING",
+            )
 
-        async def run() -> None:
-            async with trio.open_nursery() as nursery:
-                url = await nursery.start(serve, settings)
-                await trio.to_thread.run_sync(measure, url)
-                nursery.cancel_scope.cancel()
+            async def run(settings: Settings = settings, label: str = label) -> None:
+                async with trio.open_nursery() as nursery:
+                    url = await nursery.start(serve, settings)
+                    await trio.sleep(POOL_REFILL_S * 2)  # the pool fills
+                    await trio.to_thread.run_sync(measure, url, label)
+                    nursery.cancel_scope.cancel()
 
-        trio.run(run)
+            trio.run(run)
 
 
 if __name__ == "__main__":

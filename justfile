@@ -28,6 +28,6 @@ lint: setup
     uv run ruff check .
     uv run ruff format --check .
 
-# Measure cold-start and warm-turn latency through the real CLI.
+# Measure new-session (cold and warm-pool), warm-turn and resume latency through the real CLI.
 bench: setup
     uv run python benchmarks/latency.py

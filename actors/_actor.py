@@ -161,6 +161,7 @@ class SessionActor:
         self._carry: Envelope | None = None  # a turn to run on the next client
         self._in_flight = False  # a prompt was sent and its TurnResult not yet read
         self._wedged = False  # the CLI was killed: this client is finished
+        self._connected = False  # this CLI lifetime's client did connect
         self._restart_times: collections.deque[float] = collections.deque()
 
     # -- Called by other tasks (never checkpoints) ------------------------------------
@@ -238,6 +239,20 @@ class SessionActor:
                     if not self.started:
                         raise
                     self._count_restart(exc)
+                    if not self._connected and self.claude_session_id is not None:
+                        # The CLI would not even start resuming: the transcript is gone
+                        # or broken. Go on with a new conversation rather than fail
+                        # every turn; say so in last_error.
+                        log.warning(
+                            "session %s: could not resume %s; starting afresh",
+                            self.key,
+                            self.claude_session_id,
+                        )
+                        self.last_error = (
+                            f"conversation {self.claude_session_id} could not be resumed "
+                            f"({exc}); a new one was started"
+                        )
+                        self.claude_session_id = None
                     continue
                 except CapacityError as exc:
                     if not self.started:
@@ -262,9 +277,11 @@ class SessionActor:
             ClientError: the CLI failed; any turn not yet sent to it is in ``_carry``.
         """
         await self._slots.acquire(self)
+        self._connected = False
         try:
             spec = SessionSpec(self.cwd, resume=self.claude_session_id)
             async with self._client_factory(spec) as client:
+                self._connected = True
                 self.live, self.cli_pid, self._wedged = True, client.pid, False
                 self.state = "idle"
                 if not self.started:

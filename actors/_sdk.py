@@ -125,7 +125,19 @@ class _SdkClient(ClaudeSDKClient):
         await self._transport.connect()
         self._query = Query(transport=self._transport, is_streaming_mode=True)
         await self._query.start()
-        await self._query.initialize()
+        # The SDK waits 60 s for the handshake even if the CLI has exited (e.g. a
+        # transcript to resume was not found): stop waiting when the process ends.
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._cancel_on_exit, nursery.cancel_scope)
+            await self._query.initialize()
+            nursery.cancel_scope.cancel()
+        if not self.alive:
+            code = self._process.returncode if self._process is not None else None
+            raise ClientError(f"the CLI exited while starting (exit code {code})")
+
+    async def _cancel_on_exit(self, scope: trio.CancelScope) -> None:
+        await self.wait_exited()
+        scope.cancel()
 
     @property
     def _process(self) -> Any:

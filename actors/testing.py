@@ -194,7 +194,8 @@ class ScriptedClientFactory:
         live: clients open now (connected and not yet closed).
         specs: the ``SessionSpec`` of each open call.
         transcripts: prompts per Claude session id; a client opened with ``resume``
-            continues that list, as the CLI continues its transcript.
+            continues that list, as the CLI continues its transcript, and fails to
+            start if there is none (clear it to lose every conversation).
     """
 
     script: Script = echo_script
@@ -212,6 +213,8 @@ class ScriptedClientFactory:
         await trio.sleep(self.connect_delay)
         if self.fail_connect:
             raise ClientError("the fake CLI failed to start")
+        if spec.resume is not None and spec.resume not in self.transcripts:
+            raise ClientError(f"No conversation found with session ID: {spec.resume}")
         session_id = spec.resume or f"fake-{uuid.uuid4().hex[:8]}"
         client = ScriptedClient(
             self.script,

@@ -69,6 +69,17 @@ class Server:
             assert time.monotonic() < deadline, f"unaccounted CLIs: {pids - self.accounted_pids()}"
             time.sleep(0.2)
 
+    def wait_for_transcript(self, session_id: str, text: str, timeout: float = 15) -> None:
+        """Wait until the session's CLI has written ``text`` to its transcript on disk
+        (``CLAUDE_CONFIG_DIR/projects/*/<claude session id>.jsonl``): a fault injected
+        before that would lose the turn however well the server behaves."""
+        claude_id = self.session(session_id)["claude_session_id"]
+        pattern = f"claude/projects/*/{claude_id}.jsonl"
+        deadline = time.monotonic() + timeout
+        while not any(text in path.read_text() for path in self.state_dir.glob(pattern)):
+            assert time.monotonic() < deadline, f"no transcript with {text!r} for {session_id}"
+            time.sleep(0.1)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 

@@ -100,6 +100,7 @@ def test_wedged_cli_gets_a_timeout_error_and_is_replaced(server, client):
     answers its own prompt with the conversation intact (count continues)."""
     session = "e2e-sigstop"
     assert ask(client, session, "[[count]]") == "count=1"
+    server.wait_for_transcript(session, "count=1")
     pid = server.session(session)["cli_pid"]
     os.kill(pid, signal.SIGSTOP)
     started = time.monotonic()
@@ -139,11 +140,19 @@ def test_cli_killed_between_turns_is_restarted_and_the_conversation_continues(se
     """kill -9 of a session's CLI while idle: the next turn works and remembers."""
     session = "e2e-kill9"
     assert ask(client, session, "[[count]]") == "count=1"
+    server.wait_for_transcript(session, "count=1")
     pid = server.session(session)["cli_pid"]
     os.kill(pid, signal.SIGKILL)
     assert gone(pid)
+    # The server notices the exit by itself and restarts the CLI (resuming) while idle.
+    # (A turn sent in the few ms before the kernel reaps the CLI could still be written
+    # to it; it would fail with 502, never be silently re-run.)
+    deadline = time.monotonic() + 15
+    while server.session(session)["cli_pid"] in (pid, None):
+        assert time.monotonic() < deadline, "the dead CLI should be replaced"
+        time.sleep(0.1)
+    assert server.session(session)["restarts"] == 1
     assert ask(client, session, "[[count]]") == "count=2"
-    assert server.session(session)["cli_pid"] != pid
 
 
 def test_interrupt_endpoint_ends_a_streaming_turn_promptly(server, client):

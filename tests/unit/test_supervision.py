@@ -151,6 +151,21 @@ async def test_restarts_spread_over_time_do_not_close_the_session(tmp_path, auto
         assert sup.session(key).restarts == 3
 
 
+async def test_conversation_that_cannot_be_resumed_starts_afresh(tmp_path, autojump_clock):
+    """If the CLI cannot resume a conversation (its transcript is gone), the session goes
+    on with a new one instead of failing every turn, and says so in last_error."""
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path), factory) as sup:
+        key = SessionKey("s")
+        await ask(sup, key, "one")
+        factory.transcripts.clear()
+        factory.clients[0].break_()
+        assert text_of(await ask(sup, key, "two")) == "echo: two #1"
+        info = sup.session(key)
+        assert "could not be resumed" in info.last_error
+        assert info.restarts == 2  # the failed resume, then the fresh start
+
+
 async def test_hibernated_session_is_forgotten_after_retention(tmp_path, autojump_clock):
     """A hibernated session is forgotten exactly retention_s after its last turn."""
     factory = ScriptedClientFactory()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
@@ -148,19 +150,16 @@ async def _stream_turn(
         for frame in encoder.start():
             yield frame
         finished = False
-        while not finished:
-            event = None
-            with trio.move_on_after(ping_s):
-                try:
-                    event = await events.receive()
-                except trio.EndOfChannel:
+        async with aclosing(_with_keepalive(events, ping_s)) as ticks:
+            async for event in ticks:
+                if event is None:
+                    yield encode_sse("ping", {"type": "ping"})
+                    continue
+                finished = isinstance(event, TurnCompleted | TurnFailed)
+                for frame in encoder.encode(event):
+                    yield frame
+                if finished:
                     break
-            if event is None:
-                yield encode_sse("ping", {"type": "ping"})
-                continue
-            finished = isinstance(event, TurnCompleted | TurnFailed)
-            for frame in encoder.encode(event):
-                yield frame
         if not finished:
             yield encode_sse("error", error_body(503, "the session closed"))
     yield sse_comment("end")
@@ -174,17 +173,27 @@ async def _listen(supervisor: Supervisor, key: SessionKey, ping_s: float) -> Asy
     """
     with supervisor.listen(key) as events:
         yield b""
-        while True:
-            event = None
-            with trio.move_on_after(ping_s):
-                try:
-                    event = await events.receive()
-                except trio.EndOfChannel:
-                    return
-            if event is None:
-                yield sse_comment("ping")
-            else:
-                yield encode_sse(event_type(event), event_json(event))
+        async with aclosing(_with_keepalive(events, ping_s)) as ticks:
+            async for event in ticks:
+                if event is None:
+                    yield sse_comment("ping")
+                else:
+                    yield encode_sse(event_type(event), event_json(event))
+
+
+async def _with_keepalive(
+    events: trio.MemoryReceiveChannel[T], seconds: float
+) -> AsyncIterator[T | None]:
+    """Items of ``events`` until it ends, and ``None`` after each ``seconds`` of quiet
+    (time for a keep-alive). Yields outside its cancel scope, as async generators must."""
+    while True:
+        event = None
+        with trio.move_on_after(seconds):
+            try:
+                event = await events.receive()
+            except trio.EndOfChannel:
+                return
+        yield event
 
 
 def _key(session_id: str) -> SessionKey:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import anthropic
 import httpx
 import psutil
 import pytest
@@ -123,6 +124,30 @@ def stop_server(server: Server, timeout: float = 30) -> int:
             server.process.kill()
             server.process.wait()
         server.process.stdout.close()
+
+
+MODEL = "claude-sonnet-4-6"
+
+
+def ask(client: anthropic.Anthropic, session: str | None, prompt: str) -> str:
+    """One non-streaming turn with the official client; the reply's text."""
+    headers = {"X-Session-ID": session} if session else {}
+    message = client.messages.create(
+        model=MODEL,
+        max_tokens=256,
+        messages=[{"role": "user", "content": prompt}],
+        extra_headers=headers,
+    )
+    return "".join(block.text for block in message.content if block.type == "text")
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[anthropic.Anthropic]:
+    """The official anthropic client, pointed at the shared server."""
+    with anthropic.Anthropic(
+        base_url=server.url, api_key="test", max_retries=0, timeout=60
+    ) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

@@ -5,34 +5,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 
 import anthropic
 import httpx
 import pytest
 
+from .conftest import MODEL, ask
+
 pytestmark = pytest.mark.e2e
-
-MODEL = "claude-sonnet-4-6"
-
-
-@pytest.fixture
-def client(server) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=server.url, api_key="test", max_retries=0, timeout=60
-    ) as client:
-        yield client
-
-
-def ask(client: anthropic.Anthropic, session: str | None, prompt: str) -> str:
-    headers = {"X-Session-ID": session} if session else {}
-    message = client.messages.create(
-        model=MODEL,
-        max_tokens=256,
-        messages=[{"role": "user", "content": prompt}],
-        extra_headers=headers,
-    )
-    return "".join(block.text for block in message.content if block.type == "text")
 
 
 def test_non_streaming_reply_is_an_anthropic_message(client):

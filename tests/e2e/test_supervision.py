@@ -10,37 +10,17 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 
 import anthropic
 import httpx
 import psutil
 import pytest
 
-from .conftest import SHORT_TIMEOUTS, start_server, stop_server
+from .conftest import MODEL, SHORT_TIMEOUTS, ask, start_server, stop_server
 
 pytestmark = pytest.mark.e2e
 
-MODEL = "claude-sonnet-4-6"
 SLOW = "[[chunks=50]] [[chunk_delay=0.1]]"  # about 5 s of streaming
-
-
-@pytest.fixture
-def client(server) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(
-        base_url=server.url, api_key="test", max_retries=0, timeout=60
-    ) as client:
-        yield client
-
-
-def ask(client: anthropic.Anthropic, session: str, prompt: str) -> str:
-    message = client.messages.create(
-        model=MODEL,
-        max_tokens=256,
-        messages=[{"role": "user", "content": prompt}],
-        extra_headers={"X-Session-ID": session},
-    )
-    return "".join(block.text for block in message.content if block.type == "text")
 
 
 def stream_frames(url: str, session: str, prompt: str, on_delta=None) -> list[dict]:

@@ -148,6 +148,9 @@ class SessionActor:
         self.timeouts: collections.Counter[str] = collections.Counter()
         self.created_at = self.last_active_at = time.time()
         self.fanout = FanOut(fanout_buffer)
+        self.scope = trio.CancelScope()  # cancelled to close the session (DELETE)
+        self.done = trio.Event()  # set once the actor's task has ended
+        self.closing_reason = "the server is shutting down"
         self._client_factory = client_factory
         self._policy = policy
         self._slots = slots or _Unlimited()
@@ -415,7 +418,7 @@ class SessionActor:
             if self._in_flight:
                 await self._interrupt_and_drain(client)
         except trio.Cancelled:
-            self._abandon(envelope, "session_closed", "the server is shutting down")
+            self._abandon(envelope, "session_closed", self.closing_reason)
             raise
         except ClientError as exc:
             if not envelope.started:

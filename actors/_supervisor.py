@@ -230,6 +230,26 @@ class Supervisor:
         with self._actor(key).fanout.listen() as events:
             yield events
 
+    async def close_session(self, key: SessionKey) -> SessionInfo:
+        """Close a session for good: its running turn fails (``session_closed``), waiting
+        turns too, its CLI is closed, its workspace removed, and it is forgotten at once
+        (a new turn with the same id starts a new conversation).
+
+        Returns the session's last snapshot (e.g. its ``claude_session_id``).
+
+        Raises:
+            SessionNotFoundError: no such session.
+
+        Waits until the CLI process is gone. If cancelled, the closing goes on anyway.
+        """
+        actor = self._actor(key)
+        info = _info(actor)
+        actor.closing_reason = "the session was deleted"
+        actor.scope.cancel()
+        self._forget(actor)
+        await actor.done.wait()
+        return info
+
     def _actor(self, key: SessionKey) -> SessionActor:
         actor = self._sessions.get(key)
         if actor is None:
@@ -307,7 +327,8 @@ class Supervisor:
         """Run one actor until it ends; a failure after its start is logged, counted and
         the actor forgotten (a failure before it is re-raised to ``nursery.start``)."""
         try:
-            await actor.run(task_status=task_status)
+            with actor.scope:
+                await actor.run(task_status=task_status)
         except Exception:
             if not actor.started:
                 raise
@@ -317,11 +338,12 @@ class Supervisor:
             self.dead_letters += actor.dead_letters
             self._totals.update(actor.timeouts)
             self._totals["restarts"] += actor.restarts
-            if actor.one_turn or actor.key is None:
+            if actor.one_turn or actor.key is None or actor.scope.cancel_called:
                 with trio.CancelScope(shield=True):
                     await trio.to_thread.run_sync(
                         shutil.rmtree, actor.cwd, True, abandon_on_cancel=False
                     )
+            actor.done.set()
 
     def _forget(self, actor: SessionActor) -> None:
         """Unregister a retiring actor (only if it is still the one registered)."""
@@ -415,9 +437,9 @@ class Supervisor:
             await self._changed.park()
 
     def sessions(self) -> list[SessionInfo]:
-        """Snapshots of every session, oldest first. Not a checkpoint."""
+        """Snapshots of every session, oldest first (ties by id). Not a checkpoint."""
         infos = [_info(actor) for actor in self._sessions.values()]
-        return sorted(infos, key=lambda info: info.created_at)
+        return sorted(infos, key=lambda info: (info.created_at, info.session_id))
 
     def session(self, key: SessionKey) -> SessionInfo | None:
         """A snapshot of one session, or ``None`` if there is none. Not a checkpoint."""

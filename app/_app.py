@@ -44,6 +44,7 @@ from ._anthropic import (
 from ._events import event_json, event_type
 from ._settings import Settings
 from ._sse import SSE_HEADERS, encode_sse, sse_comment
+from ._transcripts import delete_conversation, read_conversation
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,31 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
 
     @app.get("/v1/sessions")
     async def list_sessions() -> dict[str, Any]:
-        return {"data": [_session_json(info) for info in supervisor.sessions()]}
+        return _page(supervisor.sessions(), request.args)
 
     @app.get("/v1/sessions/<session_id>")
     async def get_session(session_id: str) -> dict[str, Any]:
-        info = supervisor.session(_key(session_id))
-        if info is None:
-            raise SessionNotFoundError(f"no session {session_id!r}")
-        return _session_json(info)
+        return _session_json(_info_or_404(supervisor, session_id))
+
+    @app.delete("/v1/sessions/<session_id>")
+    async def delete_session(session_id: str) -> dict[str, Any]:
+        info = await supervisor.close_session(_key(session_id))
+        deleted = 0
+        if info.claude_session_id:
+            deleted = await trio.to_thread.run_sync(
+                delete_conversation, settings.claude_config_dir, info.claude_session_id
+            )
+        return {"id": session_id, "type": "session_deleted", "transcripts_deleted": deleted}
+
+    @app.get("/v1/sessions/<session_id>/messages")
+    async def session_messages(session_id: str) -> dict[str, Any]:
+        info = _info_or_404(supervisor, session_id)
+        messages = []
+        if info.claude_session_id:
+            messages = await trio.to_thread.run_sync(
+                read_conversation, settings.claude_config_dir, info.claude_session_id
+            )
+        return {"id": session_id, "claude_session_id": info.claude_session_id, "data": messages}
 
     @app.post("/v1/sessions/<session_id>/interrupt")
     async def interrupt(session_id: str) -> dict[str, Any]:
@@ -194,6 +212,51 @@ async def _with_keepalive(
             except trio.EndOfChannel:
                 return
         yield event
+
+
+SESSION_STATES = ("starting", "idle", "busy", "closing", "live", "hibernated")
+MAX_PAGE = 1000
+
+
+def _page(infos: list[SessionInfo], args: Any) -> dict[str, Any]:
+    """One page of sessions, oldest first, in Anthropic's list shape.
+
+    Query parameters: ``limit`` (1..1000, default 100), ``after_id`` (the last id of the
+    previous page), ``state`` (one of ``SESSION_STATES``; ``live`` and ``hibernated``
+    filter on whether a CLI is running). Raises ``RequestError`` for bad values.
+    """
+    state = args.get("state")
+    if state is not None and state not in SESSION_STATES:
+        raise RequestError(f"state must be one of {', '.join(SESSION_STATES)}")
+    try:
+        limit = int(args.get("limit", 100))
+    except ValueError:
+        raise RequestError("limit must be an integer") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise RequestError(f"limit must be between 1 and {MAX_PAGE}")
+    if state in ("live", "hibernated"):
+        infos = [i for i in infos if i.live == (state == "live")]
+    elif state is not None:
+        infos = [i for i in infos if i.state == state]
+    if (after := args.get("after_id")) is not None:
+        ids = [i.session_id for i in infos]
+        if after not in ids:
+            raise RequestError(f"after_id {after!r} is not a listed session")
+        infos = infos[ids.index(after) + 1 :]
+    page = infos[:limit]
+    return {
+        "data": [_session_json(info) for info in page],
+        "has_more": len(infos) > limit,
+        "first_id": page[0].session_id if page else None,
+        "last_id": page[-1].session_id if page else None,
+    }
+
+
+def _info_or_404(supervisor: Supervisor, session_id: str) -> SessionInfo:
+    info = supervisor.session(_key(session_id))
+    if info is None:
+        raise SessionNotFoundError(f"no session {session_id!r}")
+    return info
 
 
 def _key(session_id: str) -> SessionKey:

@@ -21,6 +21,7 @@ from ._types import FailureReason as FailureReason
 from ._types import InvalidSessionIdError as InvalidSessionIdError
 from ._types import Lagged as Lagged
 from ._types import MailboxFullError as MailboxFullError
+from ._types import Observer as Observer
 from ._types import SessionError as SessionError
 from ._types import SessionEvent as SessionEvent
 from ._types import SessionKey as SessionKey
@@ -34,5 +35,6 @@ from ._types import ToolUse as ToolUse
 from ._types import Turn as Turn
 from ._types import TurnCompleted as TurnCompleted
 from ._types import TurnFailed as TurnFailed
+from ._types import TurnRecord as TurnRecord
 from ._types import TurnStarted as TurnStarted
 from ._types import Usage as Usage

@@ -20,11 +20,15 @@ from ._translate import Translator
 from ._types import (
     CapacityError,
     FailureReason,
+    Observer,
     SessionEvent,
     SessionKey,
+    TextDelta,
+    ThinkingDelta,
     Turn,
     TurnCompleted,
     TurnFailed,
+    TurnRecord,
     TurnStarted,
 )
 
@@ -44,6 +48,8 @@ class Envelope:
     turn: Turn
     reply: trio.MemorySendChannel[SessionEvent]
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    queued_at: float = field(default_factory=trio.current_time)
+    first_output_at: float | None = None
     started: bool = False  # the prompt was sent to the CLI
     detached: bool = False  # the caller left; the turn runs on (on_disconnect="finish")
     finished: bool = False  # the final event was delivered (or the caller was gone)
@@ -132,6 +138,7 @@ class SessionActor:
         one_turn: bool = False,
         on_retire: Callable[[SessionActor], None] = lambda actor: None,
         on_idle: Callable[[], None] = lambda: None,
+        observer: Observer | None = None,
     ) -> None:
         self.key = key
         self.cwd = cwd
@@ -156,6 +163,7 @@ class SessionActor:
         self._slots = slots or _Unlimited()
         self._on_retire = on_retire
         self._on_idle = on_idle
+        self._observer = observer or Observer()
         self._mailbox_send, self._mailbox_receive = trio.open_memory_channel[Envelope](mailbox_size)
         self._idle_since = trio.current_time()
         self._idle_scope: trio.CancelScope | None = None
@@ -285,6 +293,7 @@ class SessionActor:
             spec = SessionSpec(self.cwd, resume=self.claude_session_id)
             async with self._client_factory(spec) as client:
                 self._connected = True
+                self._observer.cli_started(self._session_id or None, client.pid)
                 self.live, self.cli_pid, self._wedged = True, client.pid, False
                 self.state = "idle"
                 if not self.started:
@@ -403,6 +412,7 @@ class SessionActor:
                 (or, if its prompt never reached the CLI, is carried to the next client).
         """
         self.state, self._current = "busy", envelope
+        started_at = trio.current_time()
         try:
             outcome: SessionEvent | None = None
             with envelope.cancel_scope:
@@ -413,21 +423,25 @@ class SessionActor:
                 )
             await self._finish(envelope, outcome)
             self._current = None  # over for its caller; any drain below is ours
+            self._record(envelope, outcome, started_at)
             if self._wedged:
                 raise ClientError("the CLI was killed after sending nothing")
             if self._in_flight:
                 await self._interrupt_and_drain(client)
         except trio.Cancelled:
-            self._abandon(envelope, "session_closed", self.closing_reason)
+            failed = self._abandon(envelope, "session_closed", self.closing_reason)
+            self._record(envelope, failed, started_at)
             raise
         except ClientError as exc:
             if not envelope.started:
                 self._carry = envelope
             else:
-                self._abandon(envelope, "cli_error", f"Claude Code failed: {exc}")
+                failed = self._abandon(envelope, "cli_error", f"Claude Code failed: {exc}")
+                self._record(envelope, failed, started_at)
             raise
         except Exception as exc:
-            self._abandon(envelope, "cli_error", f"internal error: {exc!r}")
+            failed = self._abandon(envelope, "cli_error", f"internal error: {exc!r}")
+            self._record(envelope, failed, started_at)
             raise
         finally:
             self._current = None
@@ -489,6 +503,8 @@ class SessionActor:
 
     async def _emit(self, envelope: Envelope, event: SessionEvent) -> None:
         """Publish to listeners and send to the turn's caller (waiting if it is slow)."""
+        if envelope.first_output_at is None and isinstance(event, TextDelta | ThinkingDelta):
+            envelope.first_output_at = trio.current_time()
         self.fanout.publish(event)
         if envelope.detached:
             return
@@ -527,10 +543,28 @@ class SessionActor:
             f"the CLI did not end an interrupted turn within {self._policy.interrupt_drain_s}s"
         )
 
-    def _abandon(self, envelope: Envelope, reason: FailureReason, message: str) -> None:
-        """Tell the caller (if still listening) how the turn ended; close its channel."""
+    def _record(self, envelope: Envelope, outcome: SessionEvent | None, started_at: float) -> None:
+        """Tell the observer how a turn ended (nothing if it was reported already)."""
+        if isinstance(outcome, TurnCompleted | TurnFailed):
+            self._observer.turn_ended(
+                TurnRecord(
+                    self._session_id,
+                    envelope.turn.turn_id,
+                    outcome,
+                    envelope.queued_at,
+                    started_at,
+                    envelope.first_output_at,
+                    trio.current_time(),
+                )
+            )
+
+    def _abandon(
+        self, envelope: Envelope, reason: FailureReason, message: str
+    ) -> TurnFailed | None:
+        """Tell the caller (if still listening) how the turn ended; close its channel.
+        Returns the failure, or ``None`` if the turn had already ended."""
         if envelope.finished:
-            return
+            return None
         envelope.finished = True
         failed = TurnFailed(envelope.turn.turn_id, reason, message)
         if envelope.started:
@@ -542,6 +576,7 @@ class SessionActor:
             ),
         ):
             envelope.reply.send_nowait(failed)
+        return failed
 
     @property
     def _session_id(self) -> str:

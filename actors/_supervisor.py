@@ -21,12 +21,14 @@ from ._types import (
     CapacityError,
     Lagged,
     MailboxFullError,
+    Observer,
     SessionEvent,
     SessionKey,
     SessionNotFoundError,
     SessionStartError,
     SupervisorClosedError,
     Turn,
+    TurnRecord,
 )
 
 log = logging.getLogger(__name__)
@@ -145,6 +147,7 @@ class Supervisor:
         self._slot_released = trio.lowlevel.ParkingLot()
         self._changed = trio.lowlevel.ParkingLot()  # pool shrank or a session went idle
         self._totals: collections.Counter[str] = collections.Counter()  # of gone actors
+        self._observers = _Observers()
         self._closed = False
 
     # -- Turns ------------------------------------------------------------------------
@@ -305,6 +308,7 @@ class Supervisor:
             one_turn=one_turn,
             on_retire=self._forget,
             on_idle=self._changed.unpark_all,
+            observer=self._observers,
         )
 
     async def _spawn(self, key: SessionKey, cwd: Path, start: _Start, one_turn: bool) -> None:
@@ -340,9 +344,7 @@ class Supervisor:
             self._totals["restarts"] += actor.restarts
             if actor.one_turn or actor.key is None or actor.scope.cancel_called:
                 with trio.CancelScope(shield=True):
-                    await trio.to_thread.run_sync(
-                        shutil.rmtree, actor.cwd, True, abandon_on_cancel=False
-                    )
+                    await _remove_directory(actor.cwd)
             actor.done.set()
 
     def _forget(self, actor: SessionActor) -> None:
@@ -425,6 +427,11 @@ class Supervisor:
         self._slot_released.unpark_all()
         self._changed.unpark_all()
 
+    def add_observer(self, observer: Observer) -> None:
+        """Have ``observer`` notified of every turn's end and every CLI start from now on.
+        Not a checkpoint."""
+        self._observers.members.append(observer)
+
     # -- Shutdown and listings --------------------------------------------------------
 
     def close(self) -> None:
@@ -468,6 +475,39 @@ class Supervisor:
             "listener_drops": sum(a.fanout.dropped_total for a in actors),
             "timeouts": {kind: timeouts[kind] for kind in ("first_chunk", "stream_idle")},
         }
+
+
+class _Observers(Observer):
+    """Fans notices out to every observer added to the supervisor."""
+
+    def __init__(self) -> None:
+        self.members: list[Observer] = []
+
+    def turn_ended(self, record: TurnRecord) -> None:
+        for observer in self.members:
+            observer.turn_ended(record)
+
+    def cli_started(self, session_id: str | None, pid: int | None) -> None:
+        for observer in self.members:
+            observer.cli_started(session_id, pid)
+
+
+async def _remove_directory(path: Path) -> None:
+    """Remove a workspace: an empty one (the usual case) at once, a full one in a worker
+    thread so a large tree does not stall the event loop."""
+    try:
+        _remove_empty_directory(path)
+    except FileNotFoundError:
+        return
+    except OSError:
+        await trio.to_thread.run_sync(shutil.rmtree, path, True)
+    else:
+        await trio.lowlevel.checkpoint()
+
+
+def _remove_empty_directory(path: Path) -> None:
+    # One rmdir on a local disk, like _make_directory: no thread hop for the usual case.
+    path.rmdir()
 
 
 def _make_directory(path: Path) -> None:

@@ -198,6 +198,37 @@ class Lagged:
     dropped: int
 
 
+@dataclass(frozen=True, slots=True)
+class TurnRecord:
+    """What an observer learns when a turn ends (for metrics and logs).
+
+    Times are ``trio.current_time()`` values (seconds); ``first_output_at`` is when the
+    first text or thinking delta was relayed, ``None`` if there was none.
+    """
+
+    session_id: str
+    turn_id: str
+    outcome: TurnCompleted | TurnFailed
+    queued_at: float
+    started_at: float
+    first_output_at: float | None
+    ended_at: float
+
+
+class Observer:
+    """Receives notices from the actors; subclass and override what you need.
+
+    Methods are called synchronously from actor tasks: they must be quick and must not
+    raise or checkpoint.
+    """
+
+    def turn_ended(self, record: TurnRecord) -> None:
+        """A turn delivered its final event (or was abandoned)."""
+
+    def cli_started(self, session_id: str | None, pid: int | None) -> None:
+        """A CLI process connected (``session_id`` is None for a warm-pool actor)."""
+
+
 # -- Errors raised to callers ---------------------------------------------------------
 
 

@@ -204,6 +204,13 @@ def usage_of(done: TurnCompleted) -> dict[str, int]:
     }
 
 
+def retry_headers(failed: TurnFailed) -> dict[str, str]:
+    """Headers telling the official clients (which retry 408, 409, 429 and 5xx by
+    themselves) not to retry a turn that may already have run: a retry would put the
+    same prompt into the conversation again. An upstream API error is theirs to retry."""
+    return {} if failed.reason == "upstream_error" else {"x-should-retry": "false"}
+
+
 def failure_error(failed: TurnFailed) -> tuple[int, dict[str, Any]]:
     """The HTTP status and Anthropic error body for a failed turn. An API error the CLI
     got keeps its status (e.g. 429, 529), so clients can apply their own retry rules."""

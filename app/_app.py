@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import trio
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -39,9 +40,12 @@ from ._anthropic import (
     message_object,
     new_prompt,
     one_turn_prompt,
+    retry_headers,
     session_key_from,
 )
 from ._events import event_json, event_type
+from ._metrics import Metrics
+from ._openai import openai_blueprint
 from ._settings import Settings
 from ._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._transcripts import delete_conversation, read_conversation
@@ -63,6 +67,9 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
     """
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.register_blueprint(openai_blueprint(supervisor, settings))
+    metrics = Metrics(supervisor)
+    supervisor.add_observer(metrics)
 
     @app.errorhandler(RequestError)
     async def request_error(exc: RequestError) -> tuple[dict[str, Any], int]:
@@ -97,7 +104,7 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
                 return message_object(turn.turn_id, req.model, collected, done), 200, headers
             case TurnFailed() as failed:
                 status, error = failure_error(failed)
-                return error, status, headers
+                return error, status, {**headers, **retry_headers(failed)}
             case _:
                 return error_body(503, "the session closed"), 503, headers
 
@@ -144,6 +151,10 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
     @app.get("/v1/stats")
     async def stats() -> dict[str, Any]:
         return supervisor.stats()
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

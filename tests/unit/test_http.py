@@ -13,7 +13,14 @@ import pytest
 import trio
 from werkzeug.datastructures import Headers
 
-from actors import SessionKey, SupervisorConfig, TextDelta, ThinkingDelta, open_supervisor
+from actors import (
+    ActorPolicy,
+    SessionKey,
+    SupervisorConfig,
+    TextDelta,
+    ThinkingDelta,
+    open_supervisor,
+)
 from actors._types import TurnCompleted, TurnFailed, Usage
 from actors.testing import ScriptedClientFactory, text_reply
 from app._anthropic import StreamEncoder, session_id_from
@@ -170,3 +177,16 @@ async def test_unknown_path_and_method_get_anthropic_errors(tmp_path, settings):
         wrong = await client.get("/v1/messages")
         assert wrong.status_code == 405
         assert (await wrong.get_json())["type"] == "error"
+
+
+async def test_failed_turn_tells_official_clients_not_to_retry(tmp_path, settings, autojump_clock):
+    """A turn that failed after reaching the CLI (here: a first-chunk timeout, 504) says
+    ``x-should-retry: false``: the official clients would otherwise re-send the prompt."""
+    factory = ScriptedClientFactory(script=lambda p, h: text_reply("x", first_delay=math.inf))
+    config = SupervisorConfig(workspace_root=tmp_path, policy=ActorPolicy(first_chunk_timeout_s=3))
+    async with open_supervisor(config, factory) as sup:
+        client = create_app(sup, settings).test_client()
+        response = await client.post("/v1/messages", json=BODY, headers={"X-Session-ID": "s"})
+        assert response.status_code == 504
+        assert response.headers["x-should-retry"] == "false"
+        assert (await response.get_json())["error"]["type"] == "timeout_error"

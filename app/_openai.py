@@ -1,0 +1,580 @@
+"""The OpenAI Chat Completions wire format: ``POST /v1/chat/completions``, ``GET /v1/models``.
+
+Formats follow OpenAI's API reference: the Chat Completions request body, the
+``chat.completion`` object, the ``chat.completion.chunk`` stream (``data:`` lines with
+no event names, ending in ``data: [DONE]``), the model list, and the error body
+``{"error": {"message", "type", "param", "code"}}``.
+
+Field policy (docs/openai.md says the same, with reasons). Nothing a request says reaches
+the CLI's options: model, tools and permissions come from server settings only.
+
+=====================================  ================================================
+honoured                               ``model`` (echoed back), ``messages``, ``stream``,
+                                       ``stream_options.include_usage``,
+                                       ``metadata.session_id`` (and the session headers)
+ignored (accepted, no effect)          ``temperature``, ``top_p``, ``max_tokens``,
+                                       ``max_completion_tokens``, ``presence_penalty``,
+                                       ``frequency_penalty``, ``seed``, ``user``,
+                                       ``parallel_tool_calls``, ``store``,
+                                       ``service_tier``, ``reasoning_effort``,
+                                       ``verbosity``, ``prediction``, other ``metadata``,
+                                       a message's ``name``, unknown fields
+rejected (400)                         ``n`` other than 1; ``tools``, ``functions``;
+                                       ``tool_choice``/``function_call`` other than
+                                       ``"none"``; ``response_format`` other than
+                                       ``text``; ``logprobs``, ``top_logprobs``,
+                                       ``logit_bias``, ``stop``, ``audio``,
+                                       ``web_search_options``; ``modalities`` other than
+                                       ``["text"]``; ``stream_options`` without
+                                       ``stream``; ``tool``/``function`` messages,
+                                       assistant ``tool_calls``; content parts other than
+                                       ``text`` (and an assistant's ``refusal``)
+=====================================  ================================================
+
+Messages: the last one must be the user's, with text. ``system`` and ``developer``
+messages are instructions: without a session they head the one-turn prompt; with one,
+those after the last assistant message are sent with the new user message (so a
+conversation's opening instructions go with its first turn, and the session remembers
+them). Thinking is not sent: Chat Completions has no place for it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+import quart
+import trio
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from actors import (
+    CapacityError,
+    MailboxFullError,
+    SessionError,
+    SessionEvent,
+    SessionKey,
+    SessionNotFoundError,
+    SessionStartError,
+    Supervisor,
+    SupervisorClosedError,
+    TextDelta,
+    Turn,
+    TurnCompleted,
+    TurnFailed,
+)
+
+from ._anthropic import RequestError, failure_error, retry_headers, session_key_from
+from ._settings import Settings
+from ._sse import SSE_HEADERS, sse_comment
+
+# What ``GET /v1/models`` lists (after ``settings.model``, if set). Informational: a
+# request's ``model`` is echoed back, and the CLI runs the model the server is set to.
+MODEL_IDS = ("claude-opus-4-8", "claude-sonnet-4-6", "claude-haiku-4-5", "opus", "sonnet", "haiku")
+
+# -- Errors ---------------------------------------------------------------------------
+
+
+def error_type(status: int) -> str:
+    """OpenAI's error ``type`` for an HTTP status: ``rate_limit_error`` for 429,
+    ``server_error`` for 5xx, ``invalid_request_error`` for every other 4xx."""
+    if status == 429:
+        return "rate_limit_error"
+    return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_body(
+    status: int, message: str, *, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
+    """OpenAI's error JSON: ``{"error": {"message", "type", "param", "code"}}``."""
+    return {"error": {"message": message, "type": error_type(status), "param": param, "code": code}}
+
+
+class ParamError(RequestError):
+    """A client mistake about one field: 400, naming it as OpenAI's ``param``.
+
+    ``code`` is ``unsupported_parameter`` (a field this front end cannot honour at all),
+    ``unsupported_value`` (only some of its values), or ``None`` (malformed), as OpenAI
+    reports them.
+    """
+
+    def __init__(self, message: str, *, param: str | None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
+def _error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> quart.Response:
+    body = json.dumps(error_body(status, message, param=param, code=code))
+    return quart.Response(body, status, headers or {}, content_type="application/json")
+
+
+def _session_error(exc: SessionError) -> tuple[int, str | None, dict[str, str]]:
+    """(status, code, headers) for a refusal by the supervisor."""
+    match exc:
+        case CapacityError() | MailboxFullError():
+            retry = {"Retry-After": str(exc.retry_after_s)}
+            if isinstance(exc, MailboxFullError):
+                return 429, "rate_limit_exceeded", retry
+            return 503, "server_is_overloaded", retry
+        case SessionNotFoundError():
+            return 404, None, {}
+        case SessionStartError():
+            return 502, "session_start_failed", {}
+        case SupervisorClosedError():
+            return 503, "server_shutting_down", {}
+        case _:
+            return 503, None, {}
+
+
+def _failure(failed: TurnFailed) -> tuple[int, dict[str, Any]]:
+    """The status and OpenAI error body for a failed turn; ``code`` is its reason. The
+    status is the Anthropic route's (``failure_error``), so both fronts agree."""
+    status, _ = failure_error(failed)
+    return status, error_body(status, failed.message, code=failed.reason)
+
+
+# -- Requests -------------------------------------------------------------------------
+
+
+class ChatMessage(BaseModel):
+    """One entry of ``messages``. Content (a string, a list of parts, or null) is checked
+    by ``message_text``, which can name the offending part."""
+
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: Any = None
+    tool_calls: Any = None
+    function_call: Any = None
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool | None = None
+
+
+class ChatCompletionRequest(BaseModel):
+    """The body of ``POST /v1/chat/completions``: the fields that are honoured.
+
+    Others are accepted here and either ignored or refused by ``check_supported``.
+    """
+
+    model_config = ConfigDict(extra="allow")
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    metadata: dict[str, Any] | None = None
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+# Fields that cannot be honoured at all: any value but null or empty is refused.
+UNSUPPORTED_PARAMETERS = {
+    "tools": "Claude Code runs its own tools, on the server; client-side tools cannot run",
+    "functions": "Claude Code runs its own tools, on the server; client-side tools cannot run",
+    "logit_bias": "token biases cannot be applied to Claude Code's answers",
+    "stop": "stop sequences cannot be applied to Claude Code's answers",
+    "audio": "only text output is supported",
+    "web_search_options": "web search is not available",
+}
+
+# Fields of which only some values can be honoured: the values allowed.
+ALLOWED_VALUES: dict[str, tuple[Any, ...]] = {
+    "n": (None, 1),
+    "tool_choice": (None, "none"),
+    "function_call": (None, "none"),
+    "response_format": (None, {"type": "text"}),
+    "logprobs": (None, False),
+    "top_logprobs": (None, 0),
+    "modalities": (None, ["text"]),
+}
+
+
+def check_supported(body: dict[str, Any]) -> None:
+    """Refuse a request whose fields this front end cannot honour (see the module table).
+
+    Raises:
+        ParamError: naming the first such field, with code ``unsupported_parameter`` or
+            ``unsupported_value``.
+    """
+    for param, why in UNSUPPORTED_PARAMETERS.items():
+        if body.get(param) not in (None, [], {}, ""):
+            message = f"Unsupported parameter: {param!r} is not supported here: {why}"
+            raise ParamError(message, param=param, code="unsupported_parameter")
+    for param, allowed in ALLOWED_VALUES.items():
+        if (value := body.get(param)) not in allowed:
+            message = (
+                f"Unsupported value: {param!r} does not support {json.dumps(value)} here; "
+                f"supported: {', '.join(json.dumps(v) for v in allowed[1:])} (or omit it)"
+            )
+            raise ParamError(message, param=param, code="unsupported_value")
+    if body.get("stream_options") is not None and not body.get("stream"):
+        message = "stream_options is only allowed when stream is true"
+        raise ParamError(message, param="stream_options", code="unsupported_value")
+
+
+def message_text(message: ChatMessage, index: int) -> str:
+    """The text of ``messages[index]``: its string, or its text parts joined by newlines.
+
+    Raises:
+        ParamError: a tool message, tool calls, or a non-text content part.
+    """
+    where = f"messages[{index}]"
+    if message.role in ("tool", "function"):
+        raise ParamError(
+            f"{message.role} messages are not supported: there are no client-side tools",
+            param=f"{where}.role",
+            code="unsupported_value",
+        )
+    if message.tool_calls or message.function_call:
+        raise ParamError(
+            "assistant tool calls are not supported: there are no client-side tools",
+            param=f"{where}.tool_calls",
+            code="unsupported_parameter",
+        )
+    if message.content is None or isinstance(message.content, str):
+        return message.content or ""
+    if not isinstance(message.content, list):
+        raise ParamError(
+            "content must be a string or a list of content parts", param=f"{where}.content"
+        )
+    texts = []
+    for n, part in enumerate(message.content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        field = "refusal" if message.role == "assistant" and kind == "refusal" else "text"
+        if kind != field:
+            raise ParamError(
+                f"content parts of type {kind!r} are not supported: only text",
+                param=f"{where}.content[{n}].type",
+                code="unsupported_value",
+            )
+        if not isinstance(part.get(field), str):
+            raise ParamError(
+                f"a {kind} part needs a string {field!r}", param=f"{where}.content[{n}].{field}"
+            )
+        texts.append(part[field])
+    return "\n".join(texts)
+
+
+def chat_prompt(request: ChatCompletionRequest, *, in_session: bool) -> str:
+    """The prompt of the turn a request asks for.
+
+    The last message, which must be the user's, is the new message. ``system`` and
+    ``developer`` messages become instructions placed before it: all of them without a
+    session; with one, those after the last assistant message (earlier ones went with
+    an earlier turn). Without a session, earlier user and assistant messages come along
+    as context too; with one, the session remembers them.
+
+    Raises:
+        ParamError: as ``message_text``, for any message; or the last message is not a
+            user message with text.
+    """
+    texts = [message_text(m, i).strip() for i, m in enumerate(request.messages)]
+    *earlier, prompt = texts
+    roles = [m.role for m in request.messages[:-1]]
+    if request.messages[-1].role != "user" or not prompt:
+        raise ParamError("the last message must be a user message with text", param="messages")
+    since = max((i for i, role in enumerate(roles) if role == "assistant"), default=-1) + 1
+    instructions = [
+        text
+        for i, (role, text) in enumerate(zip(roles, earlier, strict=True))
+        if role in ("system", "developer") and text and (not in_session or i >= since)
+    ]
+    context = [
+        f"{'User' if role == 'user' else 'Assistant'}: {text}"
+        for role, text in zip(roles, earlier, strict=True)
+        if role in ("user", "assistant") and text and not in_session
+    ]
+    sections = []
+    if instructions:
+        sections.append("Instructions:\n\n" + "\n\n".join(instructions))
+    if context:
+        sections.append("The conversation so far:\n\n" + "\n\n".join(context))
+    if not sections:
+        return prompt
+    return "\n\n".join([*sections, f"The user's new message:\n\n{prompt}"])
+
+
+# -- Responses ------------------------------------------------------------------------
+
+# Anthropic stop reasons that are not "stop" in OpenAI's terms.
+FINISH_REASONS = {
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "refusal": "content_filter",
+}
+
+
+def usage_of(done: TurnCompleted) -> dict[str, Any]:
+    """OpenAI's ``usage`` for a completed turn. Prompt tokens include cache writes and
+    reads (Anthropic counts them apart); ``prompt_tokens_details.cached_tokens`` are the
+    reads."""
+    u = done.usage
+    prompt = u.input_tokens + u.cache_creation_input_tokens + u.cache_read_input_tokens
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": prompt + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_input_tokens},
+    }
+
+
+class _Joiner:
+    """Joins a turn's text deltas into one string, a blank line between content blocks
+    (a turn that uses Claude Code's tools has several)."""
+
+    def __init__(self) -> None:
+        self._block: int | None = None
+
+    def piece(self, delta: TextDelta) -> str:
+        gap = "" if self._block in (None, delta.block_index) else "\n\n"
+        self._block = delta.block_index
+        return gap + delta.text
+
+
+class Completion:
+    """One turn's answer in Chat Completions form: ``object()`` builds the non-streaming
+    ``chat.completion``; ``start()``, ``encode(event)`` and ``end_early()`` give the
+    ``data:`` frames of the streaming one.
+
+    The stream: a chunk with ``delta {"role": "assistant", "content": ""}``, a chunk per
+    text delta, a chunk with an empty delta and ``finish_reason``, with ``include_usage``
+    a chunk with ``choices: []`` and ``usage`` (earlier chunks then carry
+    ``"usage": null``), then ``data: [DONE]``. A failed turn ends with
+    ``data: {"error": {...}}`` and ``data: [DONE]``. ``finished`` turns true at the end.
+    """
+
+    def __init__(self, turn_id: str, model: str, *, include_usage: bool = False) -> None:
+        self.id = "chatcmpl-" + turn_id.removeprefix("turn_")
+        self.model = model
+        self.created = int(time.time())
+        self.include_usage = include_usage
+        self.finished = False
+        self._joiner = _Joiner()
+
+    def object(self, events: list[SessionEvent], done: TurnCompleted) -> dict[str, Any]:
+        text = "".join(self._joiner.piece(e) for e in events if isinstance(e, TextDelta))
+        message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(done)}
+        return {**self._head("chat.completion"), "choices": [choice], "usage": usage_of(done)}
+
+    def start(self) -> bytes:
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def encode(self, event: SessionEvent) -> list[bytes]:
+        match event:
+            case TextDelta() if event.text:
+                return [self._chunk({"content": self._joiner.piece(event)})]
+            case TurnCompleted():
+                self.finished = True
+                frames = [self._chunk({}, _finish(event))]
+                if self.include_usage:
+                    usage = {**self._head("chat.completion.chunk"), "choices": []}
+                    frames.append(_data({**usage, "usage": usage_of(event)}))
+                return [*frames, DONE]
+            case TurnFailed():
+                self.finished = True
+                return [_data(_failure(event)[1]), DONE]
+            case _:
+                return []
+
+    def end_early(self) -> list[bytes]:
+        """The frames for a turn whose events ended with no result (session closed)."""
+        self.finished = True
+        return [_data(error_body(503, "the session closed", code="session_closed")), DONE]
+
+    def _head(self, kind: str) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+        }
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        chunk = {**self._head("chat.completion.chunk"), "choices": [choice]}
+        return _data({**chunk, "usage": None} if self.include_usage else chunk)
+
+
+def _finish(done: TurnCompleted) -> str:
+    return FINISH_REASONS.get(done.stop_reason, "stop")
+
+
+def _data(payload: dict[str, Any]) -> bytes:
+    """One SSE frame with only a ``data:`` line (compact JSON), as OpenAI streams."""
+    return (
+        b"data: "
+        + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+        + b"\n\n"
+    )
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+# -- Routes ---------------------------------------------------------------------------
+
+
+def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Blueprint:
+    """The OpenAI-compatible routes, as a blueprint for ``create_app`` to register.
+
+    Args:
+        supervisor: runs the turns.
+        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment)
+            and ``model`` (listed first by ``/v1/models``).
+
+    Returns:
+        A new ``quart.Blueprint`` named ``openai``, with its own error handlers.
+
+    ``POST /v1/chat/completions`` runs one turn (sessions as for ``/v1/messages``: the
+    ``X-Session-ID`` or ``X-Claude-Code-Session-Id`` header, or ``metadata.session_id``;
+    the response echoes ``X-Session-ID``). ``GET /v1/models`` and ``GET /v1/models/<id>``
+    list ``settings.model`` and ``MODEL_IDS``.
+
+    Every error from these routes is OpenAI error JSON: a refused or malformed request is
+    a 400, a full mailbox 429, no capacity 503 (both with ``Retry-After``), a failed turn
+    its ``failure_error`` status. A client that disconnects cancels the route (or the
+    stream's body); leaving ``open_turn`` then interrupts the turn.
+    """
+    blueprint = quart.Blueprint("openai", __name__)
+    listed = tuple(dict.fromkeys([*([settings.model] if settings.model else []), *MODEL_IDS]))
+    started = int(time.time())
+
+    def model_json(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": started, "owned_by": "anthropic"}
+
+    @blueprint.errorhandler(RequestError)
+    async def request_error(exc: RequestError) -> quart.Response:
+        param, code = getattr(exc, "param", None), getattr(exc, "code", None)
+        return _error_response(exc.status, str(exc), param=param, code=code)
+
+    @blueprint.errorhandler(ValidationError)
+    async def validation_error(exc: ValidationError) -> quart.Response:
+        return _error_response(400, str(exc))
+
+    @blueprint.errorhandler(SessionError)
+    async def session_error(exc: SessionError) -> quart.Response:
+        status, code, headers = _session_error(exc)
+        return _error_response(status, str(exc), code=code, headers=headers)
+
+    @blueprint.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> quart.Response:
+        status = exc.code or 500
+        headers = (
+            {"Allow": ", ".join(exc.valid_methods)} if isinstance(exc, MethodNotAllowed) else {}
+        )
+        return _error_response(status, exc.description or exc.name, headers=headers)
+
+    @blueprint.post("/v1/chat/completions")
+    async def chat_completions() -> quart.Response | tuple[dict[str, Any], int, dict[str, str]]:
+        body = await _json_body()
+        req = _validate(body)
+        key = session_key_from(quart.request.headers, body)
+        turn = Turn(chat_prompt(req, in_session=key is not None))
+        headers = {} if key is None else {"X-Session-ID": key.session_id}
+        completion = Completion(turn.turn_id, req.model, include_usage=req.include_usage)
+        if req.stream:
+            stream = _stream(supervisor, key, turn, completion, settings.sse_ping_interval_s)
+            await anext(stream)  # queues the turn: refusals become plain error responses
+            response = quart.Response(stream, 200, {**SSE_HEADERS, **headers})
+            response.timeout = None  # Quart would cut the stream after 60 s
+            return response
+        async with supervisor.open_turn(key, turn) as events:
+            collected = [event async for event in events]
+        match collected[-1] if collected else None:
+            case TurnCompleted() as done:
+                return completion.object(collected, done), 200, headers
+            case TurnFailed() as failed:
+                status, error = _failure(failed)
+                return error, status, {**headers, **retry_headers(failed)}
+            case _:
+                return error_body(503, "the session closed", code="session_closed"), 503, headers
+
+    @blueprint.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
+    async def chat_completions_other_methods() -> quart.Response:
+        raise MethodNotAllowed(valid_methods=["POST"])
+
+    @blueprint.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_json(model_id) for model_id in listed]}
+
+    @blueprint.get("/v1/models/<model_id>")
+    async def model(model_id: str) -> dict[str, Any] | quart.Response:
+        if model_id not in listed:
+            message = f"The model {model_id!r} does not exist"
+            return _error_response(404, message, param="model", code="model_not_found")
+        return model_json(model_id)
+
+    return blueprint
+
+
+async def _stream(
+    supervisor: Supervisor,
+    key: SessionKey | None,
+    turn: Turn,
+    completion: Completion,
+    ping_s: float,
+) -> AsyncIterator[bytes]:
+    """The SSE body of a streaming completion. Its first (empty) item is yielded once the
+    turn is queued, so the route can still answer a refusal with a status code.
+
+    When ``ping_s`` seconds pass with nothing sent (events that have no chunk, such as
+    thinking and Claude Code's tool activity, count as nothing), a ``: ping`` comment
+    goes out. No yield happens inside a cancel scope. A client that disconnects cancels
+    the task iterating this generator; leaving ``open_turn`` then interrupts the turn.
+    """
+    async with supervisor.open_turn(key, turn) as events:
+        yield b""
+        yield completion.start()
+        deadline = trio.current_time() + ping_s
+        while not completion.finished:
+            frames = [sse_comment("ping")]
+            with trio.move_on_at(deadline):
+                try:
+                    frames = completion.encode(await events.receive())
+                except trio.EndOfChannel:
+                    frames = completion.end_early()
+            for frame in frames:
+                yield frame
+            if frames:
+                deadline = trio.current_time() + ping_s
+
+
+async def _json_body() -> dict[str, Any]:
+    """The request body as a JSON object. Raises ``RequestError`` if it is not one."""
+    raw = await quart.request.get_data()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise RequestError(f"We could not parse the JSON body of your request: {exc}") from None
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    return body
+
+
+def _validate(body: dict[str, Any]) -> ChatCompletionRequest:
+    """Parse and police ``body``. Raises ``ParamError`` naming the first bad field
+    (as OpenAI's ``param``: ``messages[0].content``)."""
+    try:
+        request = ChatCompletionRequest.model_validate(body)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"])
+        param = param.removeprefix(".") or None
+        raise ParamError(f"{param or 'body'}: {error['msg']}", param=param) from None
+    check_supported(body)
+    return request

@@ -75,7 +75,7 @@ class InputMessage(BaseModel):
     """One entry of ``messages``: a role and string or content-block content."""
 
     model_config = ConfigDict(extra="allow")
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "system"]
     content: str | list[dict[str, Any]]
 
 
@@ -94,27 +94,48 @@ class MessagesRequest(BaseModel):
     metadata: dict[str, Any] | None = None
 
 
+# What Claude Code, as a client of ours, adds to a user's message: not the user's words.
+_CLIENT_ADDITIONS = re.compile(
+    r"<system-reminder>.*?</system-reminder>|\[Request interrupted by user[^\]]*\]", re.DOTALL
+)
+
+
 def text_of(content: str | list[dict[str, Any]]) -> str:
-    """The text of a message's content: the string, or its ``text`` blocks joined."""
+    """The text of a message's content: the string, or its ``text`` blocks joined by
+    newlines, without ``<system-reminder>`` sections or ``[Request interrupted by user]``
+    markers (what Claude Code adds when it is our client)."""
     if isinstance(content, str):
-        return content
-    return "\n".join(
-        block["text"]
-        for block in content
-        if block.get("type") == "text" and isinstance(block.get("text"), str)
-    )
+        texts = [content]
+    else:
+        texts = [
+            block["text"]
+            for block in content
+            if block.get("type") == "text" and isinstance(block.get("text"), str)
+        ]
+    cleaned = (_CLIENT_ADDITIONS.sub("", text).strip() for text in texts)
+    return "\n".join(text for text in cleaned if text)
+
+
+def conversation(request: MessagesRequest) -> list[InputMessage]:
+    """The request's messages up to its latest user message (``system`` entries, which
+    Claude Code may put after it, are dropped: they address its own tools).
+
+    Raises:
+        RequestError: no user message is last (ignoring ``system`` entries).
+    """
+    messages = [m for m in request.messages if m.role != "system"]
+    if not messages or messages[-1].role != "user":
+        raise RequestError("the last message must have role 'user'")
+    return messages
 
 
 def new_prompt(request: MessagesRequest) -> str:
-    """The text of the latest message, which must be the user's.
+    """The text of the latest user message (see ``text_of``).
 
     Raises:
         RequestError: the last message is not a user message with text.
     """
-    last = request.messages[-1]
-    if last.role != "user":
-        raise RequestError("the last message must have role 'user'")
-    text = text_of(last.content).strip()
+    text = text_of(conversation(request)[-1].content)
     if not text:
         raise RequestError("the last user message has no text content")
     return text
@@ -130,8 +151,8 @@ def one_turn_prompt(request: MessagesRequest) -> str:
     prompt = new_prompt(request)
     earlier = [
         f"{'User' if m.role == 'user' else 'Assistant'}: {text}"
-        for m in request.messages[:-1]
-        if (text := text_of(m.content).strip())
+        for m in conversation(request)[:-1]
+        if (text := text_of(m.content))
     ]
     if not earlier:
         return prompt
@@ -140,6 +161,34 @@ def one_turn_prompt(request: MessagesRequest) -> str:
         + "\n\n".join(earlier)
         + f"\n\nThe user's new message:\n\n{prompt}"
     )
+
+
+def reject_unsupported(body: dict[str, Any]) -> None:
+    """Refuse request fields whose meaning Claude Code cannot honour.
+
+    ``output_config.format`` (structured output) is refused: the CLI answers in prose and
+    cannot promise a schema. (Claude Code, as our client, sends such requests to title
+    its sessions; refusing them leaves its conversation alone.) Other fields (``system``,
+    ``tools``, ``temperature``, ``max_tokens``, ``thinking``...) are accepted and not
+    forwarded: the session's own Claude Code has its own.
+
+    Raises:
+        RequestError: a refused field is present.
+    """
+    output_config = body.get("output_config")
+    if isinstance(output_config, dict) and output_config.get("format"):
+        raise RequestError(
+            "output_config.format (structured output) is not supported: Claude Code answers "
+            "in prose"
+        )
+
+
+def estimate_tokens(body: dict[str, Any]) -> int:
+    """An estimate of a request's input tokens: its messages, system and tools as compact
+    JSON, in characters, divided by 4. ccactors has no tokenizer; the exact count is
+    what the session's own Claude Code reports in each turn's usage."""
+    parts = [body.get(name) for name in ("system", "messages", "tools")]
+    return len(json.dumps(parts, separators=(",", ":"))) // 4 + 1
 
 
 _LEGACY_USER_ID = re.compile(r"_session_([0-9A-Za-z-]+)$")

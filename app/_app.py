@@ -36,10 +36,12 @@ from ._anthropic import (
     RequestError,
     StreamEncoder,
     error_body,
+    estimate_tokens,
     failure_error,
     message_object,
     new_prompt,
     one_turn_prompt,
+    reject_unsupported,
     retry_headers,
     session_key_from,
 )
@@ -88,6 +90,7 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
     async def messages() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
         body = await _json_object()
         req = _parse(MessagesRequest, body)
+        reject_unsupported(body)
         key = session_key_from(request.headers, body)
         turn = Turn(new_prompt(req) if key is not None else one_turn_prompt(req))
         headers = {} if key is None else {"X-Session-ID": key.session_id}
@@ -107,6 +110,17 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
                 return error, status, {**headers, **retry_headers(failed)}
             case _:
                 return error_body(503, "the session closed"), 503, headers
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens() -> dict[str, Any]:
+        body = await _json_object()
+        if not isinstance(body.get("messages"), list):
+            raise RequestError("messages: a list of messages is required")
+        return {"input_tokens": estimate_tokens(body)}
+
+    @app.route("/", methods=["GET", "HEAD"])
+    async def root() -> dict[str, Any]:
+        return {"service": "ccactors", "apis": ["/v1/messages", "/v1/chat/completions"]}
 
     @app.get("/v1/sessions")
     async def list_sessions() -> dict[str, Any]:

@@ -16,6 +16,7 @@ import trio
 
 from ._client import ClaudeClient, ClientError, ClientFactory, SessionInit, SessionSpec, TurnResult
 from ._fanout import FanOut
+from ._logcontext import session_id_var, turn_id_var
 from ._translate import Translator
 from ._types import (
     CapacityError,
@@ -413,6 +414,8 @@ class SessionActor:
         """
         self.state, self._current = "busy", envelope
         started_at = trio.current_time()
+        session_id_var.set(self._session_id)
+        turn_id_var.set(envelope.turn.turn_id)
         try:
             outcome: SessionEvent | None = None
             with envelope.cancel_scope:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from datetime import UTC, datetime
@@ -12,7 +15,7 @@ from typing import Any, TypeVar
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ValidationError
-from quart import Response, request
+from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
@@ -46,6 +49,7 @@ from ._anthropic import (
     session_key_from,
 )
 from ._events import event_json, event_type
+from ._logging import request_id_var
 from ._metrics import Metrics
 from ._openai import openai_blueprint
 from ._settings import Settings
@@ -53,6 +57,8 @@ from ._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._transcripts import delete_conversation, read_conversation
 
 log = logging.getLogger(__name__)
+access_log = logging.getLogger("ccactors.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
@@ -72,6 +78,32 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
     app.register_blueprint(openai_blueprint(supervisor, settings))
     metrics = Metrics(supervisor)
     supervisor.add_observer(metrics)
+
+    @app.before_request
+    async def tag_request() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
+        request_id_var.set(request_id)
+        g.started = time.monotonic()
+
+    @app.after_request
+    async def log_access(response: Response) -> Response:
+        response.headers["request-id"] = request_id_var.get() or ""
+        access_log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.monotonic() - g.started) * 1000, 1),
+                "session_id": response.headers.get("X-Session-ID"),
+                "client": request.remote_addr,
+            },
+        )
+        return response
 
     @app.errorhandler(RequestError)
     async def request_error(exc: RequestError) -> tuple[dict[str, Any], int]:

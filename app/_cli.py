@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -11,6 +9,7 @@ from typing import Annotated
 import trio
 import typer
 
+from ._logging import configure_logging
 from ._settings import CliNotFoundError, Settings
 from ._upstream import serve_upstream
 
@@ -18,14 +17,6 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to bind; 0 picks a free one.")]
-
-
-def _logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _settings(**overrides: object) -> Settings:
@@ -40,12 +31,17 @@ def serve(
         bool, typer.Option("--offline", help="Answer from the built-in offline upstream.")
     ] = False,
     state_dir: Annotated[Path | None, typer.Option(help="Sessions' state directory.")] = None,
+    log_format: Annotated[
+        str | None, typer.Option(help="text (default) or json: one JSON object per line.")
+    ] = None,
 ) -> None:
     """Serve the Anthropic-compatible API (default http://127.0.0.1:8765)."""
     from ._server import serve as run_server
 
-    settings = _settings(host=host, port=port, offline=offline or None, state_dir=state_dir)
-    _logging(settings.log_level)
+    settings = _settings(
+        host=host, port=port, offline=offline or None, state_dir=state_dir, log_format=log_format
+    )
+    configure_logging(settings.log_level, settings.log_format)
     _require_cli(settings)
 
     async def main() -> None:
@@ -68,7 +64,7 @@ def _require_cli(settings: Settings) -> None:
 @cli.command("offline-upstream")
 def offline_upstream(host: HostOption = None, port: PortOption = None) -> None:
     """Serve only the offline Anthropic-compatible upstream (for ANTHROPIC_BASE_URL)."""
-    _logging("INFO")
+    configure_logging("INFO", "text")
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -100,7 +96,7 @@ def demo() -> None:
 
     from ._server import serve as run_server
 
-    _logging("WARNING")
+    configure_logging("WARNING", "text")
     with tempfile.TemporaryDirectory(prefix="ccactors-demo-") as state:
         settings = Settings(port=0, offline=True, state_dir=Path(state))
         _require_cli(settings)

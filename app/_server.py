@@ -112,7 +112,7 @@ async def serve(
 
             config = hypercorn.config.Config()
             config.bind = [f"{settings.host}:{settings.port}"]
-            config.accesslog = logging.getLogger("ccactors.access")
+            config.accesslog = None  # the app logs each request, with its ids
             config.errorlog = logging.getLogger("ccactors.http")
             config.graceful_timeout = 1.0  # turns had shutdown_grace_s already
             async with trio.open_nursery() as http:

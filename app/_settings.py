@@ -70,6 +70,7 @@ class Settings(BaseSettings):
     append_system_prompt: str | None = None
 
     log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
 
     @property
     def workspace_root(self) -> Path:

@@ -92,6 +92,7 @@ class MessagesRequest(BaseModel):
     messages: list[InputMessage] = Field(min_length=1)
     stream: bool = False
     metadata: dict[str, Any] | None = None
+    system: str | list[dict[str, Any]] | None = None
 
 
 # What Claude Code, as a client of ours, adds to a user's message: not the user's words.
@@ -141,26 +142,37 @@ def new_prompt(request: MessagesRequest) -> str:
     return text
 
 
-def one_turn_prompt(request: MessagesRequest) -> str:
-    """The prompt for a request without a session: earlier messages as context, then the
-    new message. (With a session, only the new message is sent: the session remembers.)
+def turn_prompt(request: MessagesRequest, *, in_session: bool, from_claude_code: bool) -> str:
+    """The prompt of the turn a request asks for: the latest user message, preceded by
+
+    * ``system`` as instructions, when the request opens a conversation (it has no
+      assistant message yet; later turns' ``system`` went with the first) and the client
+      is not Claude Code (whose system prompt is about its own tools);
+    * without a session, the earlier messages as context. With a session they are not
+      sent: the session's CLI already holds them.
+
+    The same rules as the OpenAI route's ``chat_prompt``.
 
     Raises:
         RequestError: as ``new_prompt``.
     """
     prompt = new_prompt(request)
+    messages = conversation(request)
+    opening = not any(m.role == "assistant" for m in messages)
+    sections = []
+    system = "" if request.system is None else text_of(request.system)
+    if system and opening and not from_claude_code:
+        sections.append(f"Instructions:\n\n{system}")
     earlier = [
         f"{'User' if m.role == 'user' else 'Assistant'}: {text}"
-        for m in conversation(request)[:-1]
+        for m in messages[:-1]
         if (text := text_of(m.content))
     ]
-    if not earlier:
+    if earlier and not in_session:
+        sections.append("The conversation so far:\n\n" + "\n\n".join(earlier))
+    if not sections:
         return prompt
-    return (
-        "The conversation so far:\n\n"
-        + "\n\n".join(earlier)
-        + f"\n\nThe user's new message:\n\n{prompt}"
-    )
+    return "\n\n".join([*sections, f"The user's new message:\n\n{prompt}"])
 
 
 def reject_unsupported(body: dict[str, Any]) -> None:

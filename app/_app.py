@@ -42,11 +42,10 @@ from ._anthropic import (
     estimate_tokens,
     failure_error,
     message_object,
-    new_prompt,
-    one_turn_prompt,
     reject_unsupported,
     retry_headers,
     session_key_from,
+    turn_prompt,
 )
 from ._events import event_json, event_type
 from ._logging import request_id_var
@@ -55,6 +54,7 @@ from ._openai import openai_blueprint
 from ._settings import Settings
 from ._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._transcripts import delete_conversation, read_conversation
+from ._websocket import websocket_blueprint
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("ccactors.access")
@@ -76,6 +76,7 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.register_blueprint(openai_blueprint(supervisor, settings))
+    app.register_blueprint(websocket_blueprint(supervisor, settings))
     metrics = Metrics(supervisor)
     supervisor.add_observer(metrics)
 
@@ -124,7 +125,8 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
         req = _parse(MessagesRequest, body)
         reject_unsupported(body)
         key = session_key_from(request.headers, body)
-        turn = Turn(new_prompt(req) if key is not None else one_turn_prompt(req))
+        from_claude_code = request.headers.get("User-Agent", "").startswith("claude-cli/")
+        turn = Turn(turn_prompt(req, in_session=key is not None, from_claude_code=from_claude_code))
         headers = {} if key is None else {"X-Session-ID": key.session_id}
         if req.stream:
             stream = _stream_turn(supervisor, key, turn, req.model, settings.sse_ping_interval_s)

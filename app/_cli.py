@@ -61,6 +61,19 @@ def _require_cli(settings: Settings) -> None:
         raise typer.Exit(2) from None
 
 
+@cli.command()
+def chat(
+    url: Annotated[str, typer.Option(help="The ccactors server.")] = "http://127.0.0.1:8765",
+    session: Annotated[
+        str | None, typer.Option(help="Session id to join or start (default: a new one).")
+    ] = None,
+) -> None:
+    """Chat with a session in the terminal over WebSocket; Ctrl-C interrupts a reply."""
+    from ._chat import run_chat
+
+    run_chat(url, session)
+
+
 @cli.command("offline-upstream")
 def offline_upstream(host: HostOption = None, port: PortOption = None) -> None:
     """Serve only the offline Anthropic-compatible upstream (for ANTHROPIC_BASE_URL)."""

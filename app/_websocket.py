@@ -1,0 +1,383 @@
+"""WebSocket sessions: ``/v1/sessions/<session_id>/ws``, one conversation shared by any
+number of connections.
+
+Protocol (JSON text frames; docs/websocket.md has examples):
+
+Client to server:
+
+* ``{"type": "turn", "content": "text"}``: a new user message for the session. Optional
+  ``"id"`` (a string of the client's choosing) is echoed in the reply. ``"model"`` is
+  refused (``model switching is not supported yet``): the session's CLI has one model.
+* ``{"type": "interrupt"}``: stop the session's running turn, whoever sent it. Optional
+  ``"id"`` as above.
+
+Server to client:
+
+* ``{"type": "session", "id", "exists", "state", "live"}``: first frame, once.
+* ``{"type": "turn_accepted", "turn_id", "id"?}``: to the sender only; the turn is queued.
+  Sent before any event of that turn.
+* Every event of the session's turns, as ``app._events.event_json`` writes it:
+  ``turn_started``, ``text_delta``, ``thinking_delta``, ``tool_use``, ``tool_result``,
+  ``turn_completed`` (usage, total_cost_usd), ``turn_failed`` (reason, message).
+* ``{"type": "lagged", "dropped": n}``: this connection read too slowly and lost ``n``
+  events.
+* ``{"type": "interrupt_result", "interrupted": bool, "id"?}``: reply to ``interrupt``.
+* ``{"type": "error", "error": {"type", "message", "retry_after_s"?}, "id"?}``: a bad
+  client message (``invalid_request_error``) or a refused turn (``rate_limit_error``:
+  mailbox full, ``overloaded_error``: no capacity or shutting down, ``api_error``: the
+  CLI could not start), with Anthropic's error types. The connection stays open.
+
+Each turn message gets exactly one reply, ``turn_accepted`` or ``error``, in the order
+the messages were sent. An invalid session id in the URL gets an ``error`` frame, then
+the server closes the connection with code 1008 (policy violation) and the same reason.
+
+Design. Every connection shows the session's events from one place: a listener
+(``Supervisor.listen``), so the sender of a turn and every other connection see the same
+events in the same order, each exactly once. A connection that sends a turn holds it
+open with ``Supervisor.open_turn`` and drains the turn's own channel silently: it only
+keeps the turn alive (leaving it interrupts the turn, as for an HTTP client) and reports
+what listeners cannot see, a turn that failed before it started (``session_closed``,
+``overloaded``), whose ``turn_failed`` goes to its sender alone.
+
+A session only exists once its first turn starts it, and ``listen`` needs it. So
+connections wait for their session in a registry per session id: right after a
+WebSocket turn is queued (and before any checkpoint, so before the actor can run it),
+every waiting connection of that session starts listening. A session started or
+re-created by another route (HTTP) is noticed by polling every ``SESSION_POLL_S``
+seconds, so such a connection may miss the start of that first turn.
+
+Each connection is one nursery: a reader of client messages, a forwarder of listener
+events, a writer (the only task that sends on the socket, from a bounded outbox), and
+one task per turn it sent. quart-trio cancels it when the client goes away; each turn
+is then left, which interrupts it (or lets it finish, with ``on_disconnect=finish``).
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any, Literal
+
+import trio
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from quart import Blueprint, websocket
+from quart.wrappers import Websocket
+
+from actors import (
+    CapacityError,
+    InvalidSessionIdError,
+    MailboxFullError,
+    SessionError,
+    SessionKey,
+    SessionNotFoundError,
+    SessionStartError,
+    Supervisor,
+    Turn,
+    TurnFailed,
+    TurnStarted,
+)
+
+from ._anthropic import error_body
+from ._events import event_json
+from ._settings import Settings
+
+# How often a connection whose session does not exist checks whether it does now.
+SESSION_POLL_S = 1.0
+# Frames waiting for the socket, per connection. Past this, event forwarding waits
+# and a slow client's listener lags (it never slows the session).
+OUTBOX_SIZE = 32
+POLICY_VIOLATION = 1008  # WebSocket close code (RFC 6455, 7.4.1)
+MAX_CLOSE_REASON = 123  # bytes a close frame has room for
+
+Frame = dict[str, Any]
+
+
+# -- Client messages ------------------------------------------------------------------
+
+
+class TurnMessage(BaseModel):
+    """``{"type": "turn", "content": ..., "id"?: ...}``: a new user message."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["turn"]
+    content: str = Field(min_length=1)
+    model: str | None = None
+    id: str | None = Field(None, max_length=256)
+
+
+class InterruptMessage(BaseModel):
+    """``{"type": "interrupt", "id"?: ...}``: stop the session's running turn."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["interrupt"]
+    id: str | None = Field(None, max_length=256)
+
+
+ClientMessage = Annotated[TurnMessage | InterruptMessage, Field(discriminator="type")]
+_client_message = TypeAdapter[TurnMessage | InterruptMessage](ClientMessage)
+
+
+class BadMessageError(Exception):
+    """A client message that is not valid; ``id`` is its ``id`` if it had a usable one."""
+
+    def __init__(self, message: str, id: str | None = None) -> None:
+        super().__init__(message)
+        self.id = id
+
+
+def parse_client_message(data: str | bytes | None) -> TurnMessage | InterruptMessage:
+    """Parse one client frame. Not a checkpoint.
+
+    Raises:
+        BadMessageError: not a JSON text frame, or not a known message; the error says
+            which field is wrong.
+    """
+    if not isinstance(data, str):  # quart-trio gives None for an empty binary frame
+        raise BadMessageError("send JSON text frames, not binary ones")
+    try:
+        raw = json.loads(data)
+    except ValueError as exc:
+        raise BadMessageError(f"the message is not valid JSON: {exc}") from None
+    id = raw.get("id") if isinstance(raw, dict) else None
+    id = id if isinstance(id, str) else None
+    try:
+        return _client_message.validate_python(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'message'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise BadMessageError(problems, id) from None
+
+
+def error_frame(
+    status: int, message: str, *, id: str | None = None, retry_after_s: int | None = None
+) -> Frame:
+    """An ``error`` frame: Anthropic's error JSON for ``status``, plus the client's
+    ``id`` and ``retry_after_s`` (seconds) when given. Not a checkpoint."""
+    frame = error_body(status, message)
+    if retry_after_s is not None:
+        frame["error"]["retry_after_s"] = retry_after_s
+    return _with_id(frame, id)
+
+
+def refusal_frame(exc: SessionError, id: str | None = None) -> Frame:
+    """The ``error`` frame for a turn the supervisor refused. Not a checkpoint."""
+    match exc:
+        case MailboxFullError() | CapacityError():
+            status = 429 if isinstance(exc, MailboxFullError) else 503
+            return error_frame(status, str(exc), id=id, retry_after_s=exc.retry_after_s)
+        case SessionStartError():
+            return error_frame(502, str(exc), id=id)
+        case _:
+            return error_frame(503, str(exc), id=id)
+
+
+def _with_id(frame: Frame, id: str | None) -> Frame:
+    return frame if id is None else {**frame, "id": id}
+
+
+# -- Connections ----------------------------------------------------------------------
+
+
+class _Registry:
+    """The open connections of each session id, so that a turn queued by one of them
+    makes all of them listen."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[SessionKey, set[_Connection]] = collections.defaultdict(set)
+
+    @contextlib.contextmanager
+    def registered(self, connection: _Connection) -> Iterator[None]:
+        self._by_key[connection.key].add(connection)
+        try:
+            yield
+        finally:
+            connections = self._by_key[connection.key]
+            connections.discard(connection)
+            if not connections:
+                del self._by_key[connection.key]
+
+    def attach_all(self, key: SessionKey) -> None:
+        """Make every connection of ``key`` listen to the session. Not a checkpoint."""
+        for connection in self._by_key.get(key, ()):
+            connection.attach()
+
+
+class _Listening:
+    """One listener on one incarnation of the session (an actor)."""
+
+    def __init__(self, supervisor: Supervisor, key: SessionKey, created_at: float) -> None:
+        self.created_at = created_at  # tells incarnations of one session id apart
+        self._stack = contextlib.ExitStack()
+        self.events = self._stack.enter_context(supervisor.listen(key))
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class _Connection:
+    """One WebSocket connection to one session."""
+
+    def __init__(self, supervisor: Supervisor, key: SessionKey, registry: _Registry) -> None:
+        self.key = key
+        self._supervisor = supervisor
+        self._registry = registry
+        # Listeners in order; more than one only while an old incarnation ends.
+        self._listening: collections.deque[_Listening] = collections.deque()
+        self._attached = trio.lowlevel.ParkingLot()
+        self._outbox_send, self._outbox_receive = trio.open_memory_channel[Frame](OUTBOX_SIZE)
+
+    def attach(self) -> None:
+        """Listen to the session if it exists and this connection does not already
+        listen to its current incarnation. Not a checkpoint."""
+        info = self._supervisor.session(self.key)
+        if info is None:
+            return
+        if self._listening and self._listening[-1].created_at == info.created_at:
+            return
+        try:
+            self._listening.append(_Listening(self._supervisor, self.key, info.created_at))
+        except SessionNotFoundError:
+            return
+        self._attached.unpark_all()
+
+    async def serve(self, ws: Websocket) -> None:
+        """Serve the connection until it is cancelled (the client went away)."""
+        with self._registry.registered(self), self._outbox_send, self._outbox_receive:
+            try:
+                self.attach()
+                info = self._supervisor.session(self.key)
+                self._outbox_send.send_nowait(
+                    {
+                        "type": "session",
+                        "id": self.key.session_id,
+                        "exists": info is not None,
+                        "state": None if info is None else info.state,
+                        "live": info is not None and info.live,
+                    }
+                )
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write, ws)
+                    nursery.start_soon(self._forward_events)
+                    await self._read(ws, nursery)
+            finally:
+                for listening in self._listening:
+                    listening.close()
+                self._listening.clear()
+
+    async def _send(self, frame: Frame) -> None:
+        await self._outbox_send.send(frame)
+
+    async def _write(self, ws: Websocket) -> None:
+        async for frame in self._outbox_receive:
+            await ws.send(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+
+    async def _forward_events(self) -> None:
+        """Forward the session's events from its listeners, waiting for the session to
+        exist (or to exist again) whenever there is none."""
+        while True:
+            while not self._listening:
+                self.attach()
+                if self._listening:
+                    break
+                with trio.move_on_after(SESSION_POLL_S):
+                    await self._attached.park()
+            listening = self._listening[0]
+            async for event in listening.events:
+                await self._send(event_json(event))
+            # That incarnation of the session is gone (forgotten, closed).
+            listening.close()
+            self._listening.popleft()
+
+    async def _read(self, ws: Websocket, nursery: trio.Nursery) -> None:
+        while True:
+            data = await ws.receive()
+            try:
+                message = parse_client_message(data)
+            except BadMessageError as exc:
+                await self._send(error_frame(400, str(exc), id=exc.id))
+                continue
+            match message:
+                case TurnMessage(model=str()):
+                    text = "model switching is not supported yet: omit 'model'"
+                    await self._send(error_frame(400, text, id=message.id))
+                case TurnMessage():
+                    # Returns once the turn is queued or refused: replies stay in order.
+                    await nursery.start(self._run_turn, Turn(message.content), message.id)
+                case InterruptMessage():
+                    try:
+                        interrupted = self._supervisor.interrupt(self.key)
+                    except SessionNotFoundError:
+                        interrupted = False
+                    reply = {"type": "interrupt_result", "interrupted": interrupted}
+                    await self._send(_with_id(reply, message.id))
+
+    async def _run_turn(
+        self, turn: Turn, id: str | None, *, task_status: trio.TaskStatus[None]
+    ) -> None:
+        """Queue ``turn`` and hold it until it ends; its events reach the client through
+        the listener. If cancelled (the client went away), the turn is interrupted."""
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                events = await stack.enter_async_context(self._supervisor.open_turn(self.key, turn))
+            except SessionError as exc:
+                await self._send(refusal_frame(exc, id))
+                task_status.started()
+                return
+            # Queued, and no checkpoint since: the actor has not seen the turn yet. So
+            # every connection of the session (this one too, if the turn just started
+            # the session) listens before the first event of the turn is published,
+            # and turn_accepted is in the outbox (or waiting for room, and memory
+            # channels let waiting senders in in order) ahead of any of its events.
+            self._registry.attach_all(self.key)
+            await self._send(_with_id({"type": "turn_accepted", "turn_id": turn.turn_id}, id))
+            task_status.started()
+            started = False
+            async for event in events:
+                if isinstance(event, TurnStarted):
+                    started = True
+                elif isinstance(event, TurnFailed) and not started:
+                    # Failed before it started: listeners are never told of it.
+                    await self._send(event_json(event))
+                    return
+            if not started:
+                failed = TurnFailed(turn.turn_id, "session_closed", "the session closed")
+                await self._send(event_json(failed))
+
+
+def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint:
+    """The WebSocket route ``/v1/sessions/<session_id>/ws`` (see the module docstring
+    for the protocol).
+
+    Args:
+        supervisor: runs the sessions.
+        settings: the server's settings (for the same construction as the other routes;
+            nothing here is configurable yet).
+
+    Returns:
+        A blueprint to register on the quart-trio app.
+
+    A connection with an invalid session id gets an ``error`` frame and is closed with
+    code 1008 (policy violation) and the reason.
+    A connection is served until the client closes it; then its running turns are left
+    (interrupted, or finished with ``on_disconnect=finish``).
+    """
+    blueprint = Blueprint("websocket", __name__)
+    registry = _Registry()
+
+    @blueprint.websocket("/v1/sessions/<session_id>/ws")
+    async def session_socket(session_id: str) -> None:
+        await websocket.accept()
+        try:
+            key = SessionKey(session_id)
+        except InvalidSessionIdError as exc:
+            reason = f"invalid session id: {exc}"
+            await websocket.send(json.dumps(error_frame(400, reason)))
+            await websocket.close(POLICY_VIOLATION, reason[:MAX_CLOSE_REASON])
+            return
+        await _Connection(supervisor, key, registry).serve(websocket._get_current_object())
+
+    return blueprint

@@ -287,7 +287,9 @@ def failure_error(failed: TurnFailed) -> tuple[int, dict[str, Any]]:
 def message_object(
     turn_id: str, model: str, events: list[SessionEvent], done: TurnCompleted
 ) -> dict[str, Any]:
-    """The non-streaming response: a Message object built from a turn's events."""
+    """The non-streaming response: a Message object built from a turn's events. Its
+    ``model`` is the one Claude Code used (the server's choice), when known; else the
+    requested one."""
     blocks: dict[int, dict[str, Any]] = {}
     for event in events:
         if isinstance(event, TextDelta):
@@ -302,7 +304,7 @@ def message_object(
         "id": message_id(turn_id),
         "type": "message",
         "role": "assistant",
-        "model": model,
+        "model": done.model or model,
         "content": [blocks[i] for i in sorted(blocks)],
         "stop_reason": done.stop_reason,
         "stop_sequence": None,

@@ -51,6 +51,7 @@ from ._events import event_json, event_type
 from ._logging import request_id_var
 from ._metrics import Metrics
 from ._openai import openai_blueprint
+from ._requests import describe, json_object
 from ._settings import Settings
 from ._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._transcripts import delete_conversation, read_conversation
@@ -121,7 +122,7 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
 
     @app.post("/v1/messages")
     async def messages() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
-        body = await _json_object()
+        body = await json_object()
         req = _parse(MessagesRequest, body)
         reject_unsupported(body)
         key = session_key_from(request.headers, body)
@@ -147,7 +148,7 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
 
     @app.post("/v1/messages/count_tokens")
     async def count_tokens() -> dict[str, Any]:
-        body = await _json_object()
+        body = await json_object()
         if not isinstance(body.get("messages"), list):
             raise RequestError("messages: a list of messages is required")
         return {"input_tokens": estimate_tokens(body)}
@@ -326,28 +327,12 @@ def _key(session_id: str) -> SessionKey:
         raise RequestError(f"invalid session id: {exc}") from None
 
 
-async def _json_object() -> dict[str, Any]:
-    """The request body as a JSON object. Raises ``RequestError`` if it is not one."""
-    raw = await request.get_data()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    return body
-
-
 def _parse(model: type[M], body: dict[str, Any]) -> M:
     """Validate ``body``; a mismatch is a ``RequestError`` naming each bad field."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'body'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise RequestError(problems) from None
+        raise RequestError(describe(exc)) from None
 
 
 def _session_error_response(exc: SessionError) -> Response:

@@ -67,6 +67,7 @@ from actors import (
 )
 
 from ._anthropic import RequestError, failure_error, retry_headers, session_key_from
+from ._requests import json_object
 from ._settings import Settings
 from ._sse import SSE_HEADERS, sse_comment
 
@@ -481,7 +482,7 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
 
     @blueprint.post("/v1/chat/completions")
     async def chat_completions() -> quart.Response | tuple[dict[str, Any], int, dict[str, str]]:
-        body = await _json_body()
+        body = await json_object()
         req = _validate(body)
         key = session_key_from(quart.request.headers, body)
         turn = Turn(chat_prompt(req, in_session=key is not None))
@@ -552,18 +553,6 @@ async def _stream(
                 yield frame
             if frames:
                 deadline = trio.current_time() + ping_s
-
-
-async def _json_body() -> dict[str, Any]:
-    """The request body as a JSON object. Raises ``RequestError`` if it is not one."""
-    raw = await quart.request.get_data()
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"We could not parse the JSON body of your request: {exc}") from None
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    return body
 
 
 def _validate(body: dict[str, Any]) -> ChatCompletionRequest:

@@ -81,6 +81,7 @@ from actors import (
 
 from ._anthropic import error_body
 from ._events import event_json
+from ._requests import describe
 from ._settings import Settings
 
 # How often a connection whose session does not exist checks whether it does now.
@@ -145,11 +146,7 @@ def parse_client_message(data: str | bytes | None) -> TurnMessage | InterruptMes
     try:
         return _client_message.validate_python(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'message'}: {error['msg']}"
-            for error in exc.errors()
-        )
-        raise BadMessageError(problems, id) from None
+        raise BadMessageError(describe(exc, root="message"), id) from None
 
 
 def error_frame(

@@ -67,6 +67,7 @@ class SessionInfo:
     """A snapshot of one session, for listings. Wall-clock times in seconds since the epoch."""
 
     session_id: str
+    principal: str
     state: ActorState
     live: bool
     cli_pid: int | None
@@ -468,7 +469,8 @@ class Supervisor:
             "live_processes": len(self._live),
             "warm_pool_size": len(self._pool),
             "warm_pids": [a.cli_pid for a in self._pool if a.cli_pid is not None],
-            "mailbox_depths": {a.key.session_id: a.mailbox_depth for a in actors if a.key},
+            "waiting_turns": sum(a.mailbox_depth for a in actors),
+            "max_mailbox_depth": max((a.mailbox_depth for a in actors), default=0),
             "restarts": self._totals["restarts"] + sum(a.restarts for a in actors),
             "sessions_failed": self.sessions_failed,
             "dead_letters": self.dead_letters + sum(a.dead_letters for a in actors),
@@ -519,6 +521,7 @@ def _make_directory(path: Path) -> None:
 def _info(actor: SessionActor) -> SessionInfo:
     return SessionInfo(
         session_id=actor.key.session_id if actor.key else "",
+        principal=actor.key.principal if actor.key else "",
         state=actor.state,
         live=actor.live,
         cli_pid=actor.cli_pid,

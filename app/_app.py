@@ -47,6 +47,7 @@ from ._anthropic import (
     session_key_from,
     turn_prompt,
 )
+from ._auth import AuthError, current_principal, principal_for
 from ._events import event_json, event_type
 from ._logging import request_id_var
 from ._metrics import Metrics
@@ -58,6 +59,7 @@ from ._transcripts import delete_conversation, read_conversation
 from ._websocket import websocket_blueprint
 
 log = logging.getLogger(__name__)
+OPEN_PATHS = {"/", "/health"}  # answer without an API key (probes)
 access_log = logging.getLogger("ccactors.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -76,6 +78,7 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
     """
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["KEY_HASHES"] = key_hashes = settings.key_hashes()
     app.register_blueprint(openai_blueprint(supervisor, settings))
     app.register_blueprint(websocket_blueprint(supervisor, settings))
     metrics = Metrics(supervisor)
@@ -87,6 +90,11 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
         request_id = given if _REQUEST_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
         request_id_var.set(request_id)
         g.started = time.monotonic()
+        if request.path not in OPEN_PATHS:
+            try:
+                g.principal = principal_for(request.headers, key_hashes)
+            except AuthError as exc:
+                raise RequestError(str(exc), status=401) from None
 
     @app.after_request
     async def log_access(response: Response) -> Response:
@@ -125,7 +133,7 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
         body = await json_object()
         req = _parse(MessagesRequest, body)
         reject_unsupported(body)
-        key = session_key_from(request.headers, body)
+        key = session_key_from(request.headers, body, current_principal())
         from_claude_code = request.headers.get("User-Agent", "").startswith("claude-cli/")
         turn = Turn(turn_prompt(req, in_session=key is not None, from_claude_code=from_claude_code))
         headers = {} if key is None else {"X-Session-ID": key.session_id}
@@ -159,7 +167,8 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
 
     @app.get("/v1/sessions")
     async def list_sessions() -> dict[str, Any]:
-        return _page(supervisor.sessions(), request.args)
+        mine = [i for i in supervisor.sessions() if i.principal == current_principal()]
+        return _page(mine, request.args)
 
     @app.get("/v1/sessions/<session_id>")
     async def get_session(session_id: str) -> dict[str, Any]:
@@ -322,7 +331,7 @@ def _info_or_404(supervisor: Supervisor, session_id: str) -> SessionInfo:
 def _key(session_id: str) -> SessionKey:
     """A session id from a URL as a key. Raises ``RequestError`` (400) if malformed."""
     try:
-        return SessionKey(session_id)
+        return SessionKey(session_id, current_principal())
     except InvalidSessionIdError as exc:
         raise RequestError(f"invalid session id: {exc}") from None
 

@@ -24,13 +24,14 @@ from ._ws_client import SessionClient, SessionRejectedError, open_session_client
 ReadLine = Callable[[], Awaitable[str | None]]
 
 
-def run_chat(base_url: str, session_id: str | None) -> None:
+def run_chat(base_url: str, session_id: str | None, api_key: str | None = None) -> None:
     """Chat with a session of the server at ``base_url`` in this terminal.
 
     Args:
         base_url: the ccactors server, e.g. ``http://127.0.0.1:8765``.
         session_id: the session to join; ``None`` starts a new one (``chat-<hex>``,
             printed so it can be joined again, or from another terminal).
+        api_key: the key to present, when the server requires one.
 
     Raises:
         SystemExit: with status 1 if the server cannot be reached or refuses the session.
@@ -44,7 +45,7 @@ def run_chat(base_url: str, session_id: str | None) -> None:
         "[dim]Ctrl-C stops a reply; Ctrl-C or Ctrl-D at the prompt leaves.[/]"
     )
     try:
-        trio.run(_main, base_url, session_id, console)
+        trio.run(_main, base_url, session_id, api_key, console)
     except KeyboardInterrupt:  # before the chat took over Ctrl-C
         raise SystemExit(130) from None
     except SessionRejectedError as exc:
@@ -62,9 +63,9 @@ class _State:
     replying = False  # a turn of ours is on its way
 
 
-async def _main(base_url: str, session_id: str, console: Console) -> None:
+async def _main(base_url: str, session_id: str, api_key: str | None, console: Console) -> None:
     async with (
-        open_session_client(base_url, session_id) as client,
+        open_session_client(base_url, session_id, api_key=api_key) as client,
         # A dup of stdin read without a thread, so Ctrl-C can cancel a read; closing it
         # puts the terminal's blocking mode back.
         trio.lowlevel.FdStream(os.dup(sys.stdin.fileno())) as stdin,

@@ -9,8 +9,9 @@ from typing import Annotated
 import trio
 import typer
 
+from ._auth import KeyFileError
 from ._logging import configure_logging
-from ._settings import CliNotFoundError, Settings
+from ._settings import CliNotFoundError, InsecureBindError, Settings
 from ._upstream import serve_upstream
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -34,15 +35,31 @@ def serve(
     log_format: Annotated[
         str | None, typer.Option(help="text (default) or json: one JSON object per line.")
     ] = None,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth", help="Allow listening beyond loopback without API keys."
+        ),
+    ] = False,
 ) -> None:
     """Serve the Anthropic-compatible API (default http://127.0.0.1:8765)."""
     from ._server import serve as run_server
 
     settings = _settings(
-        host=host, port=port, offline=offline or None, state_dir=state_dir, log_format=log_format
+        host=host,
+        port=port,
+        offline=offline or None,
+        state_dir=state_dir,
+        log_format=log_format,
+        insecure_no_auth=insecure_no_auth or None,
     )
     configure_logging(settings.log_level, settings.log_format)
     _require_cli(settings)
+    try:
+        settings.check_exposure()
+    except (InsecureBindError, KeyFileError) as exc:
+        typer.echo(f"ccactors: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -67,11 +84,14 @@ def chat(
     session: Annotated[
         str | None, typer.Option(help="Session id to join or start (default: a new one).")
     ] = None,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="CCACTORS_API_KEY", help="Key, if the server needs one.")
+    ] = None,
 ) -> None:
     """Chat with a session in the terminal over WebSocket; Ctrl-C interrupts a reply."""
     from ._chat import run_chat
 
-    run_chat(url, session)
+    run_chat(url, session, api_key)
 
 
 @cli.command("offline-upstream")

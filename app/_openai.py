@@ -67,6 +67,7 @@ from actors import (
 )
 
 from ._anthropic import RequestError, failure_error, retry_headers, session_key_from
+from ._auth import current_principal
 from ._requests import json_object
 from ._settings import Settings
 from ._sse import SSE_HEADERS, sse_comment
@@ -484,7 +485,7 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
     async def chat_completions() -> quart.Response | tuple[dict[str, Any], int, dict[str, str]]:
         body = await json_object()
         req = _validate(body)
-        key = session_key_from(quart.request.headers, body)
+        key = session_key_from(quart.request.headers, body, current_principal())
         turn = Turn(chat_prompt(req, in_session=key is not None))
         headers = {} if key is None else {"X-Session-ID": key.session_id}
         completion = Completion(turn.turn_id, req.model, include_usage=req.include_usage)

@@ -78,10 +78,12 @@ async def serve(
 
     Raises:
         CliNotFoundError: no ``claude`` executable (checked before anything starts).
+        InsecureBindError: a non-loopback host without API keys, not explicitly allowed.
 
     On shutdown (or cancellation) the HTTP server stops, then every session's CLI process
     is closed before this returns.
     """
+    settings.check_exposure()
     extra_env: dict[str, str] = {}
     options = cli_options(settings, extra_env)
     log.info("Claude Code CLI: %s", options.cli_path)

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors import ActorPolicy, SupervisorConfig
+
+from ._auth import is_loopback, load_key_hashes
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CLI = PROJECT_ROOT / "node_modules" / ".bin" / "claude"
@@ -28,6 +30,10 @@ ALWAYS_DISALLOWED_BY_DEFAULT = [
     "WebFetch",
     "WebSearch",
 ]
+
+
+class InsecureBindError(RuntimeError):
+    """Serving beyond loopback without API keys was not explicitly allowed."""
 
 
 class CliNotFoundError(RuntimeError):
@@ -69,6 +75,10 @@ class Settings(BaseSettings):
     permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions"] = "default"
     append_system_prompt: str | None = None
 
+    api_keys: list[SecretStr] = Field(default_factory=list)
+    api_key_hashes_file: Path | None = None
+    insecure_no_auth: bool = False
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -81,6 +91,30 @@ class Settings(BaseSettings):
     def claude_config_dir(self) -> Path:
         """``CLAUDE_CONFIG_DIR`` for every CLI: transcripts stay in our state directory."""
         return self.state_dir / "claude"
+
+    def key_hashes(self) -> list[bytes]:
+        """SHA-256 of every accepted API key (empty: auth is off).
+
+        Raises:
+            KeyFileError: ``api_key_hashes_file`` is unreadable or malformed.
+        """
+        keys = [key.get_secret_value() for key in self.api_keys]
+        return load_key_hashes(keys, self.api_key_hashes_file)
+
+    def check_exposure(self) -> None:
+        """Refuse to serve beyond this machine without API keys.
+
+        Raises:
+            InsecureBindError: ``host`` is not loopback, no key is configured, and
+                ``insecure_no_auth`` is not set.
+        """
+        if self.key_hashes() or is_loopback(self.host) or self.insecure_no_auth:
+            return
+        raise InsecureBindError(
+            f"refusing to listen on {self.host} without API keys: anyone who can reach it "
+            "could run Claude Code. Set CCACTORS_API_KEYS (or CCACTORS_API_KEY_HASHES_FILE), "
+            "bind to 127.0.0.1, or pass --insecure-no-auth if that is really intended"
+        )
 
     def supervisor_config(self) -> SupervisorConfig:
         return SupervisorConfig(

@@ -62,7 +62,7 @@ from typing import Annotated, Any, Literal
 
 import trio
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from quart import Blueprint, websocket
+from quart import Blueprint, current_app, websocket
 from quart.wrappers import Websocket
 
 from actors import (
@@ -80,6 +80,7 @@ from actors import (
 )
 
 from ._anthropic import error_body
+from ._auth import AuthError, principal_for
 from ._events import event_json
 from ._requests import describe
 from ._settings import Settings
@@ -369,10 +370,12 @@ def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint
     async def session_socket(session_id: str) -> None:
         await websocket.accept()
         try:
-            key = SessionKey(session_id)
-        except InvalidSessionIdError as exc:
-            reason = f"invalid session id: {exc}"
-            await websocket.send(json.dumps(error_frame(400, reason)))
+            principal = principal_for(websocket.headers, current_app.config["KEY_HASHES"])
+            key = SessionKey(session_id, principal)
+        except (AuthError, InvalidSessionIdError) as exc:
+            status = 401 if isinstance(exc, AuthError) else 400
+            reason = str(exc) if status == 401 else f"invalid session id: {exc}"
+            await websocket.send(json.dumps(error_frame(status, reason)))
             await websocket.close(POLICY_VIOLATION, reason[:MAX_CLOSE_REASON])
             return
         await _Connection(supervisor, key, registry).serve(websocket._get_current_object())

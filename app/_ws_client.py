@@ -143,12 +143,15 @@ class SessionClient:
 
 
 @asynccontextmanager
-async def open_session_client(base_url: str, session_id: str) -> AsyncIterator[SessionClient]:
+async def open_session_client(
+    base_url: str, session_id: str, *, api_key: str | None = None
+) -> AsyncIterator[SessionClient]:
     """Connect to a session's WebSocket and yield a ``SessionClient``.
 
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8765`` (``ws://`` works too).
         session_id: the session; it need not exist yet (its first turn starts it).
+        api_key: sent as ``x-api-key`` when the server requires keys.
 
     Raises:
         SessionRejectedError: the server refused the connection (invalid session id).
@@ -161,8 +164,12 @@ async def open_session_client(base_url: str, session_id: str) -> AsyncIterator[S
     url = session_ws_url(base_url, session_id)
     ws: WebSocketConnection | None = None
     try:
+        headers = [] if api_key is None else [("x-api-key", api_key)]
         async with open_websocket_url(
-            url, message_queue_size=MESSAGE_QUEUE_SIZE, max_message_size=MAX_MESSAGE_BYTES
+            url,
+            extra_headers=headers,
+            message_queue_size=MESSAGE_QUEUE_SIZE,
+            max_message_size=MAX_MESSAGE_BYTES,
         ) as ws:
             try:
                 hello = json.loads(await ws.get_message())

@@ -1,0 +1,68 @@
+"""End to end: no request field reaches the options the CLI runs with."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app._settings import BUNDLED_CLI
+
+pytestmark = pytest.mark.e2e
+
+HOSTILE = {
+    "cli_path": "/bin/sh",
+    "cwd": "/",
+    "permission_mode": "bypassPermissions",
+    "allowed_tools": ["Bash", "Write"],
+    "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+    "extra_args": {"dangerously-skip-permissions": None},
+    "options": {"cwd": "/etc", "executable": "/bin/sh"},
+    "env": {"CLAUDE_CONFIG_DIR": "/tmp/evil"},
+}
+
+
+def argv_and_cwd(pid: int) -> tuple[list[str], Path]:
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
+    return argv, Path(f"/proc/{pid}/cwd").resolve()
+
+
+@pytest.mark.parametrize(
+    ("path", "session"), [("/v1/messages", "e2e-argv-a"), ("/v1/chat/completions", "e2e-argv-o")]
+)
+def test_request_fields_never_reach_the_cli_options(server, path, session):
+    """Bodies carrying cli_path, cwd, permission_mode, tool lists and extra flags leave
+    the live CLI's argv and working directory exactly as the server's settings say."""
+    body = {
+        "model": "claude-sonnet-4-6",
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hello"}],
+        "metadata": {"session_id": session, **HOSTILE},
+        **HOSTILE,
+    }
+    if path == "/v1/chat/completions":
+        body.pop("tools")  # the OpenAI route refuses client tools outright (400)
+    response = httpx.post(
+        f"{server.url}{path}", json=body, headers={"X-Session-ID": session}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    pid = server.session(session)["cli_pid"]
+    argv, cwd = argv_and_cwd(pid)
+    assert argv[0] == str(BUNDLED_CLI)
+    assert argv[argv.index("--tools") + 1] == "Read,Glob,Grep"
+    assert argv[argv.index("--allowedTools") + 1] == "Read,Glob,Grep"
+    assert "Bash" in argv[argv.index("--disallowedTools") + 1]
+    assert argv[argv.index("--permission-mode") + 1] == "default"
+    joined = " ".join(argv)
+    for forbidden in (
+        "bypassPermissions",
+        "dangerously",
+        "/bin/sh",
+        "/etc",
+        "--continue",
+    ):
+        assert forbidden not in joined
+    assert cwd.parent == (server.state_dir / "workspaces").resolve()
+    environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    assert f"CLAUDE_CONFIG_DIR={server.state_dir / 'claude'}".encode() in environ

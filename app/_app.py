@@ -52,7 +52,7 @@ from ._events import event_json, event_type
 from ._logging import request_id_var
 from ._metrics import Metrics
 from ._openai import openai_blueprint
-from ._requests import describe, json_object
+from ._requests import check_prompt, check_size, describe, json_object
 from ._settings import Settings
 from ._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._transcripts import delete_conversation, read_conversation
@@ -63,7 +63,6 @@ OPEN_PATHS = {"/", "/health"}  # answer without an API key (probes)
 access_log = logging.getLogger("ccactors.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
@@ -77,7 +76,7 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
     error is Anthropic error JSON with the matching status.
     """
     app = QuartTrio(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["KEY_HASHES"] = key_hashes = settings.key_hashes()
     app.register_blueprint(openai_blueprint(supervisor, settings))
     app.register_blueprint(websocket_blueprint(supervisor, settings))
@@ -133,9 +132,11 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
         body = await json_object()
         req = _parse(MessagesRequest, body)
         reject_unsupported(body)
+        check_size(len(req.messages), settings)
         key = session_key_from(request.headers, body, current_principal())
         from_claude_code = request.headers.get("User-Agent", "").startswith("claude-cli/")
-        turn = Turn(turn_prompt(req, in_session=key is not None, from_claude_code=from_claude_code))
+        prompt = turn_prompt(req, in_session=key is not None, from_claude_code=from_claude_code)
+        turn = Turn(check_prompt(prompt, settings))
         headers = {} if key is None else {"X-Session-ID": key.session_id}
         if req.stream:
             stream = _stream_turn(supervisor, key, turn, req.model, settings.sse_ping_interval_s)

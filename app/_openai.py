@@ -68,7 +68,7 @@ from actors import (
 
 from ._anthropic import RequestError, failure_error, retry_headers, session_key_from
 from ._auth import current_principal
-from ._requests import json_object
+from ._requests import check_prompt, check_size, json_object
 from ._settings import Settings
 from ._sse import SSE_HEADERS, sse_comment
 
@@ -486,7 +486,8 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
         body = await json_object()
         req = _validate(body)
         key = session_key_from(quart.request.headers, body, current_principal())
-        turn = Turn(chat_prompt(req, in_session=key is not None))
+        check_size(len(req.messages), settings)
+        turn = Turn(check_prompt(chat_prompt(req, in_session=key is not None), settings))
         headers = {} if key is None else {"X-Session-ID": key.session_id}
         completion = Completion(turn.turn_id, req.model, include_usage=req.include_usage)
         if req.stream:

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from quart import request
 
 from ._anthropic import RequestError
+from ._settings import Settings
 
 
 async def json_object() -> dict[str, Any]:
@@ -25,6 +26,22 @@ async def json_object() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     return body
+
+
+def check_size(messages: int, settings: Settings) -> None:
+    """Raises ``RequestError`` (400) for more than ``max_messages`` messages."""
+    if messages > settings.max_messages:
+        raise RequestError(f"too many messages: {messages} (at most {settings.max_messages})")
+
+
+def check_prompt(prompt: str, settings: Settings) -> str:
+    """The prompt, if within ``max_prompt_chars``; else ``RequestError`` (400)."""
+    if len(prompt) > settings.max_prompt_chars:
+        raise RequestError(
+            f"the message is too long: {len(prompt)} characters "
+            f"(at most {settings.max_prompt_chars})"
+        )
+    return prompt
 
 
 def describe(error: ValidationError, root: str = "body") -> str:

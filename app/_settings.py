@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions"] = "default"
     append_system_prompt: str | None = None
 
+    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    max_messages: int = Field(10_000, ge=1)
+    max_prompt_chars: int = Field(1_000_000, ge=1)
+
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_hashes_file: Path | None = None
     insecure_no_auth: bool = False

@@ -190,3 +190,30 @@ async def test_failed_turn_tells_official_clients_not_to_retry(tmp_path, setting
         assert response.status_code == 504
         assert response.headers["x-should-retry"] == "false"
         assert (await response.get_json())["error"]["type"] == "timeout_error"
+
+
+async def test_oversized_requests_are_refused_with_clear_errors(tmp_path):
+    """A body over max_body_bytes is a 413; more than max_messages messages or a prompt
+    over max_prompt_chars a 400; each says the limit, and no turn is started."""
+    settings = Settings(
+        state_dir=tmp_path, max_body_bytes=4096, max_messages=3, max_prompt_chars=100
+    )
+    factory = ScriptedClientFactory()
+    async with open_supervisor(SupervisorConfig(workspace_root=tmp_path), factory) as sup:
+        client = create_app(sup, settings).test_client()
+        huge = {**BODY, "messages": [{"role": "user", "content": "x" * 5000}]}
+        response = await client.post("/v1/messages", json=huge)
+        assert response.status_code == 413
+        assert (await response.get_json())["error"]["type"] == "request_too_large"
+        many = {**BODY, "messages": [{"role": "user", "content": "x"}] * 4}
+        response = await client.post("/v1/messages", json=many)
+        assert response.status_code == 400
+        assert "at most 3" in (await response.get_json())["error"]["message"]
+        long = {**BODY, "messages": [{"role": "user", "content": "y" * 101}]}
+        response = await client.post("/v1/messages", json=long)
+        assert response.status_code == 400
+        assert "at most 100" in (await response.get_json())["error"]["message"]
+        openai_long = {"model": "m", "messages": [{"role": "user", "content": "y" * 101}]}
+        response = await client.post("/v1/chat/completions", json=openai_long)
+        assert response.status_code == 400
+    assert factory.clients == []

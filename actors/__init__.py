@@ -22,6 +22,7 @@ from ._types import InvalidSessionIdError as InvalidSessionIdError
 from ._types import Lagged as Lagged
 from ._types import MailboxFullError as MailboxFullError
 from ._types import Observer as Observer
+from ._types import PrincipalLimitError as PrincipalLimitError
 from ._types import SessionError as SessionError
 from ._types import SessionEvent as SessionEvent
 from ._types import SessionKey as SessionKey

@@ -22,6 +22,7 @@ from ._types import (
     Lagged,
     MailboxFullError,
     Observer,
+    PrincipalLimitError,
     SessionEvent,
     SessionKey,
     SessionNotFoundError,
@@ -47,6 +48,9 @@ class SupervisorConfig:
         max_live_sessions: CLI processes at most (sessions' and warm ones).
         warm_pool_size: idle actors kept connected, ready to be adopted by new sessions.
         mailbox_size: turns that may wait behind a session's running turn.
+        max_turns_per_principal: turns one principal (API key) may have under way (queued
+            or running) at once; one more is refused with ``PrincipalLimitError``.
+        max_sessions_per_principal: sessions (live or hibernated) one principal may hold.
         event_buffer_size: events buffered for a slow caller before the actor waits.
         fanout_buffer_size: events buffered per extra listener before it lags.
         policy: what each actor enforces (TTLs, timeouts, restart intensity).
@@ -57,6 +61,8 @@ class SupervisorConfig:
     max_live_sessions: int = 32
     warm_pool_size: int = 0
     mailbox_size: int = 4
+    max_turns_per_principal: int = 1000
+    max_sessions_per_principal: int = 1000
     event_buffer_size: int = 256
     fanout_buffer_size: int = 256
     policy: ActorPolicy = field(default_factory=ActorPolicy)
@@ -149,23 +155,27 @@ class Supervisor:
         self._changed = trio.lowlevel.ParkingLot()  # pool shrank or a session went idle
         self._totals: collections.Counter[str] = collections.Counter()  # of gone actors
         self._observers = _Observers()
+        self._turns_by_principal: collections.Counter[str] = collections.Counter()
         self._closed = False
 
     # -- Turns ------------------------------------------------------------------------
 
     @asynccontextmanager
     async def open_turn(
-        self, key: SessionKey | None, turn: Turn
+        self, key: SessionKey | None, turn: Turn, *, principal: str = ""
     ) -> AsyncIterator[trio.MemoryReceiveChannel[SessionEvent]]:
         """Queue a turn for a session and yield the channel its events arrive on.
 
         The events are ``TurnStarted``, deltas and tool events, then exactly one
         ``TurnCompleted`` or ``TurnFailed``; then the channel ends. With ``key=None`` the
-        turn runs on a new one-turn session that is closed afterwards.
+        turn runs on a new one-turn session (owned by ``principal``) that is closed
+        afterwards.
 
         Raises:
             CapacityError: no room for a new session, or no live slot to be had.
             MailboxFullError: ``mailbox_size`` turns already wait for this session.
+            PrincipalLimitError: the principal already has ``max_turns_per_principal``
+                turns under way, or ``max_sessions_per_principal`` sessions.
             SessionStartError: the session's CLI could not be started.
             SupervisorClosedError: the supervisor is shutting down.
 
@@ -174,22 +184,31 @@ class Supervisor:
         is running the CLI is interrupted and the turn drained, so the session is ready
         for its next turn. With ``policy.finish_on_disconnect`` a started turn runs on.
         """
+        owner = principal if key is None else key.principal
+        if self._turns_by_principal[owner] >= self.config.max_turns_per_principal:
+            raise PrincipalLimitError(
+                f"{self.config.max_turns_per_principal} turns of this key are already under way",
+                retry_after_s=BUSY_RETRY_AFTER_S,
+            )
         send, receive = trio.open_memory_channel[SessionEvent](self.config.event_buffer_size)
         envelope = Envelope(turn, send)
+        self._turns_by_principal[owner] += 1
         try:
-            await self._submit(key, envelope)
+            await self._submit(
+                key or SessionKey(f"one-turn-{uuid.uuid4().hex}", owner),
+                envelope,
+                one_turn=key is None,
+            )
             with receive:
                 yield receive
         finally:
+            self._turns_by_principal[owner] -= 1
             if not (envelope.started and self.config.policy.finish_on_disconnect):
                 envelope.cancel_scope.cancel()
             send.close()
             receive.close()
 
-    async def _submit(self, key: SessionKey | None, envelope: Envelope) -> None:
-        one_turn = key is None
-        if key is None:
-            key = SessionKey(f"one-turn-{uuid.uuid4().hex}")
+    async def _submit(self, key: SessionKey, envelope: Envelope, *, one_turn: bool) -> None:
         while True:
             if self._closed:
                 raise SupervisorClosedError("the server is shutting down")
@@ -275,6 +294,14 @@ class Supervisor:
             if len(self._sessions) + len(self._starting) >= self.config.max_sessions:
                 raise CapacityError(
                     f"all {self.config.max_sessions} sessions are in use",
+                    retry_after_s=BUSY_RETRY_AFTER_S,
+                )
+            owned = sum(k.principal == key.principal for k in (*self._sessions, *self._starting))
+            if owned >= self.config.max_sessions_per_principal:
+                raise PrincipalLimitError(
+                    f"this key already has {owned} sessions (at most "
+                    f"{self.config.max_sessions_per_principal}); delete one or wait for one "
+                    "to be forgotten",
                     retry_after_s=BUSY_RETRY_AFTER_S,
                 )
             if self._pool:

@@ -260,6 +260,18 @@ class MailboxFullError(SessionError):
         self.retry_after_s = retry_after_s
 
 
+class PrincipalLimitError(SessionError):
+    """A principal (API key) is at its limit of concurrent turns or of sessions.
+
+    Attributes:
+        retry_after_s: seconds after which a retry may succeed (at least 1).
+    """
+
+    def __init__(self, message: str, *, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
 class SessionStartError(SessionError):
     """The session's CLI process could not be started (executable missing, crashed)."""
 

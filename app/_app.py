@@ -23,6 +23,7 @@ from actors import (
     CapacityError,
     InvalidSessionIdError,
     MailboxFullError,
+    PrincipalLimitError,
     SessionError,
     SessionInfo,
     SessionKey,
@@ -139,12 +140,19 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
         turn = Turn(check_prompt(prompt, settings))
         headers = {} if key is None else {"X-Session-ID": key.session_id}
         if req.stream:
-            stream = _stream_turn(supervisor, key, turn, req.model, settings.sse_ping_interval_s)
+            stream = _stream_turn(
+                supervisor,
+                key,
+                turn,
+                req.model,
+                settings.sse_ping_interval_s,
+                principal=current_principal(),
+            )
             await anext(stream)  # queues the turn: refusals become plain error responses
             response = Response(stream, 200, {**SSE_HEADERS, **headers})
             response.timeout = None  # Quart would cut the stream after 60 s
             return response
-        async with supervisor.open_turn(key, turn) as events:
+        async with supervisor.open_turn(key, turn, principal=current_principal()) as events:
             collected = [event async for event in events]
         match collected[-1] if collected else None:
             case TurnCompleted() as done:
@@ -223,7 +231,13 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
 
 
 async def _stream_turn(
-    supervisor: Supervisor, key: SessionKey | None, turn: Turn, model: str, ping_s: float
+    supervisor: Supervisor,
+    key: SessionKey | None,
+    turn: Turn,
+    model: str,
+    ping_s: float,
+    *,
+    principal: str = "",
 ) -> AsyncIterator[bytes]:
     """The SSE body of a streaming turn. Its first (empty) item is yielded once the turn
     is queued, so the route can still answer a refusal with a status code.
@@ -233,7 +247,7 @@ async def _stream_turn(
     sent every ``ping_s`` seconds.
     """
     encoder = StreamEncoder(turn.turn_id, model)
-    async with supervisor.open_turn(key, turn) as events:
+    async with supervisor.open_turn(key, turn, principal=principal) as events:
         yield b""
         for frame in encoder.start():
             yield frame
@@ -349,7 +363,7 @@ def _session_error_response(exc: SessionError) -> Response:
     match exc:
         case SessionNotFoundError():
             status, headers = 404, {}
-        case CapacityError() | MailboxFullError():
+        case CapacityError() | MailboxFullError() | PrincipalLimitError():
             status = 503 if isinstance(exc, CapacityError) else 429
             headers = {"Retry-After": str(exc.retry_after_s)}
         case SessionStartError():

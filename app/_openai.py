@@ -53,6 +53,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from actors import (
     CapacityError,
     MailboxFullError,
+    PrincipalLimitError,
     SessionError,
     SessionEvent,
     SessionKey,
@@ -123,9 +124,9 @@ def _error_response(
 def _session_error(exc: SessionError) -> tuple[int, str | None, dict[str, str]]:
     """(status, code, headers) for a refusal by the supervisor."""
     match exc:
-        case CapacityError() | MailboxFullError():
+        case CapacityError() | MailboxFullError() | PrincipalLimitError():
             retry = {"Retry-After": str(exc.retry_after_s)}
-            if isinstance(exc, MailboxFullError):
+            if not isinstance(exc, CapacityError):
                 return 429, "rate_limit_exceeded", retry
             return 503, "server_is_overloaded", retry
         case SessionNotFoundError():
@@ -491,12 +492,19 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
         headers = {} if key is None else {"X-Session-ID": key.session_id}
         completion = Completion(turn.turn_id, req.model, include_usage=req.include_usage)
         if req.stream:
-            stream = _stream(supervisor, key, turn, completion, settings.sse_ping_interval_s)
+            stream = _stream(
+                supervisor,
+                key,
+                turn,
+                completion,
+                settings.sse_ping_interval_s,
+                principal=current_principal(),
+            )
             await anext(stream)  # queues the turn: refusals become plain error responses
             response = quart.Response(stream, 200, {**SSE_HEADERS, **headers})
             response.timeout = None  # Quart would cut the stream after 60 s
             return response
-        async with supervisor.open_turn(key, turn) as events:
+        async with supervisor.open_turn(key, turn, principal=current_principal()) as events:
             collected = [event async for event in events]
         match collected[-1] if collected else None:
             case TurnCompleted() as done:
@@ -531,6 +539,8 @@ async def _stream(
     turn: Turn,
     completion: Completion,
     ping_s: float,
+    *,
+    principal: str = "",
 ) -> AsyncIterator[bytes]:
     """The SSE body of a streaming completion. Its first (empty) item is yielded once the
     turn is queued, so the route can still answer a refusal with a status code.
@@ -540,7 +550,7 @@ async def _stream(
     goes out. No yield happens inside a cancel scope. A client that disconnects cancels
     the task iterating this generator; leaving ``open_turn`` then interrupts the turn.
     """
-    async with supervisor.open_turn(key, turn) as events:
+    async with supervisor.open_turn(key, turn, principal=principal) as events:
         yield b""
         yield completion.start()
         deadline = trio.current_time() + ping_s

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     max_messages: int = Field(10_000, ge=1)
     max_prompt_chars: int = Field(1_000_000, ge=1)
 
+    max_turns_per_key: int = Field(16, ge=1)
+    max_sessions_per_key: int = Field(200, ge=1)
+
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_hashes_file: Path | None = None
     insecure_no_auth: bool = False
@@ -127,6 +130,8 @@ class Settings(BaseSettings):
             max_live_sessions=self.max_live_sessions,
             warm_pool_size=min(self.warm_pool_size, self.max_live_sessions),
             mailbox_size=self.mailbox_size,
+            max_turns_per_principal=self.max_turns_per_key,
+            max_sessions_per_principal=self.max_sessions_per_key,
             policy=ActorPolicy(
                 idle_ttl_s=self.session_idle_ttl_s,
                 retention_s=self.session_retention_s,

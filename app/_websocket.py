@@ -69,6 +69,7 @@ from actors import (
     CapacityError,
     InvalidSessionIdError,
     MailboxFullError,
+    PrincipalLimitError,
     SessionError,
     SessionKey,
     SessionNotFoundError,
@@ -164,8 +165,8 @@ def error_frame(
 def refusal_frame(exc: SessionError, id: str | None = None) -> Frame:
     """The ``error`` frame for a turn the supervisor refused. Not a checkpoint."""
     match exc:
-        case MailboxFullError() | CapacityError():
-            status = 429 if isinstance(exc, MailboxFullError) else 503
+        case MailboxFullError() | CapacityError() | PrincipalLimitError():
+            status = 503 if isinstance(exc, CapacityError) else 429
             return error_frame(status, str(exc), id=id, retry_after_s=exc.retry_after_s)
         case SessionStartError():
             return error_frame(502, str(exc), id=id)

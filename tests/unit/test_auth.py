@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from actors import SupervisorConfig, open_supervisor
-from actors.testing import ScriptedClientFactory
+from actors.testing import ScriptedClientFactory, text_reply
 from app._app import create_app
 from app._auth import AuthError, KeyFileError, load_key_hashes, principal_for
 from app._settings import InsecureBindError, Settings
@@ -145,3 +145,39 @@ async def turn_text(client, content: str) -> str:
         if event["type"] == "text_delta":
             text += event["text"]
     return text
+
+
+async def test_per_key_limits_refuse_with_429_and_retry_after(tmp_path, autojump_clock):
+    """A key at its limit of concurrent turns, or of sessions, gets 429 + Retry-After;
+    another key is not affected."""
+    settings = Settings(
+        state_dir=tmp_path,
+        api_keys=["alice-key", "bob-key"],
+        max_turns_per_key=2,
+        max_sessions_per_key=3,
+    )
+    slow = ScriptedClientFactory(script=lambda p, h: text_reply("x", first_delay=8))
+    async with (
+        open_supervisor(settings.supervisor_config(), slow) as sup,
+        trio.open_nursery() as nursery,
+    ):
+        client = create_app(sup, settings).test_client()
+
+        async def post(headers, session):
+            return await client.post(
+                "/v1/messages", json=BODY, headers={**headers, "X-Session-ID": session}
+            )
+
+        for session in ("a1", "a2"):
+            nursery.start_soon(post, ALICE, session)
+        await trio.testing.wait_all_tasks_blocked()
+        refused = await post(ALICE, "a3")
+        assert refused.status_code == 429
+        assert refused.headers["Retry-After"]
+        assert (await refused.get_json())["error"]["type"] == "rate_limit_error"
+        assert (await post(BOB, "b1")).status_code == 200  # Bob has his own limits
+        await trio.sleep(10)  # Alice's two turns end
+        assert (await post(ALICE, "a3")).status_code == 200
+        too_many = await post(ALICE, "a4")  # a1, a2, a3 exist
+        assert too_many.status_code == 429
+        assert "3 sessions" in (await too_many.get_json())["error"]["message"]

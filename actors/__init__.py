@@ -11,6 +11,7 @@ from ._client import ClientFactory as ClientFactory
 from ._client import SessionSpec as SessionSpec
 from ._sdk import CliOptions as CliOptions
 from ._sdk import open_sdk_client as open_sdk_client
+from ._supervisor import SessionDirectory as SessionDirectory
 from ._supervisor import SessionInfo as SessionInfo
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import SupervisorConfig as SupervisorConfig
@@ -27,6 +28,7 @@ from ._types import SessionError as SessionError
 from ._types import SessionEvent as SessionEvent
 from ._types import SessionKey as SessionKey
 from ._types import SessionNotFoundError as SessionNotFoundError
+from ._types import SessionRecord as SessionRecord
 from ._types import SessionStartError as SessionStartError
 from ._types import SupervisorClosedError as SupervisorClosedError
 from ._types import TextDelta as TextDelta

@@ -24,6 +24,7 @@ from ._types import (
     Observer,
     SessionEvent,
     SessionKey,
+    SessionRecord,
     TextDelta,
     ThinkingDelta,
     Turn,
@@ -159,6 +160,7 @@ class SessionActor:
         self.scope = trio.CancelScope()  # cancelled to close the session (DELETE)
         self.done = trio.Event()  # set once the actor's task has ended
         self.closing_reason = "the server is shutting down"
+        self.forgotten = False  # ended for good (retention, failures), not just stopped
         self._client_factory = client_factory
         self._policy = policy
         self._slots = slots or _Unlimited()
@@ -278,6 +280,7 @@ class SessionActor:
                 self._carry = await self._next_envelope(self._policy.retention_s)
                 if self._carry is None:
                     log.info("session %s forgotten after retention", self.key)
+                    self.forgotten = True
                     return
         finally:
             self._retire()
@@ -376,6 +379,7 @@ class SessionActor:
                 f"{self._policy.restart_window_s}s (last: {exc}); the session is closed"
             )
             self.last_error = message
+            self.forgotten = True
             raise SessionFailedError(message) from exc
         self.restarts += 1
         log.warning("session %s: restarting its CLI (resuming): %s", self.key, exc)
@@ -558,8 +562,29 @@ class SessionActor:
                     started_at,
                     envelope.first_output_at,
                     trio.current_time(),
+                    self.record(),
                 )
             )
+
+    def record(self) -> SessionRecord:
+        """What it takes to resume this session later. Not a checkpoint."""
+        assert self.key is not None
+        return SessionRecord(
+            self.key,
+            self.cwd,
+            self.claude_session_id,
+            self.turns,
+            self.created_at,
+            self.last_active_at,
+        )
+
+    def restore(self, record: SessionRecord) -> None:
+        """Continue a session known from before (e.g. a previous server run): its next
+        CLI resumes ``record.claude_session_id``. Not a checkpoint."""
+        self.claude_session_id = record.claude_session_id
+        self.turns = record.turns
+        self.created_at = record.created_at
+        self.last_active_at = record.last_active_at
 
     def _abandon(
         self, envelope: Envelope, reason: FailureReason, message: str

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import trio
 
@@ -26,6 +26,7 @@ from ._types import (
     SessionEvent,
     SessionKey,
     SessionNotFoundError,
+    SessionRecord,
     SessionStartError,
     SupervisorClosedError,
     Turn,
@@ -139,9 +140,14 @@ class Supervisor:
     """
 
     def __init__(
-        self, config: SupervisorConfig, client_factory: ClientFactory, nursery: trio.Nursery
+        self,
+        config: SupervisorConfig,
+        client_factory: ClientFactory,
+        nursery: trio.Nursery,
+        directory: SessionDirectory | None = None,
     ) -> None:
         self.config = config
+        self._directory = directory
         self.dead_letters = 0
         self.sessions_failed = 0
         self._client_factory = client_factory
@@ -304,17 +310,8 @@ class Supervisor:
                     "to be forgotten",
                     retry_after_s=BUSY_RETRY_AFTER_S,
                 )
-            if self._pool:
-                actor = self._pool.pop(0)
-                actor.adopt(key, one_turn=one_turn)
-                self._sessions[key] = actor
-                self._changed.unpark_all()
-                await trio.lowlevel.checkpoint()
-                return
-            self._check_live_slot(None)
             start = self._starting[key] = _Start()
-            cwd = self.config.workspace_root / workspace_name(key)
-            self._nursery.start_soon(self._spawn, key, cwd, start, one_turn)
+            self._nursery.start_soon(self._spawn, key, start, one_turn)
         await start.done.wait()
         if isinstance(start.error, CapacityError):
             raise start.error
@@ -339,11 +336,23 @@ class Supervisor:
             observer=self._observers,
         )
 
-    async def _spawn(self, key: SessionKey, cwd: Path, start: _Start, one_turn: bool) -> None:
-        """Start an actor in the nursery and register it once its client is connected."""
+    async def _spawn(self, key: SessionKey, start: _Start, one_turn: bool) -> None:
+        """Get the session an actor and register it: a session known from before resumes
+        in its own workspace; otherwise a warm actor is adopted if there is one, else a
+        new actor is started (registered once its client is connected)."""
         try:
-            actor = self._new_actor(key, cwd, one_turn)
-            await self._nursery.start(self._supervise, actor)
+            known = None if one_turn else await self._load(key)
+            if known is None and self._pool:
+                actor = self._pool.pop(0)
+                actor.adopt(key, one_turn=one_turn)
+                self._changed.unpark_all()
+            else:
+                self._check_live_slot(None)
+                cwd = known.cwd if known else self.config.workspace_root / workspace_name(key)
+                actor = self._new_actor(key, cwd, one_turn)
+                if known is not None:
+                    actor.restore(known)
+                await self._nursery.start(self._supervise, actor)
         except Exception as exc:
             log.warning("session %s could not start: %r", key.session_id, exc)
             start.error = exc
@@ -370,10 +379,23 @@ class Supervisor:
             self.dead_letters += actor.dead_letters
             self._totals.update(actor.timeouts)
             self._totals["restarts"] += actor.restarts
+            if actor.forgotten and actor.key is not None and not actor.one_turn:
+                self._observers.session_forgotten(actor.key)
             if actor.one_turn or actor.key is None or actor.scope.cancel_called:
                 with trio.CancelScope(shield=True):
                     await _remove_directory(actor.cwd)
             actor.done.set()
+
+    async def _load(self, key: SessionKey) -> SessionRecord | None:
+        """The directory's record of ``key``, if any; a failing directory is logged and
+        treated as knowing nothing (the session then starts afresh)."""
+        if self._directory is None:
+            return None
+        try:
+            return await self._directory.load(key)
+        except Exception:
+            log.exception("could not look up session %s in the session directory", key)
+            return None
 
     def _forget(self, actor: SessionActor) -> None:
         """Unregister a retiring actor (only if it is still the one registered)."""
@@ -520,6 +542,19 @@ class _Observers(Observer):
         for observer in self.members:
             observer.cli_started(session_id, pid)
 
+    def session_forgotten(self, key: SessionKey) -> None:
+        for observer in self.members:
+            observer.session_forgotten(key)
+
+
+class SessionDirectory(Protocol):
+    """Where sessions known from before are looked up (e.g. a database that outlives
+    the server process)."""
+
+    async def load(self, key: SessionKey) -> SessionRecord | None:
+        """The record of ``key``, or ``None`` if it is not known."""
+        ...
+
 
 async def _remove_directory(path: Path) -> None:
     """Remove a workspace: an empty one (the usual case) at once, a full one in a worker
@@ -566,12 +601,17 @@ def _info(actor: SessionActor) -> SessionInfo:
 
 @asynccontextmanager
 async def open_supervisor(
-    config: SupervisorConfig, client_factory: ClientFactory
+    config: SupervisorConfig,
+    client_factory: ClientFactory,
+    *,
+    directory: SessionDirectory | None = None,
 ) -> AsyncIterator[Supervisor]:
     """Run a supervisor (and its warm pool) for the duration of the block.
 
     Args:
         config: limits, the workspace root and the actors' policy.
+        directory: where to look up sessions not running now (e.g. from before a
+            restart): a turn for one of them resumes its conversation in its workspace.
         client_factory: opens a connected ``ClaudeClient`` per CLI lifetime
             (``functools.partial(open_sdk_client, cli_options)`` for the real CLI;
             ``actors.testing.ScriptedClientFactory`` in tests).
@@ -581,7 +621,7 @@ async def open_supervisor(
     block exits.
     """
     async with trio.open_nursery() as nursery:
-        supervisor = Supervisor(config, client_factory, nursery)
+        supervisor = Supervisor(config, client_factory, nursery, directory)
         nursery.start_soon(supervisor.keep_pool_warm)
         try:
             yield supervisor

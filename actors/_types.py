@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 SESSION_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -199,6 +200,22 @@ class Lagged:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """What it takes to resume a session later, by this server or a restarted one.
+
+    Wall-clock times (seconds since the epoch). ``cwd`` is the session's workspace: the
+    CLI finds a conversation by its working directory and Claude session id.
+    """
+
+    key: SessionKey
+    cwd: Path
+    claude_session_id: str | None
+    turns: int
+    created_at: float
+    last_active_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class TurnRecord:
     """What an observer learns when a turn ends (for metrics and logs).
 
@@ -213,6 +230,7 @@ class TurnRecord:
     started_at: float
     first_output_at: float | None
     ended_at: float
+    session: SessionRecord
 
 
 class Observer:
@@ -227,6 +245,10 @@ class Observer:
 
     def cli_started(self, session_id: str | None, pid: int | None) -> None:
         """A CLI process connected (``session_id`` is None for a warm-pool actor)."""
+
+    def session_forgotten(self, key: SessionKey) -> None:
+        """A session was forgotten for good (retention passed, or it failed too often);
+        not called at shutdown, when sessions are only stopped."""
 
 
 # -- Errors raised to callers ---------------------------------------------------------

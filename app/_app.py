@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -56,6 +57,7 @@ from ._openai import openai_blueprint
 from ._requests import check_prompt, check_size, describe, json_object
 from ._settings import Settings
 from ._sse import SSE_HEADERS, encode_sse, sse_comment
+from ._store import SessionStore
 from ._transcripts import delete_conversation, read_conversation
 from ._websocket import websocket_blueprint
 
@@ -68,7 +70,9 @@ M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
 
-def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
+def create_app(
+    supervisor: Supervisor, settings: Settings, store: SessionStore | None = None
+) -> QuartTrio:
     """Build the quart-trio application serving ``supervisor``'s sessions.
 
     Routes: ``POST /v1/messages`` (Anthropic Messages, streaming and not),
@@ -185,11 +189,22 @@ def create_app(supervisor: Supervisor, settings: Settings) -> QuartTrio:
 
     @app.delete("/v1/sessions/<session_id>")
     async def delete_session(session_id: str) -> dict[str, Any]:
-        info = await supervisor.close_session(_key(session_id))
+        key = _key(session_id)
+        try:
+            claude_session_id = (await supervisor.close_session(key)).claude_session_id
+        except SessionNotFoundError:
+            # Not running now, but perhaps known from before a restart.
+            known = None if store is None else await store.load(key)
+            if known is None:
+                raise
+            claude_session_id = known.claude_session_id
+            await trio.to_thread.run_sync(shutil.rmtree, known.cwd, True)
+        if store is not None:
+            await store.delete(key)
         deleted = 0
-        if info.claude_session_id:
+        if claude_session_id:
             deleted = await trio.to_thread.run_sync(
-                delete_conversation, settings.claude_config_dir, info.claude_session_id
+                delete_conversation, settings.claude_config_dir, claude_session_id
             )
         return {"id": session_id, "type": "session_deleted", "transcripts_deleted": deleted}
 

@@ -15,6 +15,7 @@ from actors import CliOptions, open_sdk_client, open_supervisor
 
 from ._app import create_app
 from ._settings import Settings
+from ._store import open_session_store
 from ._upstream import serve_upstream
 
 log = logging.getLogger("ccactors")
@@ -103,7 +104,11 @@ async def serve(
                 upstream,
             )
         factory = functools.partial(open_sdk_client, options)
-        async with open_supervisor(settings.supervisor_config(), factory) as supervisor:
+        async with (
+            open_session_store(settings.state_dir / "sessions.sqlite3") as store,
+            open_supervisor(settings.supervisor_config(), factory, directory=store) as supervisor,
+        ):
+            supervisor.add_observer(store)
 
             async def drain_then_stop() -> None:
                 await shutdown_trigger()
@@ -121,7 +126,7 @@ async def serve(
                 binds = await http.start(
                     functools.partial(
                         hypercorn.trio.serve,
-                        create_app(supervisor, settings),
+                        create_app(supervisor, settings, store=store),
                         config,
                         shutdown_trigger=drain_then_stop,
                     )

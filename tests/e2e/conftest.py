@@ -51,8 +51,9 @@ class Server:
                 pass
         return pids
 
-    def session(self, session_id: str) -> dict:
-        response = httpx.get(f"{self.url}/v1/sessions/{session_id}", timeout=10)
+    def session(self, session_id: str, api_key: str | None = None) -> dict:
+        headers = {} if api_key is None else {"x-api-key": api_key}
+        response = httpx.get(f"{self.url}/v1/sessions/{session_id}", headers=headers, timeout=10)
         response.raise_for_status()
         return response.json()
 
@@ -70,11 +71,13 @@ class Server:
             assert time.monotonic() < deadline, f"unaccounted CLIs: {pids - self.accounted_pids()}"
             time.sleep(0.2)
 
-    def wait_for_transcript(self, session_id: str, text: str, timeout: float = 15) -> None:
+    def wait_for_transcript(
+        self, session_id: str, text: str, timeout: float = 15, api_key: str | None = None
+    ) -> None:
         """Wait until the session's CLI has written ``text`` to its transcript on disk
         (``CLAUDE_CONFIG_DIR/projects/*/<claude session id>.jsonl``): a fault injected
         before that would lose the turn however well the server behaves."""
-        claude_id = self.session(session_id)["claude_session_id"]
+        claude_id = self.session(session_id, api_key)["claude_session_id"]
         pattern = f"claude/projects/*/{claude_id}.jsonl"
         deadline = time.monotonic() + timeout
         while not any(text in path.read_text() for path in self.state_dir.glob(pattern)):

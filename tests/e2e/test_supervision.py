@@ -245,3 +245,24 @@ def test_shutdown_with_turns_in_flight_leaves_no_cli_behind(tmp_path):
         thread.join(30)
     assert all(frames[-1]["type"] == "message_stop" for frames in results.values()), results
     assert all(gone(pid, within=1) for pid in pids)
+
+
+def test_a_restarted_server_resumes_known_sessions(tmp_path):
+    """Stop the server process and start it again on the same state: a known session's
+    next turn resumes its conversation (count continues), with its own key only."""
+    env = {**SHORT_TIMEOUTS, "CCACTORS_API_KEYS": '["key-a", "key-b"]'}
+    state, log = tmp_path / "state", tmp_path / "server.log"
+    for expected in ("count=1", "count=2"):
+        server = start_server(state, log, env=env)
+        try:
+            with anthropic.Anthropic(base_url=server.url, api_key="key-a", max_retries=0) as a:
+                assert ask(a, "durable", "[[count]]") == expected
+                server.wait_for_transcript("durable", expected, api_key="key-a")
+        finally:
+            assert stop_server(server) == 0
+    server = start_server(state, log, env=env)
+    try:
+        with anthropic.Anthropic(base_url=server.url, api_key="key-b", max_retries=0) as b:
+            assert ask(b, "durable", "[[count]]") == "count=1"  # key-b's own session
+    finally:
+        assert stop_server(server) == 0

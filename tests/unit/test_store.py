@@ -1,0 +1,77 @@
+"""The SQLite session store, and the supervisor resuming sessions it knows."""
+
+from __future__ import annotations
+
+import trio
+
+from actors import SessionKey, SupervisorConfig, TextDelta, Turn, open_supervisor
+from actors.testing import ScriptedClientFactory
+from app._store import open_session_store
+
+
+async def ask(sup, key, prompt):
+    async with sup.open_turn(key, Turn(prompt)) as events:
+        return "".join([e.text async for e in events if isinstance(e, TextDelta)])
+
+
+async def test_a_supervisor_resumes_sessions_a_previous_one_recorded(tmp_path):
+    """Turns are recorded; a new supervisor (a restarted server) on the same store
+    resumes a known session in its own workspace with its Claude session id, and its
+    conversation goes on. Another principal's same id is not that session."""
+    factory = ScriptedClientFactory()
+    config = SupervisorConfig(workspace_root=tmp_path / "w", warm_pool_size=1)
+    key = SessionKey("kept", "alice")
+    async with (
+        open_session_store(tmp_path / "s.sqlite3") as store,
+        open_supervisor(config, factory, directory=store) as sup,
+    ):
+        sup.add_observer(store)
+        assert await ask(sup, key, "one") == "echo: one #1"
+        assert await ask(sup, key, "two") == "echo: two #2"
+        claude_session_id = sup.session(key).claude_session_id
+    async with open_session_store(tmp_path / "s.sqlite3") as store:
+        record = await store.load(key)
+        assert record is not None
+        assert record.claude_session_id == claude_session_id
+        assert record.cwd.parent == tmp_path / "w"
+        assert record.turns == 2
+        first_cwd = (claude_session_id, record.cwd)
+        async with open_supervisor(config, factory, directory=store) as sup:
+            sup.add_observer(store)
+            assert await ask(sup, key, "three") == "echo: three #3"
+            resumed = factory.specs[-1]
+            assert (resumed.resume, resumed.cwd) == first_cwd
+            assert sup.session(key).turns == 3
+            other = SessionKey("kept", "bob")
+            assert await ask(sup, other, "hi") == "echo: hi #1"
+        assert (await store.load(key)).turns == 3
+
+
+async def test_a_damaged_database_is_set_aside_not_fatal(tmp_path):
+    """An unreadable database file is reported, moved aside and replaced by a new one."""
+    path = tmp_path / "s.sqlite3"
+    path.write_bytes(b"this is not a database" * 100)
+    async with open_session_store(path) as store:
+        assert await store.load(SessionKey("x")) is None
+        assert await store.count() == 0
+    assert [p.name.startswith("s.sqlite3.damaged-") for p in tmp_path.iterdir()].count(True) == 1
+    assert path in list(tmp_path.iterdir())
+
+
+async def test_forgotten_sessions_leave_the_store(tmp_path, autojump_clock):
+    """A session forgotten after its retention is deleted from the store."""
+    from actors import ActorPolicy
+
+    factory = ScriptedClientFactory()
+    config = SupervisorConfig(
+        workspace_root=tmp_path / "w", policy=ActorPolicy(idle_ttl_s=5, retention_s=50)
+    )
+    key = SessionKey("brief")
+    async with open_session_store(tmp_path / "s.sqlite3") as store:
+        async with open_supervisor(config, factory, directory=store) as sup:
+            sup.add_observer(store)
+            await ask(sup, key, "hi")
+            await trio.sleep(1)
+            assert await store.load(key) is not None
+            await trio.sleep(60)
+        assert await store.load(key) is None

@@ -27,6 +27,11 @@ Every request is answered by the same deterministic logic, driven by directives 
     request never gets its response.
 ``[[error=STATUS]]``
     Answer HTTP STATUS (400 to 599) with an Anthropic error body.
+``[[tool=NAME:{"json": "input"}]]``
+    Answer with one ``tool_use`` block calling NAME with that input (stop_reason
+    ``tool_use``), so Claude Code runs (or asks permission for) a real tool. When the
+    request's last message carries the ``tool_result``, the answer is the text
+    ``tool result: <content>`` (``tool error: ...`` if it failed or was denied).
 
 Unknown ``[[name]]`` tokens are ignored; a known directive with a bad value is a 400.
 A non-streaming reply is always one text block.
@@ -93,6 +98,7 @@ class Directives:
     delay_first: float = 0.0
     stall_after: int | None = None
     error: int | None = None
+    tool: tuple[str, dict[str, Any]] | None = None  # (name, input) to call
 
     @property
     def delta_count(self) -> int:
@@ -133,9 +139,44 @@ def parse_directives(text: str) -> Directives:
         name, value = match.group(1), match.group(2)
         if name == "count":
             found["count"] = True
+        elif name == "tool":
+            found["tool"] = _parse_tool(value)
         elif name in _DIRECTIVE_RANGES:
             found[name] = _parse_value(name, value, *_DIRECTIVE_RANGES[name])
     return Directives(**found)
+
+
+def _parse_tool(value: str | None) -> tuple[str, dict[str, Any]]:
+    """``NAME:{json object}`` (or just ``NAME``) -> (name, input). ValueError if bad."""
+    name, _, raw = (value or "").partition(":")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"[[tool=...]] needs a tool name, got {value!r}")
+    try:
+        tool_input = json.loads(raw) if raw else {}
+    except ValueError:
+        raise ValueError(f"[[tool={name}:...]]: the input is not JSON") from None
+    if not isinstance(tool_input, dict):
+        raise ValueError(f"[[tool={name}:...]]: the input must be a JSON object")
+    return name, tool_input
+
+
+def _tool_results(messages: Sequence[object]) -> list[dict[str, Any]]:
+    """The ``tool_result`` blocks of the last message, if it is the user's."""
+    last = messages[-1] if messages else None
+    if not isinstance(last, dict) or last.get("role") != "user":
+        return []
+    content = last.get("content")
+    if not isinstance(content, list):
+        return []
+    return [b for b in content if isinstance(b, dict) and b.get("type") == "tool_result"]
+
+
+def _result_text(block: dict[str, Any]) -> str:
+    content = block.get("content")
+    if isinstance(content, list):
+        content = " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    status = "error" if block.get("is_error") else "result"
+    return f"tool {status}: {content}"
 
 
 def _user_text(message: object) -> str | None:
@@ -193,6 +234,8 @@ def latest_user_text(messages: Sequence[object]) -> str:
 
 
 def _reply_text(messages: Sequence[object], directives: Directives) -> str:
+    if results := _tool_results(messages):
+        return " | ".join(_result_text(block) for block in results)
     if directives.count:
         texts = (_user_text(message) for message in messages)
         return f"count={sum(1 for text in texts if text and _COUNT_TOKEN in text)}"
@@ -259,6 +302,7 @@ class _Reply:
     directives: Directives
     input_tokens: int
     stream: bool
+    tool_call: tuple[str, dict[str, Any]] | None = None  # answer with this tool_use
 
     def message(self, content: list[_JSONObject], stop_reason: str | None) -> _JSONObject:
         """The Message object with ``content``; ``stop_reason`` is None while streaming."""
@@ -282,10 +326,41 @@ def _frame(event: str, **fields: Any) -> bytes:
     return encode_sse(event, {"type": event, **fields})
 
 
+def _tool_use_block(reply: _Reply) -> _JSONObject:
+    assert reply.tool_call is not None
+    name, tool_input = reply.tool_call
+    return {
+        "type": "tool_use",
+        "id": f"toolu_{uuid.uuid4().hex[:24]}",
+        "name": name,
+        "input": tool_input,
+    }
+
+
+async def _stream_tool_use(reply: _Reply) -> AsyncIterator[bytes]:
+    """A streamed reply that is one ``tool_use`` block (stop_reason ``tool_use``)."""
+    block = _tool_use_block(reply)
+    yield _frame("message_start", message=reply.message([], None))
+    yield _frame("content_block_start", index=0, content_block={**block, "input": {}})
+    delta = {"type": "input_json_delta", "partial_json": json.dumps(block["input"])}
+    yield _frame("content_block_delta", index=0, delta=delta)
+    yield _frame("content_block_stop", index=0)
+    yield _frame(
+        "message_delta",
+        delta={"stop_reason": "tool_use", "stop_sequence": None},
+        usage={"output_tokens": reply.output_tokens},
+    )
+    yield _frame("message_stop")
+
+
 async def _stream(reply: _Reply) -> AsyncIterator[bytes]:
     """Anthropic's streaming events for ``reply``; cancelled when the client goes away."""
     directives = reply.directives
     await trio.sleep(directives.delay_first)
+    if reply.tool_call is not None:
+        async for frame in _stream_tool_use(reply):
+            yield frame
+        return
     yield _frame("message_start", message=reply.message([], None))
     yield _frame("ping")
     yield _frame("content_block_start", index=0, content_block={"type": "text", "text": ""})
@@ -328,12 +403,14 @@ def _reply_for(body: _JSONObject) -> _Reply:
     if schema is not None:
         text = json.dumps(_fit_schema(schema, text), ensure_ascii=False)
         directives = Directives()
+    answering_tool = bool(_tool_results(messages))
     return _Reply(
         model=str(body.get("model") or "claude-offline"),
         text=text,
         directives=directives,
         input_tokens=_input_tokens(messages),
         stream=body.get("stream") is True,
+        tool_call=None if answering_tool or schema is not None else directives.tool,
     )
 
 
@@ -358,7 +435,10 @@ async def _messages() -> quart.Response:
     await trio.sleep(directives.delay_first)
     if directives.stall_after is not None:
         await trio.sleep_forever()
-    response = quart.jsonify(reply.message([{"type": "text", "text": reply.text}], "end_turn"))
+    if reply.tool_call is not None:
+        response = quart.jsonify(reply.message([_tool_use_block(reply)], "tool_use"))
+    else:
+        response = quart.jsonify(reply.message([{"type": "text", "text": reply.text}], "end_turn"))
     response.headers.update(headers)
     return response
 

@@ -201,10 +201,11 @@ async def test_count_counts_user_messages_that_contain_count(client: httpx.Async
         _user(_text("<system-reminder>[[count]]</system-reminder>"), _text("one [[count]]")),
         {"role": "system", "content": "[[count]]"},
         {"role": "assistant", "content": [_text("count=1")]},
+        _user({"type": "tool_result", "tool_use_id": "t", "content": "[[count]]"}),
+        {"role": "assistant", "content": [_text("done")]},
         _user(_text("no directive here")),
         {"role": "assistant", "content": [_text("echo")]},
         {"role": "user", "content": "two [[count]]"},
-        _user({"type": "tool_result", "tool_use_id": "t", "content": "[[count]]"}),
     ]
     response = await client.post("/v1/messages", json={"model": "m", "messages": messages})
     assert response.json()["content"][0]["text"] == "count=2"
@@ -347,3 +348,44 @@ async def test_official_anthropic_client_streams_the_reply(base_url: str) -> Non
     assert "".join(pieces) == "echo: hi [[chunks=3]]"
     assert final.stop_reason == "end_turn"
     assert final.usage.output_tokens == len("echo: hi [[chunks=3]]") // 4 + 1
+
+
+async def test_tool_directive_calls_the_tool_then_answers_its_result(
+    client: httpx.AsyncClient,
+) -> None:
+    """[[tool=NAME:{...}]] answers with a tool_use block; once the request carries the
+    tool_result, the answer is its text (or the error, if the tool was denied)."""
+    prompt = 'write it [[tool=Write:{"file_path": "a.txt", "content": "hi"}]]'
+    first = await client.post(
+        "/v1/messages", json={"model": "m", "messages": [{"role": "user", "content": prompt}]}
+    )
+    message = first.json()
+    assert message["stop_reason"] == "tool_use"
+    (block,) = message["content"]
+    assert (block["type"], block["name"]) == ("tool_use", "Write")
+    assert block["input"] == {"file_path": "a.txt", "content": "hi"}
+    for is_error, expected in ((False, "tool result: done"), (True, "tool error: denied")):
+        result = {
+            "type": "tool_result",
+            "tool_use_id": block["id"],
+            "content": "denied" if is_error else "done",
+            "is_error": is_error,
+        }
+        messages = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": [block]},
+            {"role": "user", "content": [result]},
+        ]
+        second = await client.post("/v1/messages", json={"model": "m", "messages": messages})
+        assert second.json()["content"][0]["text"] == expected
+    async with aconnect_sse(
+        client,
+        "POST",
+        "/v1/messages",
+        json={"model": "m", "stream": True, "messages": [{"role": "user", "content": prompt}]},
+    ) as source:
+        events = [json.loads(sse.data) async for sse in source.aiter_sse()]
+    deltas = [e["delta"] for e in events if e["type"] == "content_block_delta"]
+    assert [d["type"] for d in deltas] == ["input_json_delta"]
+    assert json.loads(deltas[0]["partial_json"]) == block["input"]
+    assert events[-2]["delta"]["stop_reason"] == "tool_use"

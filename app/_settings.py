@@ -70,7 +70,9 @@ class Settings(BaseSettings):
 
     model: str | None = None
     tools: list[str] = Field(default_factory=lambda: list(READ_ONLY_TOOLS))
-    allowed_tools: list[str] = Field(default_factory=lambda: list(READ_ONLY_TOOLS))
+    # Nothing pre-approved: reads inside the session's workspace need no approval, and
+    # anything else (another session's files, the state directory) is refused.
+    allowed_tools: list[str] = Field(default_factory=list)
     disallowed_tools: list[str] = Field(default_factory=lambda: list(ALWAYS_DISALLOWED_BY_DEFAULT))
     permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions"] = "default"
     append_system_prompt: str | None = None

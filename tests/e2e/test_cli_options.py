@@ -51,7 +51,7 @@ def test_request_fields_never_reach_the_cli_options(server, path, session):
     argv, cwd = argv_and_cwd(pid)
     assert argv[0] == str(BUNDLED_CLI)
     assert argv[argv.index("--tools") + 1] == "Read,Glob,Grep"
-    assert argv[argv.index("--allowedTools") + 1] == "Read,Glob,Grep"
+    assert "--allowedTools" not in argv  # nothing pre-approved
     assert "Bash" in argv[argv.index("--disallowedTools") + 1]
     assert argv[argv.index("--permission-mode") + 1] == "default"
     joined = " ".join(argv)
@@ -66,3 +66,28 @@ def test_request_fields_never_reach_the_cli_options(server, path, session):
     assert cwd.parent == (server.state_dir / "workspaces").resolve()
     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     assert f"CLAUDE_CONFIG_DIR={server.state_dir / 'claude'}".encode() in environ
+
+
+def test_claude_code_reads_only_inside_its_own_workspace(server, tmp_path):
+    """By default a session's Claude Code can read a file in its workspace, but a read
+    anywhere else (here: a file outside, and the state directory) is refused."""
+    session = "e2e-reach"
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not yours")
+
+    def read(path: Path) -> str:
+        prompt = f'read [[tool=Read:{{"file_path": "{path}"}}]]'
+        body = {"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": prompt}]}
+        response = httpx.post(
+            f"{server.url}/v1/messages", json=body, headers={"X-Session-ID": session}, timeout=60
+        )
+        return response.json()["content"][0]["text"]
+
+    assert read(outside).startswith("tool error:")
+    assert "not yours" not in read(outside)
+    pid = server.session(session)["cli_pid"]
+    workspace = Path(f"/proc/{pid}/cwd").resolve()
+    (workspace / "mine.txt").write_text("my notes")
+    assert "my notes" in read(workspace / "mine.txt")
+    database = server.state_dir / "sessions.sqlite3"
+    assert read(database).startswith("tool error:")

@@ -23,6 +23,8 @@ from ._types import InvalidSessionIdError as InvalidSessionIdError
 from ._types import Lagged as Lagged
 from ._types import MailboxFullError as MailboxFullError
 from ._types import Observer as Observer
+from ._types import PermissionDecision as PermissionDecision
+from ._types import PermissionRequest as PermissionRequest
 from ._types import PrincipalLimitError as PrincipalLimitError
 from ._types import SessionError as SessionError
 from ._types import SessionEvent as SessionEvent

@@ -7,10 +7,11 @@ import contextlib
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import trio
 
@@ -22,6 +23,8 @@ from ._types import (
     CapacityError,
     FailureReason,
     Observer,
+    PermissionDecision,
+    PermissionRequest,
     SessionEvent,
     SessionKey,
     SessionRecord,
@@ -75,6 +78,10 @@ class ActorPolicy:
             ``restart_window_s`` close the session.
         finish_on_disconnect: when a caller goes away mid-turn, let the turn finish (its
             answer stays in the conversation) instead of interrupting it.
+        ask_permissions: route Claude Code's tool-permission questions to the session's
+            listeners as ``PermissionRequest``s; with no listener, or no answer within
+            ``permission_timeout_s``, the tool is denied. Waiting for an answer does not
+            count towards ``stream_idle_timeout_s``.
     """
 
     idle_ttl_s: float = 900.0
@@ -85,6 +92,15 @@ class ActorPolicy:
     max_restarts: int = 3
     restart_window_s: float = 60.0
     finish_on_disconnect: bool = False
+    ask_permissions: bool = False
+    permission_timeout_s: float = 60.0
+
+
+@dataclass(eq=False)
+class _PendingPermission:
+    request: PermissionRequest
+    answered: trio.Event = field(default_factory=trio.Event)
+    decision: PermissionDecision = field(default_factory=lambda: PermissionDecision(False))
 
 
 class LiveSlots(Protocol):
@@ -177,6 +193,8 @@ class SessionActor:
         self._wedged = False  # the CLI was killed: this client is finished
         self._connected = False  # this CLI lifetime's client did connect
         self._restart_times: collections.deque[float] = collections.deque()
+        self._permissions: dict[str, _PendingPermission] = {}
+        self._asked = False  # a permission question was asked since the deadline was set
 
     # -- Called by other tasks (never checkpoints) ------------------------------------
 
@@ -212,6 +230,44 @@ class SessionActor:
         self._evicted = True
         self._idle_scope.cancel()  # type: ignore[union-attr]
         return True
+
+    def answer_permission(self, request_id: str, allow: bool, message: str = "") -> bool:
+        """Answer a pending ``PermissionRequest``. Returns False if there is none with
+        that id (answered already, timed out, or never asked). Not a checkpoint."""
+        pending = self._permissions.get(request_id)
+        if pending is None or pending.answered.is_set():
+            return False
+        pending.decision = PermissionDecision(
+            allow, message or ("approved" if allow else "the user denied this tool use")
+        )
+        pending.answered.set()
+        return True
+
+    def pending_permissions(self) -> list[PermissionRequest]:
+        """Questions not answered yet, oldest first (replayed to a new listener)."""
+        return [pending.request for pending in self._permissions.values()]
+
+    async def _ask_permission(
+        self, tool_name: str, tool_input: dict[str, Any]
+    ) -> PermissionDecision:
+        """Ask the session's listeners whether Claude Code may use a tool; wait up to
+        ``permission_timeout_s`` for ``answer_permission``. Called from the SDK's task
+        group, in this actor's client lifetime."""
+        if not len(self.fanout):
+            return PermissionDecision(False, "no client is connected to approve tool use")
+        turn_id = "" if self._current is None else self._current.turn.turn_id
+        request = PermissionRequest(f"perm_{uuid.uuid4().hex[:20]}", turn_id, tool_name, tool_input)
+        pending = self._permissions[request.request_id] = _PendingPermission(request)
+        self._asked = True
+        self.fanout.publish(request)
+        try:
+            with trio.move_on_after(self._policy.permission_timeout_s):
+                await pending.answered.wait()
+                return pending.decision
+            seconds = self._policy.permission_timeout_s
+            return PermissionDecision(False, f"no answer to the permission request in {seconds}s")
+        finally:
+            del self._permissions[request.request_id]
 
     @property
     def evictable(self) -> bool:
@@ -294,7 +350,11 @@ class SessionActor:
         await self._slots.acquire(self)
         self._connected = False
         try:
-            spec = SessionSpec(self.cwd, resume=self.claude_session_id)
+            spec = SessionSpec(
+                self.cwd,
+                resume=self.claude_session_id,
+                can_use_tool=self._ask_permission if self._policy.ask_permissions else None,
+            )
             async with self._client_factory(spec) as client:
                 self._connected = True
                 self._observer.cli_started(self._session_id or None, client.pid)
@@ -478,9 +538,14 @@ class SessionActor:
             message = None
             with trio.move_on_at(deadline):
                 message = await client.receive()
+            if message is None and (self._permissions or self._asked):
+                # Claude Code is (or just was) waiting for a person to approve a tool.
+                self._asked = False
+                deadline = trio.current_time() + self._policy.stream_idle_timeout_s
+                continue
             if message is None:
                 return self._timed_out(client, turn.turn_id, first)
-            first = False
+            first = self._asked = False
             if isinstance(message, TurnResult):
                 self._in_flight = False
                 self.claude_session_id = message.claude_session_id

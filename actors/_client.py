@@ -7,11 +7,13 @@ produces the ``ClientMessage`` types below; ``actors._sdk`` adapts the real SDK 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+from ._types import PermissionDecision
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +23,13 @@ class SessionSpec:
     Args:
         cwd: the session's own working directory (already created).
         resume: a Claude session id to resume, or ``None`` for a new conversation.
+        can_use_tool: if given, asked before each tool use that needs approval (the
+            ``ask`` permission mode); ``None`` leaves it to the CLI's permission mode.
     """
 
     cwd: Path
     resume: str | None = None
+    can_use_tool: Callable[[str, dict[str, Any]], Awaitable[PermissionDecision]] | None = None
 
 
 # -- What a client yields ------------------------------------------------------------

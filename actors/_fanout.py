@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import trio
 
-from ._types import Lagged, SessionEvent
+from ._types import Lagged, PermissionRequest, SessionEvent
+
+Notice = SessionEvent | Lagged | PermissionRequest
 
 
 @dataclass(eq=False)
 class _Listener:
-    send: trio.MemorySendChannel[SessionEvent | Lagged]
+    send: trio.MemorySendChannel[Notice]
     dropped: int = 0  # events dropped since the last Lagged notice was delivered
 
 
@@ -34,9 +36,12 @@ class FanOut:
         return len(self._listeners)
 
     @contextmanager
-    def listen(self) -> Iterator[trio.MemoryReceiveChannel[SessionEvent | Lagged]]:
-        """Yield a channel receiving every event published from now on. Not a checkpoint."""
-        send, receive = trio.open_memory_channel[SessionEvent | Lagged](self.buffer_size)
+    def listen(self, replay: Iterable[Notice] = ()) -> Iterator[trio.MemoryReceiveChannel[Notice]]:
+        """Yield a channel receiving ``replay`` and then every event published from now
+        on. Not a checkpoint."""
+        send, receive = trio.open_memory_channel[Notice](self.buffer_size)
+        for notice in replay:
+            send.send_nowait(notice)
         listener = _Listener(send)
         self._listeners.add(listener)
         try:
@@ -46,7 +51,7 @@ class FanOut:
             self._listeners.discard(listener)
             send.close()
 
-    def publish(self, event: SessionEvent) -> None:
+    def publish(self, event: Notice) -> None:
         """Offer ``event`` to every listener. Not a checkpoint."""
         for listener in list(self._listeners):
             try:

@@ -9,8 +9,9 @@ conversation to resume vary.
 from __future__ import annotations
 
 import collections
+import json
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,12 @@ from claude_code_sdk import (
     AssistantMessage,
     ClaudeCodeOptions,
     ClaudeSDKClient,
+    PermissionResultAllow,
+    PermissionResultDeny,
     ResultMessage,
     SystemMessage,
     TextBlock,
+    ToolPermissionContext,
     ToolResultBlock,
     ToolUseBlock,
     UserMessage,
@@ -46,6 +50,7 @@ from ._client import (
     ToolOutput,
     TurnResult,
 )
+from ._types import PermissionDecision
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +95,10 @@ class CliOptions:
             append_system_prompt=self.append_system_prompt,
             env=dict(self.env),
             include_partial_messages=True,
+            can_use_tool=None if spec.can_use_tool is None else _sdk_permission(spec.can_use_tool),
+            # The SDK's control protocol carries the CLI's permission questions to
+            # can_use_tool (what ClaudeSDKClient.connect would set up itself).
+            permission_prompt_tool_name=None if spec.can_use_tool is None else "stdio",
             # Only what these options say: no user or project settings, no MCP servers
             # found in the workspace, and exactly this set of built-in tools.
             extra_args={
@@ -97,6 +106,41 @@ class CliOptions:
                 "setting-sources": "",
                 "strict-mcp-config": None,
             },
+        )
+
+
+class _Query(Query):
+    """The SDK's control protocol, answering permission questions in the format the
+    pinned CLI expects.
+
+    claude-code-sdk 0.0.25 answers ``can_use_tool`` with ``{"allow": true}``, which
+    Claude Code 2.x rejects; it wants ``{"behavior": "allow", "updatedInput": {...}}`` or
+    ``{"behavior": "deny", "message": ...}`` (what the successor claude-agent-sdk sends).
+    """
+
+    async def _handle_control_request(self, request: Any) -> None:
+        body = request["request"]
+        if body.get("subtype") != "can_use_tool" or self.can_use_tool is None:
+            await super()._handle_control_request(request)
+            return
+        tool_input = body.get("input") or {}
+        try:
+            result = await self.can_use_tool(
+                body["tool_name"], tool_input, ToolPermissionContext(suggestions=[])
+            )
+            if isinstance(result, PermissionResultAllow):
+                answer = {"behavior": "allow", "updatedInput": result.updated_input or tool_input}
+            else:
+                answer = {"behavior": "deny", "message": result.message}
+            response = {
+                "subtype": "success",
+                "request_id": request["request_id"],
+                "response": answer,
+            }
+        except Exception as exc:
+            response = {"subtype": "error", "request_id": request["request_id"], "error": str(exc)}
+        await self.transport.write(
+            json.dumps({"type": "control_response", "response": response}) + "\n"
         )
 
 
@@ -123,7 +167,11 @@ class _SdkClient(ClaudeSDKClient):
             prompt=no_prompt(), options=self.options, cli_path=self._cli_path
         )
         await self._transport.connect()
-        self._query = Query(transport=self._transport, is_streaming_mode=True)
+        self._query = _Query(
+            transport=self._transport,
+            is_streaming_mode=True,
+            can_use_tool=self.options.can_use_tool,
+        )
         await self._query.start()
         # The SDK waits 60 s for the handshake even if the CLI has exited (e.g. a
         # transcript to resume was not found): stop waiting when the process ends.
@@ -247,6 +295,20 @@ def _convert(message: Any, raw: dict[str, Any]) -> list[ClientMessage]:
             ]
         case _:
             return []
+
+
+def _sdk_permission(ask: Callable[[str, dict[str, Any]], Awaitable[PermissionDecision]]) -> Any:
+    """Adapt a ``SessionSpec.can_use_tool`` to the SDK's ``can_use_tool`` callback."""
+
+    async def can_use_tool(
+        tool_name: str, tool_input: dict[str, Any], context: ToolPermissionContext
+    ) -> PermissionResultAllow | PermissionResultDeny:
+        decision = await ask(tool_name, tool_input)
+        if decision.allow:
+            return PermissionResultAllow()
+        return PermissionResultDeny(message=decision.message)
+
+    return can_use_tool
 
 
 def _int_or_none(value: Any) -> int | None:

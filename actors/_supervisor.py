@@ -17,9 +17,9 @@ import trio
 
 from ._actor import ActorPolicy, ActorState, Envelope, SessionActor
 from ._client import ClientFactory
+from ._fanout import Notice
 from ._types import (
     CapacityError,
-    Lagged,
     MailboxFullError,
     Observer,
     PrincipalLimitError,
@@ -247,16 +247,18 @@ class Supervisor:
         return self._actor(key).interrupt()
 
     @contextmanager
-    def listen(self, key: SessionKey) -> Iterator[trio.MemoryReceiveChannel[SessionEvent | Lagged]]:
+    def listen(self, key: SessionKey) -> Iterator[trio.MemoryReceiveChannel[Notice]]:
         """Yield a channel with every event of the session's turns from now on.
 
         A listener that reads too slowly loses events and then gets ``Lagged(dropped)``;
-        it never slows the session. The channel ends when the session is forgotten.
+        it never slows the session. Pending ``PermissionRequest``s come first. The channel
+        ends when the session is forgotten.
 
         Raises:
             SessionNotFoundError: no such session.
         """
-        with self._actor(key).fanout.listen() as events:
+        actor = self._actor(key)
+        with actor.fanout.listen(replay=actor.pending_permissions()) as events:
             yield events
 
     async def close_session(self, key: SessionKey) -> SessionInfo:
@@ -278,6 +280,17 @@ class Supervisor:
         self._forget(actor)
         await actor.done.wait()
         return info
+
+    def answer_permission(
+        self, key: SessionKey, request_id: str, allow: bool, message: str = ""
+    ) -> bool:
+        """Answer a session's pending ``PermissionRequest``; False if there is no such
+        pending request. Not a checkpoint.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        return self._actor(key).answer_permission(request_id, allow, message)
 
     def _actor(self, key: SessionKey) -> SessionActor:
         actor = self._sessions.get(key)

@@ -193,6 +193,28 @@ SessionEvent = (
 
 
 @dataclass(frozen=True, slots=True)
+class PermissionRequest:
+    """To a session's listeners: Claude Code asks to use a tool (``ask`` permission mode).
+
+    Answer with ``Supervisor.answer_permission(key, request_id, allow)``; without an
+    answer within the permission timeout the tool is denied.
+    """
+
+    request_id: str
+    turn_id: str
+    tool_name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PermissionDecision:
+    """The answer to a ``PermissionRequest``; ``message`` says why, for the model."""
+
+    allow: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Lagged:
     """To a session listener only: ``dropped`` events were lost because it read too slowly."""
 

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import trio
 
@@ -24,8 +25,19 @@ from ._client import (
     ClientMessage,
     SessionSpec,
     StreamEvent,
+    ToolOutput,
     TurnResult,
 )
+
+
+@dataclass(frozen=True, slots=True)
+class AskPermission:
+    """A script step standing for Claude Code asking to use a tool: the fake client calls
+    the session's ``can_use_tool`` and yields the ``ToolOutput`` (the decision's message
+    with ``is_error`` if denied) instead of this marker."""
+
+    tool_name: str
+    input: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +123,14 @@ class ScriptedClient:
         claude_session_id: str,
         interrupt_delay: float,
         transcript: list[str] | None = None,
+        can_use_tool: Any = None,
+        nursery: trio.Nursery | None = None,
     ) -> None:
         self.claude_session_id = claude_session_id
+        self._can_use_tool = can_use_tool
+        self._nursery = nursery
+        self._asking = False
+        self._woken = trio.lowlevel.ParkingLot()
         self.prompts: list[str] = [] if transcript is None else transcript
         self.interrupts = 0
         self.aborted = False
@@ -142,6 +160,7 @@ class ScriptedClient:
         Not a checkpoint."""
         self._broken = True
         self._exited.set()
+        self._woken.unpark_all()
 
     async def query(self, prompt: str) -> None:
         await trio.lowlevel.checkpoint()
@@ -161,14 +180,29 @@ class ScriptedClient:
             if self._broken:
                 await trio.lowlevel.checkpoint()
                 raise ClientError("the fake CLI is gone")
-            if self._pending:
+            if self._pending and not self._asking:
                 due, message = self._pending[0]
-                await trio.sleep_until(due)
-                if self._pending and self._pending[0] == (due, message):
+                with trio.move_on_at(due):
+                    await self._woken.park()
+                if self._pending and self._pending[0] == (due, message) and not self._asking:
                     del self._pending[0]
-                    return message
+                    if not isinstance(message, AskPermission):
+                        return message
+                    # Like the SDK: the question is handled in the client's own task
+                    # group, not in this receive, so cancelling a receive leaves it be.
+                    self._asking = True
+                    self._nursery.start_soon(self._ask, message)
             else:
-                await trio.sleep_forever()
+                await self._woken.park()
+
+    async def _ask(self, ask: AskPermission) -> None:
+        if self._can_use_tool is None:
+            raise AssertionError("the script asks for permission; enable ask_permissions")
+        decision = await self._can_use_tool(ask.tool_name, ask.input)
+        output = ToolOutput("toolu_fake", decision.message or "ok", is_error=not decision.allow)
+        self._pending.insert(0, (trio.current_time(), output))
+        self._asking = False
+        self._woken.unpark_all()
 
     async def interrupt(self) -> None:
         await trio.lowlevel.checkpoint()
@@ -216,11 +250,17 @@ class ScriptedClientFactory:
         if spec.resume is not None and spec.resume not in self.transcripts:
             raise ClientError(f"No conversation found with session ID: {spec.resume}")
         session_id = spec.resume or f"fake-{uuid.uuid4().hex[:8]}"
+        # A task group entered here and left on close, as the SDK's is: exceptions from
+        # the caller's block do not pass through it (so they are not wrapped in groups).
+        task_group = trio.open_nursery()
+        nursery = await task_group.__aenter__()
         client = ScriptedClient(
             self.script,
             claude_session_id=session_id,
             interrupt_delay=self.interrupt_delay,
             transcript=self.transcripts.setdefault(session_id, []),
+            can_use_tool=spec.can_use_tool,
+            nursery=nursery,
         )
         self.clients.append(client)
         self.live += 1
@@ -228,3 +268,7 @@ class ScriptedClientFactory:
             yield client
         finally:
             self.live -= 1
+            nursery.cancel_scope.cancel()
+            # (Waits only for its own cancelled children; no new cancel scope may be
+            # opened around it, as it was entered before the caller's.)
+            await task_group.__aexit__(None, None, None)

@@ -48,7 +48,8 @@ def cli_options(settings: Settings, extra_env: dict[str, str]) -> CliOptions:
         tools=tuple(settings.tools),
         allowed_tools=tuple(settings.allowed_tools),
         disallowed_tools=tuple(settings.disallowed_tools),
-        permission_mode=settings.permission_mode,
+        # "ask" is ours: the CLI runs in its default mode and asks us (can_use_tool).
+        permission_mode=settings.permission_mode.replace("ask", "default"),
         model=settings.model,
         append_system_prompt=settings.append_system_prompt,
         close_timeout_s=settings.cli_close_timeout_s,

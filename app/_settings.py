@@ -74,7 +74,11 @@ class Settings(BaseSettings):
     # anything else (another session's files, the state directory) is refused.
     allowed_tools: list[str] = Field(default_factory=list)
     disallowed_tools: list[str] = Field(default_factory=lambda: list(ALWAYS_DISALLOWED_BY_DEFAULT))
-    permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions"] = "default"
+    # "ask": Claude Code's permission questions go to the session's WebSocket clients.
+    permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions", "ask"] = (
+        "default"
+    )
+    permission_timeout_s: float = Field(60.0, gt=0)
     append_system_prompt: str | None = None
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
@@ -143,6 +147,8 @@ class Settings(BaseSettings):
                 max_restarts=self.max_restarts,
                 restart_window_s=self.restart_window_s,
                 finish_on_disconnect=self.on_disconnect == "finish",
+                ask_permissions=self.permission_mode == "ask",
+                permission_timeout_s=self.permission_timeout_s,
             ),
         )
 

@@ -118,8 +118,21 @@ class InterruptMessage(BaseModel):
     id: str | None = Field(None, max_length=256)
 
 
-ClientMessage = Annotated[TurnMessage | InterruptMessage, Field(discriminator="type")]
-_client_message = TypeAdapter[TurnMessage | InterruptMessage](ClientMessage)
+class PermissionResponseMessage(BaseModel):
+    """``{"type": "permission_response", "request_id": ..., "allow": bool, "message"?: ...}``:
+    the answer to a ``permission_request`` (``ask`` permission mode)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["permission_response"]
+    request_id: str = Field(min_length=1, max_length=256)
+    allow: bool
+    message: str | None = Field(None, max_length=4096)
+    id: str | None = Field(None, max_length=256)
+
+
+AnyClientMessage = TurnMessage | InterruptMessage | PermissionResponseMessage
+ClientMessage = Annotated[AnyClientMessage, Field(discriminator="type")]
+_client_message = TypeAdapter[AnyClientMessage](ClientMessage)
 
 
 class BadMessageError(Exception):
@@ -130,7 +143,7 @@ class BadMessageError(Exception):
         self.id = id
 
 
-def parse_client_message(data: str | bytes | None) -> TurnMessage | InterruptMessage:
+def parse_client_message(data: str | bytes | None) -> AnyClientMessage:
     """Parse one client frame. Not a checkpoint.
 
     Raises:
@@ -312,6 +325,19 @@ class _Connection:
                     except SessionNotFoundError:
                         interrupted = False
                     reply = {"type": "interrupt_result", "interrupted": interrupted}
+                    await self._send(_with_id(reply, message.id))
+                case PermissionResponseMessage():
+                    try:
+                        accepted = self._supervisor.answer_permission(
+                            self.key, message.request_id, message.allow, message.message or ""
+                        )
+                    except SessionNotFoundError:
+                        accepted = False
+                    reply = {
+                        "type": "permission_result",
+                        "request_id": message.request_id,
+                        "accepted": accepted,
+                    }
                     await self._send(_with_id(reply, message.id))
 
     async def _run_turn(

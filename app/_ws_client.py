@@ -93,6 +93,18 @@ class SessionClient:
         """
         await self._send({"type": "interrupt"})
 
+    async def answer_permission(
+        self, request_id: str, allow: bool, message: str | None = None
+    ) -> None:
+        """Answer a ``permission_request`` (the server's ``ask`` permission mode). The
+        server replies ``permission_result`` saying whether the answer was still wanted.
+
+        Raises:
+            trio_websocket.ConnectionClosed: the connection is closed.
+        """
+        frame = {"type": "permission_response", "request_id": request_id, "allow": allow}
+        await self._send(frame if message is None else {**frame, "message": message})
+
     async def receive(self) -> Frame:
         """The next frame from the server.
 

@@ -19,7 +19,7 @@ from actors import (
     TurnFailed,
     open_supervisor,
 )
-from actors.testing import ScriptedClientFactory, Step, text_reply
+from actors.testing import AskPermission, ScriptedClientFactory, Step, text_reply
 
 
 def config(tmp_path, *, warm_pool_size=0, fanout_buffer_size=256, **policy) -> SupervisorConfig:
@@ -312,3 +312,47 @@ async def test_wait_idle_returns_when_running_turns_end(tmp_path, autojump_clock
             assert trio.current_time() - t0 == 7
         with pytest.raises(Exception, match="shutting down"):
             await ask(sup, SessionKey("b"), "too late")
+
+
+def asks(prompt, history):
+    """Every turn asks to use Write, then answers."""
+    first, *rest = text_reply("done")
+    return [first, Step(0, AskPermission("Write", {"file_path": "x"})), *rest]
+
+
+async def test_permission_questions_go_to_listeners_and_are_replayed(tmp_path, autojump_clock):
+    """In ask mode a tool question reaches the session's listeners; one connecting late
+    gets the pending question replayed; its answer decides; with no listener, or no answer
+    within permission_timeout_s, the tool is denied (and the wait is not a stall)."""
+    factory = ScriptedClientFactory(script=asks)
+    cfg = config(tmp_path, ask_permissions=True, permission_timeout_s=30, stream_idle_timeout_s=10)
+    async with open_supervisor(cfg, factory) as sup:
+        key = SessionKey("s")
+        events = await ask(sup, key, "no one listens")
+        outputs = [e for e in events if type(e).__name__ == "ToolResult"]
+        assert outputs[0].is_error and "no client" in outputs[0].content
+        async with trio.open_nursery() as nursery:
+            with sup.listen(key) as early:
+                result: list = []
+
+                async def run() -> None:
+                    result.extend(await ask(sup, key, "please"))
+
+                nursery.start_soon(run)
+                question = await early.receive()
+                while type(question).__name__ != "PermissionRequest":
+                    question = await early.receive()
+            await trio.sleep(20)  # longer than stream_idle_timeout_s: not a stall
+            with sup.listen(key) as late:
+                replayed = late.receive_nowait()
+                assert replayed == question
+                assert sup.answer_permission(key, question.request_id, True)
+        assert isinstance(result[-1], TurnCompleted)
+        assert [e.is_error for e in result if type(e).__name__ == "ToolResult"] == [False]
+        assert not sup.answer_permission(key, question.request_id, True)  # answered
+        with sup.listen(key):
+            t0 = trio.current_time()
+            events = await ask(sup, key, "nobody answers")
+        assert trio.current_time() - t0 == 30
+        denied = [e for e in events if type(e).__name__ == "ToolResult"]
+        assert denied[0].is_error and "30" in denied[0].content

@@ -194,7 +194,7 @@ class SessionActor:
         self._connected = False  # this CLI lifetime's client did connect
         self._restart_times: collections.deque[float] = collections.deque()
         self._permissions: dict[str, _PendingPermission] = {}
-        self._asked = False  # a permission question was asked since the deadline was set
+        self._asked = False  # a permission question was pending since the deadline was set
 
     # -- Called by other tasks (never checkpoints) ------------------------------------
 
@@ -268,6 +268,7 @@ class SessionActor:
             return PermissionDecision(False, f"no answer to the permission request in {seconds}s")
         finally:
             del self._permissions[request.request_id]
+            self._asked = True  # the answer may land on the same instant as a deadline
 
     @property
     def evictable(self) -> bool:

@@ -29,6 +29,7 @@ from actors import (
     SessionInfo,
     SessionKey,
     SessionNotFoundError,
+    SessionRecord,
     SessionStartError,
     Supervisor,
     Turn,
@@ -180,12 +181,28 @@ def create_app(
 
     @app.get("/v1/sessions")
     async def list_sessions() -> dict[str, Any]:
-        mine = [i for i in supervisor.sessions() if i.principal == current_principal()]
-        return _page(mine, request.args)
+        principal = current_principal()
+        mine = {i.session_id: i for i in supervisor.sessions() if i.principal == principal}
+        if store is not None:  # sessions known from before a restart, not running yet
+            for record in await store.records(principal):
+                mine.setdefault(record.key.session_id, _resting(record))
+        return _page(
+            sorted(mine.values(), key=lambda i: (i.created_at, i.session_id)), request.args
+        )
+
+    async def known(session_id: str) -> SessionInfo:
+        """A session of the caller: running, or known from before a restart; else 404."""
+        key = _key(session_id)
+        info = supervisor.session(key)
+        if info is None and store is not None and (record := await store.load(key)):
+            info = _resting(record)
+        if info is None:
+            raise SessionNotFoundError(f"no session {session_id!r}")
+        return info
 
     @app.get("/v1/sessions/<session_id>")
     async def get_session(session_id: str) -> dict[str, Any]:
-        return _session_json(_info_or_404(supervisor, session_id))
+        return _session_json(await known(session_id))
 
     @app.delete("/v1/sessions/<session_id>")
     async def delete_session(session_id: str) -> dict[str, Any]:
@@ -210,7 +227,7 @@ def create_app(
 
     @app.get("/v1/sessions/<session_id>/messages")
     async def session_messages(session_id: str) -> dict[str, Any]:
-        info = _info_or_404(supervisor, session_id)
+        info = await known(session_id)
         messages = []
         if info.claude_session_id:
             messages = await trio.to_thread.run_sync(
@@ -351,11 +368,24 @@ def _page(infos: list[SessionInfo], args: Any) -> dict[str, Any]:
     }
 
 
-def _info_or_404(supervisor: Supervisor, session_id: str) -> SessionInfo:
-    info = supervisor.session(_key(session_id))
-    if info is None:
-        raise SessionNotFoundError(f"no session {session_id!r}")
-    return info
+def _resting(record: SessionRecord) -> SessionInfo:
+    """A session known from the store but not running: idle and hibernated."""
+    return SessionInfo(
+        session_id=record.key.session_id,
+        principal=record.key.principal,
+        state="idle",
+        live=False,
+        cli_pid=None,
+        claude_session_id=record.claude_session_id,
+        turns=record.turns,
+        restarts=0,
+        last_error=None,
+        created_at=record.created_at,
+        last_active_at=record.last_active_at,
+        mailbox_depth=0,
+        listeners=0,
+        one_turn=False,
+    )
 
 
 def _key(session_id: str) -> SessionKey:

@@ -111,6 +111,18 @@ class SessionStore(Observer):
             key, Path(workspace), claude_session_id, turns, created_at, last_active_at
         )
 
+    async def records(self, principal: str) -> list[SessionRecord]:
+        """Every recorded session of ``principal``."""
+        rows = await self._run(
+            "SELECT session_id, claude_session_id, workspace, turns, created_at, "
+            "last_active_at FROM sessions WHERE principal = ?",
+            principal,
+        )
+        return [
+            SessionRecord(SessionKey(session_id, principal), Path(cwd), claude, turns, t0, t1)
+            for session_id, claude, cwd, turns, t0, t1 in rows
+        ]
+
     async def delete(self, key: SessionKey) -> None:
         """Forget ``key``'s record."""
         await self._run(

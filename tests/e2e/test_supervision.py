@@ -262,6 +262,12 @@ def test_a_restarted_server_resumes_known_sessions(tmp_path):
             assert stop_server(server) == 0
     server = start_server(state, log, env=env)
     try:
+        # Known before its next turn: listed and readable, hibernated, by its own key only.
+        listed = httpx.get(f"{server.url}/v1/sessions", headers={"x-api-key": "key-a"}).json()
+        assert [(s["id"], s["hibernated"], s["turns"]) for s in listed["data"]] == [
+            ("durable", True, 2)
+        ]
+        assert server.session("durable", api_key="key-a")["turns"] == 2
         with anthropic.Anthropic(base_url=server.url, api_key="key-b", max_retries=0) as b:
             assert ask(b, "durable", "[[count]]") == "count=1"  # key-b's own session
     finally:

@@ -628,7 +628,7 @@ class SessionActor:
                     started_at,
                     envelope.first_output_at,
                     trio.current_time(),
-                    self.record(),
+                    None if self.one_turn else self.record(),
                 )
             )
 

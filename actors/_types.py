@@ -252,7 +252,7 @@ class TurnRecord:
     started_at: float
     first_output_at: float | None
     ended_at: float
-    session: SessionRecord
+    session: SessionRecord | None  # None for a one-turn session: nothing to resume
 
 
 class Observer:

@@ -137,13 +137,15 @@ class SessionStore(Observer):
     # -- Observer: called synchronously by actors; the writes run in the background --
 
     def turn_ended(self, record: TurnRecord) -> None:
-        self._nursery.start_soon(self._save, record)
+        if record.session is not None:  # one-turn sessions are not kept
+            self._nursery.start_soon(self._save, record)
 
     def session_forgotten(self, key: SessionKey) -> None:
         self._nursery.start_soon(self._guarded, self.delete(key))
 
     async def _save(self, record: TurnRecord) -> None:
         session, outcome = record.session, record.outcome
+        assert session is not None
         usage = outcome.usage if isinstance(outcome, TurnCompleted) else None
         await self._guarded(
             self._run(

@@ -26,6 +26,7 @@ from ._types import Observer as Observer
 from ._types import PermissionDecision as PermissionDecision
 from ._types import PermissionRequest as PermissionRequest
 from ._types import PrincipalLimitError as PrincipalLimitError
+from ._types import RetryLaterError as RetryLaterError
 from ._types import SessionError as SessionError
 from ._types import SessionEvent as SessionEvent
 from ._types import SessionKey as SessionKey

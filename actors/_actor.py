@@ -117,14 +117,6 @@ class SessionFailedError(Exception):
     """The session's CLI failed too often (restart intensity exceeded); it is closed."""
 
 
-class _Unlimited:
-    async def acquire(self, actor: SessionActor) -> None:
-        await trio.lowlevel.checkpoint()
-
-    def release(self, actor: SessionActor) -> None:
-        pass
-
-
 class SessionActor:
     """Runs the turns of one session, one at a time, in arrival order.
 
@@ -152,7 +144,7 @@ class SessionActor:
         policy: ActorPolicy,
         mailbox_size: int,
         fanout_buffer: int = 256,
-        slots: LiveSlots | None = None,
+        slots: LiveSlots,
         one_turn: bool = False,
         on_retire: Callable[[SessionActor], None] = lambda actor: None,
         on_idle: Callable[[], None] = lambda: None,
@@ -179,7 +171,7 @@ class SessionActor:
         self.forgotten = False  # ended for good (retention, failures), not just stopped
         self._client_factory = client_factory
         self._policy = policy
-        self._slots = slots or _Unlimited()
+        self._slots = slots
         self._on_retire = on_retire
         self._on_idle = on_idle
         self._observer = observer or Observer()

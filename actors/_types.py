@@ -280,40 +280,25 @@ class SessionError(Exception):
     """Base class for errors the supervisor raises to callers."""
 
 
-class CapacityError(SessionError):
-    """No room for another session (``max_sessions`` reached).
-
-    Attributes:
-        retry_after_s: seconds after which a retry may succeed (at least 1).
-    """
-
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
-
-
-class MailboxFullError(SessionError):
-    """The session's mailbox is full: too many turns already waiting.
-
-    Attributes:
-        retry_after_s: seconds after which a retry may succeed (at least 1).
-    """
+class RetryLaterError(SessionError):
+    """A refusal that a retry after ``retry_after_s`` seconds (at least 1) may overcome:
+    HTTP 429 or 503 with ``Retry-After``."""
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
 
-class PrincipalLimitError(SessionError):
-    """A principal (API key) is at its limit of concurrent turns or of sessions.
+class CapacityError(RetryLaterError):
+    """No room: ``max_sessions`` reached, or every live CLI slot held by a busy session."""
 
-    Attributes:
-        retry_after_s: seconds after which a retry may succeed (at least 1).
-    """
 
-    def __init__(self, message: str, *, retry_after_s: int) -> None:
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
+class MailboxFullError(RetryLaterError):
+    """The session's mailbox is full: too many turns already waiting."""
+
+
+class PrincipalLimitError(RetryLaterError):
+    """A principal (API key) is at its limit of concurrent turns or of sessions."""
 
 
 class SessionStartError(SessionError):

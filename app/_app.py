@@ -23,8 +23,7 @@ from werkzeug.exceptions import HTTPException
 from actors import (
     CapacityError,
     InvalidSessionIdError,
-    MailboxFullError,
-    PrincipalLimitError,
+    RetryLaterError,
     SessionError,
     SessionInfo,
     SessionKey,
@@ -408,7 +407,7 @@ def _session_error_response(exc: SessionError) -> Response:
     match exc:
         case SessionNotFoundError():
             status, headers = 404, {}
-        case CapacityError() | MailboxFullError() | PrincipalLimitError():
+        case RetryLaterError():
             status = 503 if isinstance(exc, CapacityError) else 429
             headers = {"Retry-After": str(exc.retry_after_s)}
         case SessionStartError():

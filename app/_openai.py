@@ -52,8 +52,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from actors import (
     CapacityError,
-    MailboxFullError,
-    PrincipalLimitError,
+    RetryLaterError,
     SessionError,
     SessionEvent,
     SessionKey,
@@ -124,7 +123,7 @@ def _error_response(
 def _session_error(exc: SessionError) -> tuple[int, str | None, dict[str, str]]:
     """(status, code, headers) for a refusal by the supervisor."""
     match exc:
-        case CapacityError() | MailboxFullError() | PrincipalLimitError():
+        case RetryLaterError():
             retry = {"Retry-After": str(exc.retry_after_s)}
             if not isinstance(exc, CapacityError):
                 return 429, "rate_limit_exceeded", retry

@@ -68,8 +68,7 @@ from quart.wrappers import Websocket
 from actors import (
     CapacityError,
     InvalidSessionIdError,
-    MailboxFullError,
-    PrincipalLimitError,
+    RetryLaterError,
     SessionError,
     SessionKey,
     SessionNotFoundError,
@@ -178,7 +177,7 @@ def error_frame(
 def refusal_frame(exc: SessionError, id: str | None = None) -> Frame:
     """The ``error`` frame for a turn the supervisor refused. Not a checkpoint."""
     match exc:
-        case MailboxFullError() | CapacityError() | PrincipalLimitError():
+        case RetryLaterError():
             status = 503 if isinstance(exc, CapacityError) else 429
             return error_frame(status, str(exc), id=id, retry_after_s=exc.retry_after_s)
         case SessionStartError():

@@ -589,8 +589,8 @@ def _remove_empty_directory(path: Path) -> None:
 
 def _make_directory(path: Path) -> None:
     # One mkdir on a local disk: cheaper than a thread hop, and it keeps the spawn path
-    # free of threads (which would make virtual-clock tests inexact).
-    path.mkdir(parents=True, exist_ok=True)
+    # free of threads (which would make virtual-clock tests inexact). Private: 0700.
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
 def _info(actor: SessionActor) -> SessionInfo:

@@ -14,7 +14,9 @@ import trio
 from actors import CliOptions, open_sdk_client, open_supervisor
 
 from ._app import create_app
+from ._environment import confine_environment
 from ._settings import Settings
+from ._state_dir import prepare_state_dir
 from ._store import open_session_store
 from ._upstream import serve_upstream
 
@@ -86,6 +88,9 @@ async def serve(
     is closed before this returns.
     """
     settings.check_exposure()
+    prepare_state_dir(settings.state_dir)
+    # Every CLI inherits this process's environment: keep only what Claude Code needs.
+    confine_environment(settings.secrets())
     extra_env: dict[str, str] = {}
     options = cli_options(settings, extra_env)
     log.info("Claude Code CLI: %s", options.cli_path)

@@ -114,6 +114,10 @@ class Settings(BaseSettings):
         keys = [key.get_secret_value() for key in self.api_keys]
         return load_key_hashes(keys, self.api_key_hashes_file)
 
+    def secrets(self) -> list[str]:
+        """Every secret value of these settings (API keys), to keep out of any CLI."""
+        return [key.get_secret_value() for key in self.api_keys]
+
     def check_exposure(self) -> None:
         """Refuse to serve beyond this machine without API keys.
 

@@ -57,7 +57,8 @@ ON CONFLICT (principal, session_id) DO UPDATE SET
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating) the database; a damaged one is renamed aside and replaced."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.touch(mode=0o600)  # private from the start: before sqlite writes anything to it
     try:
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")

@@ -18,6 +18,7 @@ import trio
 from ._client import ClaudeClient, ClientError, ClientFactory, SessionInit, SessionSpec, TurnResult
 from ._fanout import FanOut
 from ._logcontext import session_id_var, turn_id_var
+from ._prompt import as_user_text
 from ._translate import Translator
 from ._types import (
     CapacityError,
@@ -82,6 +83,8 @@ class ActorPolicy:
             listeners as ``PermissionRequest``s; with no listener, or no answer within
             ``permission_timeout_s``, the tool is denied. Waiting for an answer does not
             count towards ``stream_idle_timeout_s``.
+        slash_commands: Claude Code slash commands a prompt may run (names without the
+            ``/``); a prompt starting with any other command is sent as plain text.
     """
 
     idle_ttl_s: float = 900.0
@@ -94,6 +97,7 @@ class ActorPolicy:
     finish_on_disconnect: bool = False
     ask_permissions: bool = False
     permission_timeout_s: float = 60.0
+    slash_commands: frozenset[str] = frozenset()
 
 
 @dataclass(eq=False)
@@ -521,7 +525,7 @@ class SessionActor:
         turn = envelope.turn
         # A half-written prompt would corrupt the CLI's input stream: never cancel it.
         with trio.CancelScope(shield=True):
-            await client.query(turn.prompt)
+            await client.query(as_user_text(turn.prompt, self._policy.slash_commands))
             envelope.started = self._in_flight = True
         await self._emit(envelope, TurnStarted(turn.turn_id, self._session_id))
         translator = Translator(turn.turn_id)

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     )
     permission_timeout_s: float = Field(60.0, gt=0)
     append_system_prompt: str | None = None
+    # Claude Code slash commands users may run (e.g. ["compact"]); a prompt starting
+    # with any other "/command" is always the user's text, never a command.
+    slash_commands: list[str] = Field(default_factory=list)
 
     max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     max_messages: int = Field(10_000, ge=1)
@@ -153,6 +156,7 @@ class Settings(BaseSettings):
                 finish_on_disconnect=self.on_disconnect == "finish",
                 ask_permissions=self.permission_mode == "ask",
                 permission_timeout_s=self.permission_timeout_s,
+                slash_commands=frozenset(name.lstrip("/") for name in self.slash_commands),
             ),
         )
 

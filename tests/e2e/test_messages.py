@@ -35,6 +35,14 @@ def test_non_streaming_reply_is_an_anthropic_message(client):
     assert message.usage.output_tokens > 0
 
 
+def test_a_leading_slash_is_the_users_text_not_a_command(client):
+    """``/init`` would make Claude Code replace the message with its own long prompt;
+    by default it reaches the model as the user's text, in a session and without one."""
+    assert ask(client, "e2e-slash", "/init") == "echo: /init"
+    assert ask(client, "e2e-slash", "/cost") == "echo: /cost"
+    assert ask(client, None, "/init") == "echo: /init"
+
+
 def test_streaming_reply_arrives_as_token_level_deltas(client):
     """A streaming request yields Anthropic's event sequence with one text delta per
     upstream chunk, ending in message_stop."""

@@ -357,6 +357,7 @@ class SessionActor:
                 self._observer.cli_started(self._session_id or None, client.pid)
                 self.live, self.cli_pid, self._wedged = True, client.pid, False
                 self.state = "idle"
+                self._on_idle()  # a waiter for a live slot may take this one's now
                 if not self.started:
                     self.started = True
                     task_status.started(self)

@@ -18,6 +18,7 @@ import trio
 from ._actor import ActorPolicy, ActorState, Envelope, SessionActor
 from ._client import ClientFactory
 from ._fanout import Notice
+from ._slots import BUSY_RETRY_AFTER_S, LiveSlots
 from ._types import (
     CapacityError,
     MailboxFullError,
@@ -35,9 +36,6 @@ from ._types import (
 
 log = logging.getLogger(__name__)
 
-# Retry-After when no idle session will free a slot: a turn usually ends within this.
-BUSY_RETRY_AFTER_S = 5
-
 
 @dataclass(frozen=True, slots=True)
 class SupervisorConfig:
@@ -47,6 +45,9 @@ class SupervisorConfig:
         workspace_root: each session gets its own working directory below this.
         max_sessions: sessions (live or hibernated) at most; a new one beyond is refused.
         max_live_sessions: CLI processes at most (sessions' and warm ones).
+        live_slot_wait_s: how long a session that needs a CLI process waits for a live
+            slot (while none is free and no live session is idle) before
+            ``CapacityError``.
         warm_pool_size: idle actors kept connected, ready to be adopted by new sessions.
         mailbox_size: turns that may wait behind a session's running turn.
         max_turns_per_principal: turns one principal (API key) may have under way (queued
@@ -60,6 +61,7 @@ class SupervisorConfig:
     workspace_root: Path
     max_sessions: int = 1000
     max_live_sessions: int = 32
+    live_slot_wait_s: float = 10.0
     warm_pool_size: int = 0
     mailbox_size: int = 4
     max_turns_per_principal: int = 1000
@@ -132,8 +134,11 @@ class Supervisor:
       without a turn it is forgotten.
     * Capacity: at most ``max_live_sessions`` CLI processes. Needing one when all are
       taken hibernates the least recently used idle session (warm-pool actors go
-      first); if none is idle, the request is refused (``CapacityError``, HTTP 503). At
-      most ``max_sessions`` sessions in all, live or hibernated.
+      first); if none is idle, the session waits up to ``live_slot_wait_s`` for one to
+      become free or idle, then is refused (``CapacityError``, HTTP 503). A waiter looks
+      again on every change and never depends on an idle TTL (the rule in full:
+      ``LiveSlots``). The warm pool is not refilled while a session waits. At most
+      ``max_sessions`` sessions in all, live or hibernated.
     * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
       leaving ``open_supervisor`` cancels every actor, failing running turns with
       ``session_closed`` and closing every CLI process before it returns.
@@ -154,10 +159,9 @@ class Supervisor:
         self._nursery = nursery
         self._sessions: dict[SessionKey, SessionActor] = {}
         self._starting: dict[SessionKey, _Start] = {}
-        self._live: set[SessionActor] = set()  # actors holding a live slot
+        self._slots = LiveSlots(config.max_live_sessions, wait_s=config.live_slot_wait_s)
         self._pool: list[SessionActor] = []  # warm, unassigned, ready
         self._pool_starting = 0
-        self._slot_released = trio.lowlevel.ParkingLot()
         self._changed = trio.lowlevel.ParkingLot()  # pool shrank or a session went idle
         self._totals: collections.Counter[str] = collections.Counter()  # of gone actors
         self._observers = _Observers()
@@ -222,8 +226,12 @@ class Supervisor:
             if actor is None:
                 await self._start_session(key, one_turn=one_turn)
                 continue
-            if not actor.live:
-                self._check_live_slot(actor)
+            if not actor.live and len(self._slots) >= self.config.max_live_sessions:
+                # Hibernated and no free slot: wait (bounded) for room while a refusal
+                # can still be a status code.
+                await self._slots.wait_for_room(actor)
+                if self._sessions.get(key) is not actor:
+                    continue  # it retired meanwhile: look again
             try:
                 actor.submit_nowait(envelope)
                 return
@@ -342,10 +350,10 @@ class Supervisor:
             policy=self.config.policy,
             mailbox_size=self.config.mailbox_size,
             fanout_buffer=self.config.fanout_buffer_size,
-            slots=self,
+            slots=self._slots,
             one_turn=one_turn,
             on_retire=self._forget,
-            on_idle=self._changed.unpark_all,
+            on_idle=self._actor_idle,
             observer=self._observers,
         )
 
@@ -359,8 +367,9 @@ class Supervisor:
                 actor = self._pool.pop(0)
                 actor.adopt(key, one_turn=one_turn)
                 self._changed.unpark_all()
+                self._slots.notify()
             else:
-                self._check_live_slot(None)
+                await self._slots.wait_for_room(None)
                 cwd = known.cwd if known else self.config.workspace_root / workspace_name(key)
                 actor = self._new_actor(key, cwd, one_turn)
                 if known is not None:
@@ -427,7 +436,8 @@ class Supervisor:
             while (
                 not self._closed
                 and len(self._pool) + self._pool_starting < self.config.warm_pool_size
-                and len(self._live) + self._pool_starting < self.config.max_live_sessions
+                and len(self._slots) + self._pool_starting < self.config.max_live_sessions
+                and not self._slots.waiting  # a waiting session needs the slot more
             ):
                 self._pool_starting += 1
                 self._nursery.start_soon(self._spawn_warm)
@@ -448,46 +458,9 @@ class Supervisor:
             self._pool_starting -= 1
             self._changed.unpark_all()
 
-    # -- Live slots (the LiveSlots protocol the actors use) ---------------------------
-
-    def _check_live_slot(self, waking: SessionActor | None) -> None:
-        """Raise CapacityError now if a new live CLI could not be had even by eviction."""
-        if len(self._live) < self.config.max_live_sessions or self._victim(waking):
-            return
-        raise CapacityError(
-            f"all {self.config.max_live_sessions} live sessions are busy",
-            retry_after_s=BUSY_RETRY_AFTER_S,
-        )
-
-    def _victim(self, exclude: SessionActor | None) -> SessionActor | None:
-        """The actor to hibernate for a slot: an idle warm one, else the least recently
-        used idle live session."""
-        idle = [a for a in self._live if a is not exclude and a.evictable]
-        return min(idle, key=lambda a: (a.key is not None, a.last_active_at), default=None)
-
-    async def acquire(self, actor: SessionActor) -> None:
-        """Take a live slot for ``actor``, hibernating idle sessions as needed.
-
-        Raises:
-            CapacityError: every live slot is held by a busy session (or, for a warm-pool
-                actor, no slot is free: warm actors never evict).
-        """
-        await trio.lowlevel.checkpoint()
-        while len(self._live) >= self.config.max_live_sessions:
-            victim = None if actor.key is None else self._victim(actor)
-            if victim is None:
-                raise CapacityError(
-                    f"all {self.config.max_live_sessions} live sessions are busy",
-                    retry_after_s=BUSY_RETRY_AFTER_S,
-                )
-            log.info("hibernating session %s to free a live slot", victim.key)
-            victim.evict()
-            await self._slot_released.park()
-        self._live.add(actor)
-
-    def release(self, actor: SessionActor) -> None:
-        self._live.discard(actor)
-        self._slot_released.unpark_all()
+    def _actor_idle(self) -> None:
+        """An actor connected or ended a turn: it may be evictable now, and idle."""
+        self._slots.notify()
         self._changed.unpark_all()
 
     def add_observer(self, observer: Observer) -> None:
@@ -528,7 +501,7 @@ class Supervisor:
             "live_sessions": sum(a.live for a in actors),
             "hibernated_sessions": sum(not a.live for a in actors),
             "busy_sessions": sum(a.state == "busy" for a in actors),
-            "live_processes": len(self._live),
+            "live_processes": len(self._slots),
             "warm_pool_size": len(self._pool),
             "warm_pids": [a.cli_pid for a in self._pool if a.cli_pid is not None],
             "waiting_turns": sum(a.mailbox_depth for a in actors),

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
 
     max_sessions: int = Field(1000, ge=1)
     max_live_sessions: int = Field(16, ge=1)
+    # A session needing a CLI while none is free or idle waits this long, then 503.
+    live_slot_wait_s: float = Field(10.0, ge=0)
     warm_pool_size: int = Field(2, ge=0)
     session_idle_ttl_s: float = Field(900.0, gt=0)
     session_retention_s: float = Field(86_400.0, gt=0)
@@ -141,6 +143,7 @@ class Settings(BaseSettings):
             workspace_root=self.workspace_root,
             max_sessions=self.max_sessions,
             max_live_sessions=self.max_live_sessions,
+            live_slot_wait_s=self.live_slot_wait_s,
             warm_pool_size=min(self.warm_pool_size, self.max_live_sessions),
             mailbox_size=self.mailbox_size,
             max_turns_per_principal=self.max_turns_per_key,

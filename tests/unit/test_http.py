@@ -129,17 +129,20 @@ async def test_streaming_response_over_the_fake_client(tmp_path, settings):
 async def test_new_session_without_a_live_slot_gets_503_with_retry_after(
     tmp_path, settings, autojump_clock
 ):
-    """When every live slot is held by a busy session, a new session is refused with
-    503 + Retry-After, streaming or not (before any SSE headers)."""
+    """When every live slot is held by a busy session, a new session waits
+    ``live_slot_wait_s`` for one, then is refused with 503 + Retry-After, streaming or
+    not (before any SSE headers)."""
     factory = ScriptedClientFactory(script=lambda p, h: text_reply("x", first_delay=math.inf))
-    config = SupervisorConfig(workspace_root=tmp_path, max_live_sessions=1)
+    config = SupervisorConfig(workspace_root=tmp_path, max_live_sessions=1, live_slot_wait_s=2)
     async with open_supervisor(config, factory) as sup, trio.open_nursery() as nursery:
         client = create_app(sup, settings).test_client()
         busy = {"X-Session-ID": "busy"}
         nursery.start_soon(lambda: client.post("/v1/messages", json=BODY, headers=busy))
         await trio.testing.wait_all_tasks_blocked()
         for body in (BODY, {**BODY, "stream": True}):
+            t0 = trio.current_time()
             refused = await client.post("/v1/messages", json=body, headers={"X-Session-ID": "b"})
+            assert trio.current_time() - t0 == 2
             assert refused.status_code == 503
             assert int(refused.headers["Retry-After"]) >= 1
             error = await refused.get_json()

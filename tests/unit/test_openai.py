@@ -294,11 +294,12 @@ async def test_invalid_session_id_is_a_400(tmp_path, settings):
 async def test_new_session_without_a_live_slot_gets_503_with_retry_after(
     tmp_path, settings, autojump_clock
 ):
-    """When every live slot is busy, a new session is refused with 503 + Retry-After in
-    OpenAI's format, streaming or not (before any SSE headers)."""
+    """When every live slot is busy, a new session waits ``live_slot_wait_s`` for one,
+    then is refused with 503 + Retry-After in OpenAI's format, streaming or not (before
+    any SSE headers)."""
     factory = ScriptedClientFactory(script=lambda p, h: text_reply("x", first_delay=math.inf))
     async with (
-        open_client(tmp_path, settings, factory, max_live_sessions=1) as client,
+        open_client(tmp_path, settings, factory, max_live_sessions=1, live_slot_wait_s=2) as client,
         trio.open_nursery() as nursery,
     ):
         nursery.start_soon(lambda: client.post(PATH, json=BODY, headers={"X-Session-ID": "busy"}))

@@ -3,8 +3,9 @@
 One row per session: (principal, session id) -> Claude session id, workspace, turn
 count, usage and cost totals, and times. Written after every turn (an ``Observer``) and
 read when a turn arrives for a session that is not running (a ``SessionDirectory``). All
-database work runs in one worker thread at a time, each write in its own transaction;
-a damaged database is reported, set aside and replaced, never a crash.
+database work goes through one ordered queue to one writer task (each statement in its
+own transaction, in a worker thread); a damaged database is reported, set aside and
+replaced, never a crash.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import trio
@@ -53,6 +55,7 @@ ON CONFLICT (principal, session_id) DO UPDATE SET
     output_tokens = output_tokens + excluded.output_tokens,
     cost_usd = cost_usd + excluded.cost_usd
 """
+DELETE = "DELETE FROM sessions WHERE principal = ? AND session_id = ?"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -80,22 +83,89 @@ def _connect(path: Path) -> sqlite3.Connection:
         return connection
 
 
+@dataclass(eq=False)
+class _Operation:
+    """One statement for the writer; ``done`` is set once it was applied (or failed)."""
+
+    sql: str
+    args: tuple[object, ...]
+    done: trio.Event | None = None
+    rows: list[tuple] = field(default_factory=list)
+    error: sqlite3.Error | None = None
+
+
 class SessionStore(Observer):
     """The SQLite session store: a ``SessionDirectory`` for the supervisor and an
-    ``Observer`` that records every turn. Create with ``open_session_store``."""
+    ``Observer`` that records every turn. Create with ``open_session_store``.
 
-    def __init__(self, connection: sqlite3.Connection, nursery: trio.Nursery) -> None:
+    Every statement, read or write, goes through one queue to one writer task, so the
+    statements about a session are applied in the order they were made: a turn's record
+    can never land after the session's deletion and bring its row back.
+    """
+
+    def __init__(self, connection: sqlite3.Connection, queue: trio.MemorySendChannel[_Operation]):
         self._connection = connection
-        self._nursery = nursery
-        self._limiter = trio.CapacityLimiter(1)  # one thread on the connection at a time
+        self._queue = queue
         self.errors = 0
+        self.dropped = 0  # records not queued because the queue was full
 
     async def _run(self, sql: str, *args: object) -> list[tuple]:
+        """Queue a statement behind every earlier one and wait for its rows.
+
+        Raises:
+            sqlite3.Error: the statement failed.
+            trio.ClosedResourceError: the store is closed.
+        """
+        operation = _Operation(sql, args, trio.Event())
+        await self._queue.send(operation)
+        assert operation.done is not None
+        await operation.done.wait()
+        if operation.error is not None:
+            raise operation.error
+        return operation.rows
+
+    def _enqueue(self, sql: str, *args: object) -> None:
+        """Queue a write without waiting (from an ``Observer`` method). Not a checkpoint."""
+        try:
+            self._queue.send_nowait(_Operation(sql, args))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self.dropped += 1
+            log.error("the session database queue is full or closed: a record was dropped")
+
+    async def write_in_order(
+        self, queue: trio.MemoryReceiveChannel[_Operation], drain_timeout_s: float
+    ) -> None:
+        """The writer: apply queued statements one at a time until the queue is closed.
+        If cancelled (shutdown), still applies what is queued, shielded for at most
+        ``drain_timeout_s`` seconds, so the last turns are recorded."""
+        with queue:
+            try:
+                async for operation in queue:
+                    await self._apply(operation)
+            finally:
+                with trio.move_on_after(drain_timeout_s, shield=True):
+                    while True:
+                        try:
+                            operation = queue.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        await self._apply(operation)
+
+    async def _apply(self, operation: _Operation) -> None:
         def work() -> list[tuple]:
             with self._connection:  # one transaction
-                return self._connection.execute(sql, args).fetchall()
+                return self._connection.execute(operation.sql, operation.args).fetchall()
 
-        return await trio.to_thread.run_sync(work, limiter=self._limiter)
+        try:
+            operation.rows = await trio.to_thread.run_sync(work)
+        except sqlite3.Error as exc:
+            self.errors += 1
+            operation.error = exc
+            if operation.done is None:  # nobody waits to hear of it
+                log.exception("could not write to the session database")
+        finally:
+            if operation.done is not None:
+                operation.done.set()
 
     async def load(self, key: SessionKey) -> SessionRecord | None:
         """The record of ``key``, or ``None``."""
@@ -125,62 +195,60 @@ class SessionStore(Observer):
         ]
 
     async def delete(self, key: SessionKey) -> None:
-        """Forget ``key``'s record."""
-        await self._run(
-            "DELETE FROM sessions WHERE principal = ? AND session_id = ?",
-            key.principal,
-            key.session_id,
-        )
+        """Forget ``key``'s record, after every record of it queued before."""
+        await self._run(DELETE, key.principal, key.session_id)
 
     async def count(self) -> int:
         return (await self._run("SELECT count(*) FROM sessions"))[0][0]
 
-    # -- Observer: called synchronously by actors; the writes run in the background --
+    # -- Observer: called synchronously by actors; queued for the writer -------------
 
     def turn_ended(self, record: TurnRecord) -> None:
-        if record.session is not None:  # one-turn sessions are not kept
-            self._nursery.start_soon(self._save, record)
-
-    def session_forgotten(self, key: SessionKey) -> None:
-        self._nursery.start_soon(self._guarded, self.delete(key))
-
-    async def _save(self, record: TurnRecord) -> None:
         session, outcome = record.session, record.outcome
-        assert session is not None
-        usage = outcome.usage if isinstance(outcome, TurnCompleted) else None
-        await self._guarded(
-            self._run(
-                UPSERT,
-                session.key.principal,
-                session.key.session_id,
-                session.claude_session_id,
-                str(session.cwd),
-                outcome.model if isinstance(outcome, TurnCompleted) else None,
-                session.created_at,
-                session.last_active_at,
-                session.turns,
-                usage.input_tokens if usage else 0,
-                usage.output_tokens if usage else 0,
-                (outcome.total_cost_usd or 0.0) if isinstance(outcome, TurnCompleted) else 0.0,
-            )
+        if session is None:  # one-turn sessions are not kept
+            return
+        completed = outcome if isinstance(outcome, TurnCompleted) else None
+        usage = completed.usage if completed else None
+        self._enqueue(
+            UPSERT,
+            session.key.principal,
+            session.key.session_id,
+            session.claude_session_id,
+            str(session.cwd),
+            completed.model if completed else None,
+            session.created_at,
+            session.last_active_at,
+            session.turns,
+            usage.input_tokens if usage else 0,
+            usage.output_tokens if usage else 0,
+            (completed.total_cost_usd or 0.0) if completed else 0.0,
         )
 
-    async def _guarded(self, work) -> None:  # type: ignore[no-untyped-def]
-        try:
-            with trio.CancelScope(shield=True):  # a shutdown still records the last turns
-                await work
-        except sqlite3.Error:
-            self.errors += 1
-            log.exception("could not write to the session database")
+    def session_forgotten(self, key: SessionKey) -> None:
+        self._enqueue(DELETE, key.principal, key.session_id)
+
+
+# Records waiting for the writer at most; beyond, a record is dropped and counted.
+MAX_QUEUED = 10_000
 
 
 @asynccontextmanager
-async def open_session_store(path: Path) -> AsyncIterator[SessionStore]:
-    """Open the store at ``path`` for the block; leaving it waits for pending writes
-    (each is shielded, so a shutdown still records the last turns) and closes it."""
+async def open_session_store(
+    path: Path, *, drain_timeout_s: float = 10.0
+) -> AsyncIterator[SessionStore]:
+    """Open the store at ``path`` for the block, with its writer task.
+
+    Leaving the block applies every queued record first; if the block is left by
+    cancellation (shutdown), queued records are still applied for at most
+    ``drain_timeout_s`` seconds. Then the database is closed.
+    """
     connection = await trio.to_thread.run_sync(_connect, path)
+    send, receive = trio.open_memory_channel[_Operation](MAX_QUEUED)
+    store = SessionStore(connection, send)
     try:
         async with trio.open_nursery() as nursery:
-            yield SessionStore(connection, nursery)
+            nursery.start_soon(store.write_in_order, receive, drain_timeout_s)
+            with send:
+                yield store
     finally:
         connection.close()

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import trio
 
-from actors import SessionKey, SupervisorConfig, TextDelta, Turn, open_supervisor
+from actors import (
+    SessionKey,
+    SessionRecord,
+    SupervisorConfig,
+    TextDelta,
+    Turn,
+    TurnCompleted,
+    TurnRecord,
+    Usage,
+    open_supervisor,
+)
 from actors.testing import ScriptedClientFactory
 from app._store import open_session_store
 
@@ -75,3 +85,40 @@ async def test_forgotten_sessions_leave_the_store(tmp_path, autojump_clock):
             assert await store.load(key) is not None
             await trio.sleep(60)
         assert await store.load(key) is None
+
+
+def _turn_record(key: SessionKey, turns: int, cwd) -> TurnRecord:
+    outcome = TurnCompleted(f"t{turns}", "end_turn", Usage(1, 2), 0.01, "claude-1", 5, "m")
+    session = SessionRecord(key, cwd, "claude-1", turns, 1.0, 2.0)
+    return TurnRecord(key.session_id, f"t{turns}", outcome, 0.0, 0.0, None, 1.0, session)
+
+
+async def test_records_of_a_session_apply_in_order_and_a_delete_is_final(tmp_path):
+    """Turn records queued just before a delete never land after it: over many rounds,
+    a deleted session's row never comes back, and the last of several records wins."""
+    key = SessionKey("ordered", "alice")
+    with trio.fail_after(30):
+        async with open_session_store(tmp_path / "s.sqlite3") as store:
+            for round_ in range(50):
+                for turns in range(1, 4):
+                    store.turn_ended(_turn_record(key, turns, tmp_path))
+                assert (await store.load(key)).turns == 3, round_
+                store.turn_ended(_turn_record(key, 4, tmp_path))
+                await store.delete(key)
+                assert await store.load(key) is None, round_
+            assert store.errors == store.dropped == 0
+
+
+async def test_a_cancelled_store_still_writes_what_was_queued(tmp_path):
+    """Leaving the store by cancellation (a shutdown) still applies the records queued
+    before it, within the drain deadline."""
+    key = SessionKey("last-words")
+    with trio.fail_after(30):
+        with trio.CancelScope() as scope:
+            async with open_session_store(tmp_path / "s.sqlite3") as store:
+                for turns in range(1, 6):
+                    store.turn_ended(_turn_record(key, turns, tmp_path))
+                scope.cancel()
+                await trio.sleep_forever()
+        async with open_session_store(tmp_path / "s.sqlite3") as store:
+            assert (await store.load(key)).turns == 5

@@ -188,6 +188,7 @@ class SessionActor:
         self._in_flight = False  # a prompt was sent and its TurnResult not yet read
         self._wedged = False  # the CLI was killed: this client is finished
         self._connected = False  # this CLI lifetime's client did connect
+        self._served = False  # this CLI lifetime ran a turn (see ``evictable``)
         self._restart_times: collections.deque[float] = collections.deque()
         self._permissions: dict[str, _PendingPermission] = {}
         self._asked = False  # a permission question was pending since the deadline was set
@@ -208,6 +209,7 @@ class SessionActor:
         self.key, self.one_turn = key, one_turn
         self.created_at = self.last_active_at = time.time()
         self._idle_since = trio.current_time()
+        self._served = False  # not evictable before the turn that adopted it
 
     def interrupt(self) -> bool:
         """Interrupt the running turn, if any; its caller gets ``TurnFailed(interrupted)``.
@@ -268,7 +270,16 @@ class SessionActor:
 
     @property
     def evictable(self) -> bool:
-        return self.live and self.state == "idle" and self._idle_scope is not None
+        """Whether hibernating this actor would free a slot no turn is about to use: it
+        is live, waiting for a turn with none queued, and (for a session) has served a
+        turn since it connected or was adopted, since its first turn is on its way."""
+        return (
+            self.live
+            and self.state == "idle"
+            and self._idle_scope is not None
+            and not self.mailbox_depth
+            and (self.key is None or self._served)
+        )
 
     @property
     def mailbox_depth(self) -> int:
@@ -356,6 +367,7 @@ class SessionActor:
                 self._connected = True
                 self._observer.cli_started(self._session_id or None, client.pid)
                 self.live, self.cli_pid, self._wedged = True, client.pid, False
+                self._served = False
                 self.state = "idle"
                 self._on_idle()  # a waiter for a live slot may take this one's now
                 if not self.started:
@@ -474,7 +486,7 @@ class SessionActor:
             ClientError: the CLI failed or was killed; the turn has been reported failed
                 (or, if its prompt never reached the CLI, is carried to the next client).
         """
-        self.state, self._current = "busy", envelope
+        self.state, self._current, self._served = "busy", envelope, True
         started_at = trio.current_time()
         session_id_var.set(self._session_id)
         turn_id_var.set(envelope.turn.turn_id)

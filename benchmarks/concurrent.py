@@ -54,9 +54,7 @@ def start_server(state: Path, live: int, pool: int) -> tuple[subprocess.Popen[st
     raise RuntimeError("ccactors did not start")
 
 
-async def session(
-    client: httpx.AsyncClient, name: str, turns: int, results: list[dict]
-) -> None:
+async def session(client: httpx.AsyncClient, name: str, turns: int, results: list[dict]) -> None:
     """``turns`` streamed turns of one session, back to back."""
     for n in range(turns):
         body = {

@@ -8,7 +8,10 @@ The real browser doing the same is tests/e2e/test_browser.py.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +28,7 @@ from actors import Supervisor, open_supervisor
 from actors.testing import ScriptedClientFactory
 from app._app import create_app
 from app._origin import Refusal, RequestPolicy
-from app._settings import InsecureBindError, Settings
+from app._settings import PROJECT_ROOT, InsecureBindError, Settings
 from app._ws_client import open_session_client
 
 GUARD_S = 10
@@ -393,3 +396,26 @@ async def test_the_official_anthropic_and_openai_clients_still_work(served):
     assert count.input_tokens > 0
     assert completion.choices[0].message.content == "echo: hi #1"
     assert models.data
+
+
+def test_serve_refuses_any_host_without_keys_at_start_up(tmp_path):
+    """``ccactors serve`` with ``CCACTORS_ALLOWED_HOSTS='["*"]'`` and no API keys exits
+    with status 2 before listening, saying why."""
+    env = {
+        **{name: value for name, value in os.environ.items() if not name.startswith("CCACTORS_")},
+        "CCACTORS_ALLOWED_HOSTS": '["*"]',
+        "CCACTORS_STATE_DIR": str(tmp_path),
+        "CCACTORS_CLI_PATH": sys.executable,  # any file: the CLI is never started
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "app", "serve", "--port", "0"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "CCACTORS_ALLOWED_HOSTS" in result.stderr
+    assert "DNS rebinding" in result.stderr
+    assert "serving on" not in result.stdout

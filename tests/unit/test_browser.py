@@ -162,8 +162,8 @@ async def test_cross_site_fetch_metadata_is_403_but_a_typed_url_is_not(served):
 
 async def test_an_allowed_origin_gets_cors_answers_and_others_still_do_not(tmp_path):
     """With ``allowed_origins``, that origin's preflight is answered (methods, headers,
-    max age, Vary) and its responses carry Access-Control-Allow-Origin; another origin
-    is still refused and gets no CORS header."""
+    max age, Vary), its responses carry Access-Control-Allow-Origin and its WebSocket
+    is accepted; another origin is still refused and gets no CORS header."""
     async with serving(tmp_path, allowed_origins=[APP + "/"]) as served:
         with trio.fail_after(GUARD_S):
             async with httpx.AsyncClient(base_url=served.url) as client:
@@ -182,6 +182,7 @@ async def test_an_allowed_origin_gets_cors_answers_and_others_still_do_not(tmp_p
                 )
                 plain = await client.get("/v1/sessions")
                 other = await client.post("/v1/messages", json=BODY, headers={"Origin": EVIL})
+            socket = await handshake(served.url, "/v1/sessions/s/ws", {"Origin": APP})
     assert preflight.status_code == 204
     assert preflight.headers["access-control-allow-origin"] == APP
     assert "POST" in preflight.headers["access-control-allow-methods"]
@@ -199,6 +200,7 @@ async def test_an_allowed_origin_gets_cors_answers_and_others_still_do_not(tmp_p
     assert "origin" in plain.headers["vary"].lower()  # caches must not mix the two
     assert other.status_code == 403
     assert "access-control-allow-origin" not in other.headers
+    assert socket.startswith(b"HTTP/1.1 101 "), socket[:200]
 
 
 async def test_a_foreign_host_is_421_in_each_apis_format(served):

@@ -24,6 +24,7 @@ from actors import (
     TurnFailed,
 )
 
+from . import _json
 from ._sse import encode_sse
 
 # -- Errors ---------------------------------------------------------------------------
@@ -35,6 +36,8 @@ ERROR_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "request_too_large",
+    415: "invalid_request_error",
+    421: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",
     502: "api_error",
@@ -224,7 +227,7 @@ def session_id_from(headers: Any, body: dict[str, Any]) -> str | None:
         if match := _LEGACY_USER_ID.search(user_id):
             return match.group(1)
         try:
-            decoded = json.loads(user_id)
+            decoded = _json.loads(user_id)
         except ValueError:
             decoded = None
         if isinstance(decoded, dict) and isinstance(decoded.get("session_id"), str):

@@ -50,10 +50,12 @@ from ._anthropic import (
     turn_prompt,
 )
 from ._auth import AuthError, current_principal, principal_for
+from ._browser import BrowserGuard
 from ._events import event_json, event_type
 from ._logging import request_id_var
 from ._metrics import Metrics
 from ._openai import openai_blueprint
+from ._origin import RequestPolicy
 from ._requests import check_prompt, check_size, describe, json_object
 from ._settings import Settings
 from ._sse import SSE_HEADERS, encode_sse, sse_comment
@@ -81,6 +83,8 @@ def create_app(
     error is Anthropic error JSON with the matching status.
     """
     app = QuartTrio(__name__)
+    # Host, Origin and content-type checks against web pages, before any route or hook.
+    app.asgi_app = BrowserGuard(app.asgi_app, RequestPolicy.from_settings(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.config["KEY_HASHES"] = key_hashes = settings.key_hashes()
     app.register_blueprint(openai_blueprint(supervisor, settings))

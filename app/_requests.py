@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import ValidationError
 from quart import request
 
+from . import _json
 from ._anthropic import RequestError
 from ._settings import Settings
 
@@ -15,13 +15,24 @@ from ._settings import Settings
 async def json_object() -> dict[str, Any]:
     """The request body as a JSON object.
 
+    Only a body declared ``Content-Type: application/json`` is read: a web page can send
+    ``text/plain`` (or a form) to any server without asking, but not JSON (see
+    ``app._browser``). Nesting deeper than ``app._json.MAX_DEPTH`` is refused.
+
     Raises:
-        RequestError: the body is not JSON, or not an object (a 400 in each API's format).
+        RequestError: the body is not declared JSON (415), is not valid JSON or nests
+            too deeply (400), or is not an object (400); each API's handler formats it.
     """
+    content_type = request.headers.get("Content-Type")
+    if not _json.is_json_media_type(content_type):
+        given = f"not {content_type!r}" if content_type else "and it has none"
+        raise RequestError(
+            f"the request body must be Content-Type: application/json, {given}", status=415
+        )
     raw = await request.get_data()
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = _json.loads(raw)
+    except ValueError as exc:
         raise RequestError(f"the request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")

@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors import ActorPolicy, SupervisorConfig
 
 from ._auth import is_loopback, load_key_hashes
+from ._origin import origin_of
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 BUNDLED_CLI = PROJECT_ROOT / "node_modules" / ".bin" / "claude"
@@ -96,9 +97,22 @@ class Settings(BaseSettings):
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_hashes_file: Path | None = None
     insecure_no_auth: bool = False
+    # Web pages that may call this server (CORS), as origins: "https://app.example".
+    # Requests and WebSockets with any other Origin header are refused (403); empty:
+    # no web page may call it. See app._browser and docs/security.md.
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Host header names accepted besides loopback names, the bound host and IP
+    # addresses (e.g. a reverse proxy's name); others are refused (421) against DNS
+    # rebinding. "*" accepts any name: refused at start-up without API keys.
+    allowed_hosts: list[str] = Field(default_factory=list)
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        return [origin_of(origin) for origin in origins]
 
     @property
     def workspace_root(self) -> Path:
@@ -124,13 +138,23 @@ class Settings(BaseSettings):
         return [key.get_secret_value() for key in self.api_keys]
 
     def check_exposure(self) -> None:
-        """Refuse to serve beyond this machine without API keys.
+        """Refuse to serve beyond this machine, or to any web page, without API keys.
 
         Raises:
-            InsecureBindError: ``host`` is not loopback, no key is configured, and
-                ``insecure_no_auth`` is not set.
+            InsecureBindError: no key is configured, ``insecure_no_auth`` is not set, and
+                ``host`` is not loopback or ``allowed_hosts`` has ``"*"``.
         """
-        if self.key_hashes() or is_loopback(self.host) or self.insecure_no_auth:
+        if self.key_hashes() or self.insecure_no_auth:
+            return
+        if "*" in self.allowed_hosts:
+            raise InsecureBindError(
+                'refusing CCACTORS_ALLOWED_HOSTS=["*"] without API keys: any web page '
+                "the user visits could then read and drive this server through DNS "
+                "rebinding. List the host names instead, set CCACTORS_API_KEYS (or "
+                "CCACTORS_API_KEY_HASHES_FILE), or pass --insecure-no-auth if that is "
+                "really intended"
+            )
+        if is_loopback(self.host):
             return
         raise InsecureBindError(
             f"refusing to listen on {self.host} without API keys: anyone who can reach it "

@@ -65,6 +65,7 @@ import quart_trio
 import trio
 from werkzeug.exceptions import HTTPException
 
+from . import _json
 from ._anthropic import error_body
 from ._sse import encode_sse
 
@@ -152,7 +153,7 @@ def _parse_tool(value: str | None) -> tuple[str, dict[str, Any]]:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
         raise ValueError(f"[[tool=...]] needs a tool name, got {value!r}")
     try:
-        tool_input = json.loads(raw) if raw else {}
+        tool_input = _json.loads(raw) if raw else {}
     except ValueError:
         raise ValueError(f"[[tool={name}:...]]: the input is not JSON") from None
     if not isinstance(tool_input, dict):
@@ -384,7 +385,7 @@ async def _stream(reply: _Reply) -> AsyncIterator[bytes]:
 async def _request_body() -> _JSONObject:
     """The request's JSON object with a ``messages`` list; ValueError if it has none."""
     try:
-        body = json.loads(await quart.request.get_data())
+        body = _json.loads(await quart.request.get_data())
     except ValueError:
         raise ValueError("request body is not valid JSON") from None
     if not isinstance(body, dict):

@@ -79,6 +79,7 @@ from actors import (
     TurnStarted,
 )
 
+from . import _json
 from ._anthropic import error_body
 from ._auth import AuthError, principal_for
 from ._events import event_json
@@ -146,13 +147,13 @@ def parse_client_message(data: str | bytes | None) -> AnyClientMessage:
     """Parse one client frame. Not a checkpoint.
 
     Raises:
-        BadMessageError: not a JSON text frame, or not a known message; the error says
-            which field is wrong.
+        BadMessageError: not a JSON text frame (or nested too deeply, see ``app._json``),
+            or not a known message; the error says which field is wrong.
     """
     if not isinstance(data, str):  # quart-trio gives None for an empty binary frame
         raise BadMessageError("send JSON text frames, not binary ones")
     try:
-        raw = json.loads(data)
+        raw = _json.loads(data)
     except ValueError as exc:
         raise BadMessageError(f"the message is not valid JSON: {exc}") from None
     id = raw.get("id") if isinstance(raw, dict) else None

@@ -505,7 +505,9 @@ async def test_wrong_method_is_405_in_openai_format_and_other_routes_keep_theirs
     handlers leave the Anthropic routes' errors Anthropic-shaped."""
     async with open_client(tmp_path, settings) as client:
         wrong = await client.get(PATH)
-        anthropic = await client.post("/v1/messages", data=b"{not json")
+        anthropic = await client.post(
+            "/v1/messages", data=b"{not json", headers={"Content-Type": "application/json"}
+        )
     assert wrong.status_code == 405
     assert wrong.headers["Allow"] == "POST"
     assert (await wrong.get_json())["error"]["type"] == "invalid_request_error"

@@ -236,7 +236,8 @@ async def test_error_directive_answers_with_that_status_and_anthropic_error(
 
 
 @pytest.mark.parametrize(
-    "content", [b"not json", b"[1, 2]", b'{"model": "m"}', b'{"messages": "hi"}']
+    "content",
+    [b"not json", b"[1, 2]", b'{"model": "m"}', b'{"messages": "hi"}', b"[" * 100_000],
 )
 async def test_bad_body_gets_400_invalid_request_error(
     client: httpx.AsyncClient, content: bytes

@@ -1,0 +1,43 @@
+"""Parsing untrusted JSON: request bodies, WebSocket frames, JSON inside JSON fields.
+
+``json.loads`` recurses in C once per nesting level and raises ``RecursionError`` (not a
+``ValueError``) on a document such as 100,000 ``[``: a 500 for an HTTP request, a
+dropped connection for a WebSocket. pydantic-core's parser (jiter, in Rust) refuses
+nesting deeper than its recursion limit, ``MAX_DEPTH``, with an ordinary ``ValueError``,
+and whatever it returns is shallow enough for every later step (pydantic validation,
+``json.dumps``, our own code) to walk without approaching Python's recursion limit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic_core import from_json
+
+# jiter's recursion limit: arrays and objects nested deeper than this are refused.
+MAX_DEPTH = 200
+
+
+def loads(data: str | bytes) -> Any:
+    """Parse one JSON document (UTF-8 if bytes), refusing pathological nesting.
+
+    Accepts what ``json.loads`` accepts (``NaN`` and ``Infinity`` included), except
+    nesting deeper than about ``MAX_DEPTH`` and lone UTF-16 surrogate escapes (which
+    could not be passed on as UTF-8 anyway). Not a checkpoint; linear in ``len(data)``.
+
+    Args:
+        data: the document.
+
+    Returns:
+        The parsed value (dicts, lists, str, int, float, bool, None).
+
+    Raises:
+        ValueError: not valid JSON, or nested too deeply; the message says where.
+    """
+    return from_json(data)
+
+
+def is_json_media_type(value: str | None) -> bool:
+    """Whether a ``Content-Type`` value is ``application/json`` (any case, parameters
+    such as ``charset`` allowed). Not a checkpoint."""
+    return value is not None and value.split(";", 1)[0].strip().lower() == "application/json"

@@ -23,6 +23,7 @@ from ._types import (
     MailboxFullError,
     Observer,
     PrincipalLimitError,
+    RetryLaterError,
     SessionEvent,
     SessionKey,
     SessionNotFoundError,
@@ -47,6 +48,10 @@ class SupervisorConfig:
         workspace_root: each session gets its own working directory below this.
         max_sessions: sessions (live or hibernated) at most; a new one beyond is refused.
         max_live_sessions: CLI processes at most (sessions' and warm ones).
+        max_live_sessions_per_principal: live CLI processes one principal's sessions may
+            hold at once (its share of ``max_live_sessions``); ``None``: no share, any
+            principal may use every slot. Applies to every principal, ``""`` included:
+            an embedder whose sessions all have principal ``""`` leaves it ``None``.
         warm_pool_size: idle actors kept connected, ready to be adopted by new sessions.
         mailbox_size: turns that may wait behind a session's running turn.
         max_turns_per_principal: turns one principal (API key) may have under way (queued
@@ -60,6 +65,7 @@ class SupervisorConfig:
     workspace_root: Path
     max_sessions: int = 1000
     max_live_sessions: int = 32
+    max_live_sessions_per_principal: int | None = None
     warm_pool_size: int = 0
     mailbox_size: int = 4
     max_turns_per_principal: int = 1000
@@ -134,6 +140,12 @@ class Supervisor:
       taken hibernates the least recently used idle session (warm-pool actors go
       first); if none is idle, the request is refused (``CapacityError``, HTTP 503). At
       most ``max_sessions`` sessions in all, live or hibernated.
+    * Tenants: a principal (API key) holds at most ``max_live_sessions_per_principal``
+      live CLIs. One that holds its share and needs another (a new session, adopting a
+      warm actor, or waking a hibernated one) hibernates its *own* least recently used
+      idle session; if none of its sessions is idle it is refused
+      (``PrincipalLimitError``, HTTP 429), while other principals are still served.
+      Warm-pool actors belong to no principal until adopted.
     * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
       leaving ``open_supervisor`` cancels every actor, failing running turns with
       ``session_closed`` and closing every CLI process before it returns.
@@ -181,7 +193,8 @@ class Supervisor:
             CapacityError: no room for a new session, or no live slot to be had.
             MailboxFullError: ``mailbox_size`` turns already wait for this session.
             PrincipalLimitError: the principal already has ``max_turns_per_principal``
-                turns under way, or ``max_sessions_per_principal`` sessions.
+                turns under way, or ``max_sessions_per_principal`` sessions, or holds its
+                share of live CLIs with none of its sessions idle.
             SessionStartError: the session's CLI could not be started.
             SupervisorClosedError: the supervisor is shutting down.
 
@@ -223,7 +236,7 @@ class Supervisor:
                 await self._start_session(key, one_turn=one_turn)
                 continue
             if not actor.live:
-                self._check_live_slot(actor)
+                self._check_live_slot(actor, key.principal)
             try:
                 actor.submit_nowait(envelope)
                 return
@@ -305,7 +318,8 @@ class Supervisor:
         start already under way.
 
         Raises:
-            CapacityError, SupervisorClosedError: as for ``open_turn``.
+            CapacityError, PrincipalLimitError, SupervisorClosedError: as for
+                ``open_turn``.
             SessionStartError: the actor's client could not be connected.
         """
         start = self._starting.get(key)
@@ -323,10 +337,11 @@ class Supervisor:
                     "to be forgotten",
                     retry_after_s=BUSY_RETRY_AFTER_S,
                 )
+            self._check_share(key.principal, None)
             start = self._starting[key] = _Start()
             self._nursery.start_soon(self._spawn, key, start, one_turn)
         await start.done.wait()
-        if isinstance(start.error, CapacityError):
+        if isinstance(start.error, RetryLaterError):
             raise start.error
         if start.error is not None:
             raise SessionStartError(f"could not start Claude Code: {start.error}") from (
@@ -355,12 +370,13 @@ class Supervisor:
         new actor is started (registered once its client is connected)."""
         try:
             known = None if one_turn else await self._load(key)
+            await self._take_share(key.principal)  # adopting a warm actor takes a slot too
             if known is None and self._pool:
                 actor = self._pool.pop(0)
                 actor.adopt(key, one_turn=one_turn)
                 self._changed.unpark_all()
             else:
-                self._check_live_slot(None)
+                self._check_live_slot(None, key.principal)
                 cwd = known.cwd if known else self.config.workspace_root / workspace_name(key)
                 actor = self._new_actor(key, cwd, one_turn)
                 if known is not None:
@@ -450,8 +466,10 @@ class Supervisor:
 
     # -- Live slots (the LiveSlots protocol the actors use) ---------------------------
 
-    def _check_live_slot(self, waking: SessionActor | None) -> None:
-        """Raise CapacityError now if a new live CLI could not be had even by eviction."""
+    def _check_live_slot(self, waking: SessionActor | None, principal: str) -> None:
+        """Raise now if a new live CLI for ``principal`` could not be had even by
+        eviction: CapacityError (every slot busy) or PrincipalLimitError (its share)."""
+        self._check_share(principal, waking)
         if len(self._live) < self.config.max_live_sessions or self._victim(waking):
             return
         raise CapacityError(
@@ -459,11 +477,51 @@ class Supervisor:
             retry_after_s=BUSY_RETRY_AFTER_S,
         )
 
-    def _victim(self, exclude: SessionActor | None) -> SessionActor | None:
+    def _check_share(self, principal: str, waking: SessionActor | None) -> None:
+        """Raise PrincipalLimitError if ``principal`` holds its share of live CLIs and
+        none of its sessions is idle (so none could be hibernated for it)."""
+        share = self.config.max_live_sessions_per_principal
+        if share is None or self._held(principal) < share or self._victim(waking, principal):
+            return
+        raise PrincipalLimitError(
+            f"this key already has {share} live sessions, all busy (its share of "
+            f"{self.config.max_live_sessions}); wait for one of its turns to end",
+            retry_after_s=BUSY_RETRY_AFTER_S,
+        )
+
+    def _held(self, principal: str) -> int:
+        """Live slots held by ``principal``'s sessions (warm actors belong to no one)."""
+        return sum(a.key is not None and a.key.principal == principal for a in self._live)
+
+    def _victim(
+        self, exclude: SessionActor | None, principal: str | None = None
+    ) -> SessionActor | None:
         """The actor to hibernate for a slot: an idle warm one, else the least recently
-        used idle live session."""
-        idle = [a for a in self._live if a is not exclude and a.evictable]
+        used idle live session; with ``principal``, only that principal's sessions."""
+        idle = [
+            a
+            for a in self._live
+            if a is not exclude
+            and a.evictable
+            and (principal is None or (a.key is not None and a.key.principal == principal))
+        ]
         return min(idle, key=lambda a: (a.key is not None, a.last_active_at), default=None)
+
+    async def _take_share(self, principal: str) -> None:
+        """Wait until ``principal`` holds less than its share of live slots, hibernating
+        its own least recently used idle sessions as needed.
+
+        Raises:
+            PrincipalLimitError: it holds its share and none of its sessions is idle.
+        """
+        share = self.config.max_live_sessions_per_principal
+        while share is not None and self._held(principal) >= share:
+            self._check_share(principal, None)
+            victim = self._victim(None, principal)
+            assert victim is not None  # _check_share found one
+            log.info("hibernating session %s: its key holds its share", victim.key)
+            victim.evict()
+            await self._slot_released.park()
 
     async def acquire(self, actor: SessionActor) -> None:
         """Take a live slot for ``actor``, hibernating idle sessions as needed.
@@ -471,8 +529,12 @@ class Supervisor:
         Raises:
             CapacityError: every live slot is held by a busy session (or, for a warm-pool
                 actor, no slot is free: warm actors never evict).
+            PrincipalLimitError: the actor's principal holds its share of live slots and
+                none of its sessions is idle.
         """
         await trio.lowlevel.checkpoint()
+        if actor.key is not None:
+            await self._take_share(actor.key.principal)
         while len(self._live) >= self.config.max_live_sessions:
             victim = None if actor.key is None else self._victim(actor)
             if victim is None:

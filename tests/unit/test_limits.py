@@ -8,6 +8,7 @@ Over the scripted fake client. Tests of time-outs use real sockets (hypercorn on
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,8 @@ import httpx
 import hypercorn.trio
 import pytest
 import trio
+import wsproto
+import wsproto.events
 from trio_websocket import ConnectionClosed
 
 from actors import open_supervisor
@@ -244,6 +247,29 @@ async def test_websocket_turns_obey_prompt_size_and_per_key_turn_limits(tmp_path
 
 
 # -- WebSocket idle timeout -----------------------------------------------------------
+
+
+async def test_server_pings_each_websocket_every_ping_interval(tmp_path):
+    """hypercorn, configured from ws_ping_interval_s, sends protocol pings: a bare
+    wsproto client (which answers nothing by itself) sees them that often."""
+    settings = Settings(state_dir=tmp_path, port=0, ws_ping_interval_s=0.2)
+    with trio.fail_after(GUARD_S):
+        async with serving(settings, ScriptedClientFactory()) as url:
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            stream = await trio.open_tcp_stream(host, int(port))
+            async with stream:
+                ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+                request = wsproto.events.Request(host=host, target="/v1/sessions/p/ws")
+                await stream.send_all(ws.send(request))
+                pings: list[float] = []
+                while len(pings) < 3:
+                    ws.receive_data(await stream.receive_some())
+                    for event in ws.events():
+                        if isinstance(event, wsproto.events.Ping):
+                            pings.append(trio.current_time())
+                            await stream.send_all(ws.send(event.response()))
+    gaps = [later - earlier for earlier, later in itertools.pairwise(pings)]
+    assert all(0.2 <= gap < 0.2 + 1.0 for gap in gaps), gaps
 
 
 async def test_quiet_websocket_is_closed_after_the_idle_timeout_but_not_during_its_turn(

@@ -21,11 +21,11 @@ from ._logcontext import session_id_var, turn_id_var
 from ._prompt import as_user_text
 from ._translate import Translator
 from ._types import (
-    CapacityError,
     FailureReason,
     Observer,
     PermissionDecision,
     PermissionRequest,
+    RetryLaterError,
     SessionEvent,
     SessionKey,
     SessionRecord,
@@ -111,7 +111,8 @@ class LiveSlots(Protocol):
     """Where an actor gets permission to run a CLI process (the supervisor)."""
 
     async def acquire(self, actor: SessionActor) -> None:
-        """Take a live slot, evicting an idle session if needed. Raises CapacityError."""
+        """Take a live slot, evicting an idle session if needed. Raises CapacityError
+        or PrincipalLimitError."""
         ...
 
     def release(self, actor: SessionActor) -> None: ...
@@ -303,7 +304,7 @@ class SessionActor:
 
         Raises:
             ClientError: the first client could not be started.
-            CapacityError: no live slot for the first client.
+            CapacityError, PrincipalLimitError: no live slot for the first client.
             SessionFailedError: the CLI failed more often than the restart intensity.
 
         If cancelled (supervisor shutdown), the running turn gets
@@ -332,7 +333,7 @@ class SessionActor:
                         )
                         self.claude_session_id = None
                     continue
-                except CapacityError as exc:
+                except RetryLaterError as exc:  # no live slot (or not within its key's share)
                     if not self.started:
                         raise
                     if self._carry is not None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from ._types import CapacityError
+from ._types import CapacityError, PrincipalLimitError
 
 if TYPE_CHECKING:
     from ._actor import SessionActor
@@ -36,15 +36,21 @@ class LiveSlots:
       releases its slot or ends the turn it received, both bounded by the turn timeouts.
     * Warm-pool actors never wait and never evict: they take a free slot or none. While
       any session waits for a slot, the warm pool is not refilled (``waiting``).
+    * With a ``share``, a principal's sessions hold at most ``share`` slots. One at its
+      share that needs another hibernates its *own* least recently used idle session
+      first; if none of its sessions is idle it gets ``PrincipalLimitError`` (HTTP 429)
+      at once. Warm actors belong to no principal.
 
     Args:
         capacity: CLI processes at most (sessions' and warm ones).
         wait_s: seconds a session waits for a slot before ``CapacityError``.
+        share: slots one principal's sessions may hold, or ``None`` for no share.
     """
 
-    def __init__(self, capacity: int, *, wait_s: float = 0.0) -> None:
+    def __init__(self, capacity: int, *, wait_s: float = 0.0, share: int | None = None) -> None:
         self.capacity = capacity
         self.wait_s = wait_s
+        self.share = share
         self.holders: set[SessionActor] = set()
         self.waiting = 0  # sessions waiting for a slot now
         self._changed = trio.lowlevel.ParkingLot()
@@ -62,11 +68,61 @@ class LiveSlots:
         self.holders.discard(actor)
         self.notify()
 
-    def victim(self, exclude: SessionActor | None = None) -> SessionActor | None:
+    def victim(
+        self, exclude: SessionActor | None = None, principal: str | None = None
+    ) -> SessionActor | None:
         """The holder to hibernate for a slot: an idle warm one, else the least recently
-        used idle live session; ``None`` if no holder is idle. Not a checkpoint."""
-        idle = [a for a in self.holders if a is not exclude and a.evictable]
+        used idle live session (with ``principal``: only that principal's sessions);
+        ``None`` if no such holder is idle. Not a checkpoint."""
+        idle = [
+            a
+            for a in self.holders
+            if a is not exclude
+            and a.evictable
+            and (principal is None or (a.key is not None and a.key.principal == principal))
+        ]
         return min(idle, key=lambda a: (a.key is not None, a.last_active_at), default=None)
+
+    def held(self, principal: str) -> int:
+        """Slots held by ``principal``'s sessions. Not a checkpoint."""
+        return sum(a.key is not None and a.key.principal == principal for a in self.holders)
+
+    def check_share(self, principal: str, exclude: SessionActor | None = None) -> None:
+        """Raise now if ``principal`` holds its share and none of its sessions is idle.
+
+        Raises:
+            PrincipalLimitError: as above (HTTP 429).
+
+        Not a checkpoint.
+        """
+        if (
+            self.share is None
+            or self.held(principal) < self.share
+            or self.victim(exclude, principal) is not None
+        ):
+            return
+        raise PrincipalLimitError(
+            f"this key already has {self.share} live sessions, all busy (its share of "
+            f"{self.capacity}); wait for one of its turns to end",
+            retry_after_s=BUSY_RETRY_AFTER_S,
+        )
+
+    async def take_share(self, principal: str) -> None:
+        """Return once ``principal`` holds less than its share, hibernating its own
+        idle sessions (least recently used first) as needed.
+
+        Raises:
+            PrincipalLimitError: it holds its share and none of its sessions is idle.
+
+        A checkpoint only when it has to wait for a session to hibernate.
+        """
+        while self.share is not None and self.held(principal) >= self.share:
+            self.check_share(principal)
+            victim = self.victim(None, principal)
+            assert victim is not None  # check_share found one
+            log.info("hibernating session %s: its key holds its share", victim.key)
+            victim.evict()
+            await self._changed.park()  # its release, or the end of a turn it just got
 
     def _available(self, actor: SessionActor | None) -> bool:
         return len(self.holders) < self.capacity or self.victim(actor) is not None
@@ -88,9 +144,13 @@ class LiveSlots:
         Raises:
             CapacityError: no slot within ``wait_s`` seconds (for a warm-pool actor: no
                 free slot now).
+            PrincipalLimitError: the actor's principal holds its share and none of its
+                sessions is idle.
 
         Always a checkpoint. If cancelled, no slot is held.
         """
+        if actor.key is not None:
+            await self.take_share(actor.key.principal)
         await self._wait(actor, take=True)
 
     async def _wait(self, actor: SessionActor | None, *, take: bool) -> None:

@@ -24,6 +24,7 @@ from ._types import (
     MailboxFullError,
     Observer,
     PrincipalLimitError,
+    RetryLaterError,
     SessionEvent,
     SessionKey,
     SessionNotFoundError,
@@ -48,6 +49,10 @@ class SupervisorConfig:
         live_slot_wait_s: how long a session that needs a CLI process waits for a live
             slot (while none is free and no live session is idle) before
             ``CapacityError``.
+        max_live_sessions_per_principal: live CLI processes one principal's sessions may
+            hold at once (its share of ``max_live_sessions``); ``None``: no share, any
+            principal may use every slot. Applies to every principal, ``""`` included:
+            an embedder whose sessions all have principal ``""`` leaves it ``None``.
         warm_pool_size: idle actors kept connected, ready to be adopted by new sessions.
         mailbox_size: turns that may wait behind a session's running turn.
         max_turns_per_principal: turns one principal (API key) may have under way (queued
@@ -62,6 +67,7 @@ class SupervisorConfig:
     max_sessions: int = 1000
     max_live_sessions: int = 32
     live_slot_wait_s: float = 10.0
+    max_live_sessions_per_principal: int | None = None
     warm_pool_size: int = 0
     mailbox_size: int = 4
     max_turns_per_principal: int = 1000
@@ -139,6 +145,12 @@ class Supervisor:
       again on every change and never depends on an idle TTL (the rule in full:
       ``LiveSlots``). The warm pool is not refilled while a session waits. At most
       ``max_sessions`` sessions in all, live or hibernated.
+    * Tenants: a principal (API key) holds at most ``max_live_sessions_per_principal``
+      live CLIs. One that holds its share and needs another (a new session, adopting a
+      warm actor, or waking a hibernated one) hibernates its *own* least recently used
+      idle session; if none of its sessions is idle it is refused
+      (``PrincipalLimitError``, HTTP 429), while other principals are still served.
+      Warm-pool actors belong to no principal until adopted.
     * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
       leaving ``open_supervisor`` cancels every actor, failing running turns with
       ``session_closed`` and closing every CLI process before it returns.
@@ -159,7 +171,11 @@ class Supervisor:
         self._nursery = nursery
         self._sessions: dict[SessionKey, SessionActor] = {}
         self._starting: dict[SessionKey, _Start] = {}
-        self._slots = LiveSlots(config.max_live_sessions, wait_s=config.live_slot_wait_s)
+        self._slots = LiveSlots(
+            config.max_live_sessions,
+            wait_s=config.live_slot_wait_s,
+            share=config.max_live_sessions_per_principal,
+        )
         self._pool: list[SessionActor] = []  # warm, unassigned, ready
         self._pool_starting = 0
         self._changed = trio.lowlevel.ParkingLot()  # pool shrank or a session went idle
@@ -185,7 +201,8 @@ class Supervisor:
             CapacityError: no room for a new session, or no live slot to be had.
             MailboxFullError: ``mailbox_size`` turns already wait for this session.
             PrincipalLimitError: the principal already has ``max_turns_per_principal``
-                turns under way, or ``max_sessions_per_principal`` sessions.
+                turns under way, or ``max_sessions_per_principal`` sessions, or holds its
+                share of live CLIs with none of its sessions idle.
             SessionStartError: the session's CLI could not be started.
             SupervisorClosedError: the supervisor is shutting down.
 
@@ -226,12 +243,15 @@ class Supervisor:
             if actor is None:
                 await self._start_session(key, one_turn=one_turn)
                 continue
-            if not actor.live and len(self._slots) >= self.config.max_live_sessions:
-                # Hibernated and no free slot: wait (bounded) for room while a refusal
-                # can still be a status code.
-                await self._slots.wait_for_room(actor)
-                if self._sessions.get(key) is not actor:
-                    continue  # it retired meanwhile: look again
+            if not actor.live:
+                # Hibernated: its key must be within its share of live CLIs (else 429
+                # now), and with no free slot it waits (bounded) for room while a
+                # refusal can still be a status code.
+                self._slots.check_share(key.principal, actor)
+                if len(self._slots) >= self.config.max_live_sessions:
+                    await self._slots.wait_for_room(actor)
+                    if self._sessions.get(key) is not actor:
+                        continue  # it retired meanwhile: look again
             try:
                 actor.submit_nowait(envelope)
                 return
@@ -313,7 +333,8 @@ class Supervisor:
         start already under way.
 
         Raises:
-            CapacityError, SupervisorClosedError: as for ``open_turn``.
+            CapacityError, PrincipalLimitError, SupervisorClosedError: as for
+                ``open_turn``.
             SessionStartError: the actor's client could not be connected.
         """
         start = self._starting.get(key)
@@ -331,10 +352,11 @@ class Supervisor:
                     "to be forgotten",
                     retry_after_s=BUSY_RETRY_AFTER_S,
                 )
+            self._slots.check_share(key.principal)
             start = self._starting[key] = _Start()
             self._nursery.start_soon(self._spawn, key, start, one_turn)
         await start.done.wait()
-        if isinstance(start.error, CapacityError):
+        if isinstance(start.error, RetryLaterError):
             raise start.error
         if start.error is not None:
             raise SessionStartError(f"could not start Claude Code: {start.error}") from (
@@ -363,6 +385,7 @@ class Supervisor:
         new actor is started (registered once its client is connected)."""
         try:
             known = None if one_turn else await self._load(key)
+            await self._slots.take_share(key.principal)  # adopting a warm actor takes a slot too
             if known is None and self._pool:
                 actor = self._pool.pop(0)
                 actor.adopt(key, one_turn=one_turn)

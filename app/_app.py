@@ -49,9 +49,10 @@ from ._anthropic import (
     session_key_from,
     turn_prompt,
 )
-from ._auth import AuthError, current_principal, principal_for
+from ._auth import AuthError, current_principal, is_admin, principal_for
 from ._browser import BrowserGuard
 from ._events import event_json, event_type
+from ._limits import PerKeyCap, shield_last_send
 from ._logging import request_id_var
 from ._metrics import Metrics
 from ._openai import openai_blueprint
@@ -65,6 +66,7 @@ from ._websocket import websocket_blueprint
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = {"/", "/health"}  # answer without an API key (probes)
+ADMIN_PATHS = {"/v1/stats", "/metrics"}  # need an operator key once keys are configured
 access_log = logging.getLogger("ccactors.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -81,12 +83,23 @@ def create_app(
     ``GET /v1/sessions``, ``GET /v1/sessions/<id>``, ``POST /v1/sessions/<id>/interrupt``,
     ``GET /v1/sessions/<id>/events`` (SSE), ``GET /v1/stats``, ``GET /health``. Every
     error is Anthropic error JSON with the matching status.
+
+    With API keys configured, ``/v1/stats`` and ``/metrics`` need an operator key
+    (``admin_api_keys``): 401 without a valid key, 403 with a key that is not an
+    operator's. Without keys (loopback only) they are open. ``/health`` tells nothing
+    but that the server answers. A body not received within ``body_read_timeout_s``
+    is answered 408.
     """
     app = QuartTrio(__name__)
     # Host, Origin and content-type checks against web pages, before any route or hook.
     app.asgi_app = BrowserGuard(app.asgi_app, RequestPolicy.from_settings(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # quart-trio bounds request.get_data() with this (a trickled body gets 408).
+    app.config["BODY_TIMEOUT"] = settings.body_read_timeout_s
     app.config["KEY_HASHES"] = key_hashes = settings.key_hashes()
+    app.asgi_app = shield_last_send(app.asgi_app)  # type: ignore[method-assign]
+    admin_hashes = settings.admin_key_hashes()
+    listeners = PerKeyCap(settings.max_listeners_per_key, "event listeners")
     app.register_blueprint(openai_blueprint(supervisor, settings))
     app.register_blueprint(websocket_blueprint(supervisor, settings))
     metrics = Metrics(supervisor)
@@ -103,6 +116,9 @@ def create_app(
                 g.principal = principal_for(request.headers, key_hashes)
             except AuthError as exc:
                 raise RequestError(str(exc), status=401) from None
+            operator = not key_hashes or is_admin(request.headers, admin_hashes)
+            if request.path in ADMIN_PATHS and not operator:
+                raise RequestError("this endpoint needs an operator (admin) API key", 403)
 
     @app.after_request
     async def log_access(response: Response) -> Response:
@@ -244,8 +260,8 @@ def create_app(
 
     @app.get("/v1/sessions/<session_id>/events")
     async def session_events(session_id: str) -> Response:
-        stream = _listen(supervisor, _key(session_id), settings.sse_ping_interval_s)
-        await anext(stream)  # SessionNotFoundError -> 404 while we still can
+        stream = _listen(supervisor, _key(session_id), settings.sse_ping_interval_s, listeners)
+        await anext(stream)  # SessionNotFoundError -> 404, over the cap -> 429, while we can
         response = Response(stream, 200, SSE_HEADERS)
         response.timeout = None
         return response
@@ -260,7 +276,7 @@ def create_app(
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "sessions": len(supervisor.sessions())}
+        return {"status": "ok"}  # no counts: it answers without a key
 
     return app
 
@@ -302,13 +318,17 @@ async def _stream_turn(
     yield sse_comment("end")
 
 
-async def _listen(supervisor: Supervisor, key: SessionKey, ping_s: float) -> AsyncIterator[bytes]:
+async def _listen(
+    supervisor: Supervisor, key: SessionKey, ping_s: float, cap: PerKeyCap
+) -> AsyncIterator[bytes]:
     """The SSE body of a session's event stream; first yields ``b""`` once listening.
 
     Each event is ``event: <type>`` with its JSON (see ``app._events``); a listener too
-    slow to keep up gets a ``lagged`` event saying how many it lost.
+    slow to keep up gets a ``lagged`` event saying how many it lost. Counts against the
+    key's ``cap`` of listeners while it runs (``PrincipalLimitError`` at the first item
+    if the key is at its cap).
     """
-    with supervisor.listen(key) as events:
+    with cap.hold(key.principal), supervisor.listen(key) as events:
         yield b""
         async with aclosing(_with_keepalive(events, ping_s)) as ticks:
             async for event in ticks:

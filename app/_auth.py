@@ -95,6 +95,19 @@ def principal_for(headers: Mapping[str, str], key_hashes: list[bytes]) -> str:
     return digest[:PRINCIPAL_BYTES].hex()
 
 
+def is_admin(headers: Mapping[str, str], admin_hashes: list[bytes]) -> bool:
+    """Whether the request presents one of the operator keys (compared in constant time,
+    as in ``principal_for``). Not a checkpoint."""
+    key = presented_key(headers)
+    if key is None:
+        return False
+    digest = hash_key(key)
+    matched = False
+    for known in admin_hashes:
+        matched |= hmac.compare_digest(digest, known)
+    return matched
+
+
 def current_principal() -> str:
     """The principal of the request or WebSocket being served (set by the auth check)."""
     return g.get("principal", "")

@@ -58,6 +58,29 @@ def cli_options(settings: Settings, extra_env: dict[str, str]) -> CliOptions:
     )
 
 
+def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
+    """hypercorn's configuration from our settings: the bind address, logging, and the
+    limits on slow or silent clients. Not a checkpoint.
+
+    * ``keep_alive_timeout``: a connection that sends no complete request head within
+      ``keep_alive_timeout_s`` of opening (or of its previous response) is closed; this
+      also cuts a request head trickled byte by byte (slowloris).
+    * ``websocket_ping_interval``: a protocol ping every ``ws_ping_interval_s`` on each
+      WebSocket, so idle proxies keep the connection and dead peers are noticed.
+    * ``read_timeout`` stays unset: hypercorn applies it to every read of a connection,
+      so it would cut SSE streams and WebSockets whose client is quiet. A trickled body
+      is bounded by the app instead (``body_read_timeout_s``, 408).
+    """
+    config = hypercorn.config.Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.accesslog = None  # the app logs each request, with its ids
+    config.errorlog = logging.getLogger("ccactors.http")
+    config.graceful_timeout = 1.0  # turns had shutdown_grace_s already
+    config.keep_alive_timeout = settings.keep_alive_timeout_s
+    config.websocket_ping_interval = settings.ws_ping_interval_s
+    return config
+
+
 async def wait_for_signal() -> None:
     """Return on the first SIGINT or SIGTERM."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -123,11 +146,7 @@ async def serve(
                     await supervisor.wait_idle()
                 log.info("stopping: running turns are interrupted, every CLI closed")
 
-            config = hypercorn.config.Config()
-            config.bind = [f"{settings.host}:{settings.port}"]
-            config.accesslog = None  # the app logs each request, with its ids
-            config.errorlog = logging.getLogger("ccactors.http")
-            config.graceful_timeout = 1.0  # turns had shutdown_grace_s already
+            config = hypercorn_config(settings)
             async with trio.open_nursery() as http:
                 binds = await http.start(
                     functools.partial(

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_live_sessions: int = Field(16, ge=1)
     # A session needing a CLI while none is free or idle waits this long, then 503.
     live_slot_wait_s: float = Field(10.0, ge=0)
+    # Live CLIs one API key may hold (None: half of max_live_sessions, at least 1). Only
+    # with API keys: with auth off every session has one principal, so no share applies.
+    max_live_sessions_per_key: int | None = Field(None, ge=1)
     warm_pool_size: int = Field(2, ge=0)
     session_idle_ttl_s: float = Field(900.0, gt=0)
     session_retention_s: float = Field(86_400.0, gt=0)
@@ -70,6 +73,16 @@ class Settings(BaseSettings):
     mailbox_size: int = Field(4, ge=1)
     cli_close_timeout_s: float = Field(5.0, gt=0)
     sse_ping_interval_s: float = Field(15.0, gt=0)
+    # WebSocket protocol pings (hypercorn sends them; None: none), and how long a
+    # WebSocket may go without a client message, and no turn of its own, before it is
+    # closed (1000, with the reason).
+    ws_ping_interval_s: float | None = Field(20.0, gt=0)
+    ws_idle_timeout_s: float = Field(300.0, gt=0)
+    # Slow clients: a request body must arrive within body_read_timeout_s (else 408);
+    # a connection must send a request's head within keep_alive_timeout_s of opening or
+    # of its previous response (else hypercorn closes it).
+    body_read_timeout_s: float = Field(30.0, gt=0)
+    keep_alive_timeout_s: float = Field(5.0, gt=0)
 
     model: str | None = None
     tools: list[str] = Field(default_factory=lambda: list(READ_ONLY_TOOLS))
@@ -93,9 +106,17 @@ class Settings(BaseSettings):
 
     max_turns_per_key: int = Field(16, ge=1)
     max_sessions_per_key: int = Field(200, ge=1)
+    # Open WebSocket connections and /events listeners one key (or, with auth off, all
+    # callers together) may hold; one more is refused (429, Retry-After).
+    max_websockets_per_key: int = Field(16, ge=1)
+    max_listeners_per_key: int = Field(16, ge=1)
 
     api_keys: list[SecretStr] = Field(default_factory=list)
     api_key_hashes_file: Path | None = None
+    # Operator keys: needed for /v1/stats and /metrics once any key is configured; they
+    # are API keys too (each its own principal). Same forms as api_keys.
+    admin_api_keys: list[SecretStr] = Field(default_factory=list)
+    admin_api_key_hashes_file: Path | None = None
     insecure_no_auth: bool = False
     # Web pages that may call this server (CORS), as origins: "https://app.example".
     # Requests and WebSockets with any other Origin header are refused (403); empty:
@@ -125,17 +146,27 @@ class Settings(BaseSettings):
         return self.state_dir / "claude"
 
     def key_hashes(self) -> list[bytes]:
-        """SHA-256 of every accepted API key (empty: auth is off).
+        """SHA-256 of every accepted API key, operator keys included (empty: auth is off).
 
         Raises:
             KeyFileError: ``api_key_hashes_file`` is unreadable or malformed.
         """
         keys = [key.get_secret_value() for key in self.api_keys]
-        return load_key_hashes(keys, self.api_key_hashes_file)
+        return load_key_hashes(keys, self.api_key_hashes_file) + self.admin_key_hashes()
+
+    def admin_key_hashes(self) -> list[bytes]:
+        """SHA-256 of every operator key (``admin_api_keys`` and its hash file).
+
+        Raises:
+            KeyFileError: ``admin_api_key_hashes_file`` is unreadable or malformed.
+        """
+        keys = [key.get_secret_value() for key in self.admin_api_keys]
+        return load_key_hashes(keys, self.admin_api_key_hashes_file)
 
     def secrets(self) -> list[str]:
-        """Every secret value of these settings (API keys), to keep out of any CLI."""
-        return [key.get_secret_value() for key in self.api_keys]
+        """Every secret value of these settings (API and operator keys), to keep out of
+        any CLI."""
+        return [key.get_secret_value() for key in (*self.api_keys, *self.admin_api_keys)]
 
     def check_exposure(self) -> None:
         """Refuse to serve beyond this machine, or to any web page, without API keys.
@@ -162,12 +193,26 @@ class Settings(BaseSettings):
             "bind to 127.0.0.1, or pass --insecure-no-auth if that is really intended"
         )
 
+    def live_share(self) -> int | None:
+        """Live CLIs one API key may hold: ``max_live_sessions_per_key``, by default half
+        of ``max_live_sessions`` (at least 1); ``None`` (no share) when auth is off, as
+        every session then has the same principal and a share would only cut capacity.
+
+        Raises:
+            KeyFileError: as for ``key_hashes``.
+        """
+        if not self.key_hashes():
+            return None
+        share = self.max_live_sessions_per_key or max(1, self.max_live_sessions // 2)
+        return min(share, self.max_live_sessions)
+
     def supervisor_config(self) -> SupervisorConfig:
         return SupervisorConfig(
             workspace_root=self.workspace_root,
             max_sessions=self.max_sessions,
             max_live_sessions=self.max_live_sessions,
             live_slot_wait_s=self.live_slot_wait_s,
+            max_live_sessions_per_principal=self.live_share(),
             warm_pool_size=min(self.warm_pool_size, self.max_live_sessions),
             mailbox_size=self.mailbox_size,
             max_turns_per_principal=self.max_turns_per_key,

@@ -28,8 +28,19 @@ Server to client:
   CLI could not start), with Anthropic's error types. The connection stays open.
 
 Each turn message gets exactly one reply, ``turn_accepted`` or ``error``, in the order
-the messages were sent. An invalid session id in the URL gets an ``error`` frame, then
-the server closes the connection with code 1008 (policy violation) and the same reason.
+the messages were sent. A turn is held to the same limits as over HTTP: a prompt over
+``max_prompt_chars`` gets ``invalid_request_error``, a key with ``max_turns_per_key``
+turns under way (or at its share of live CLIs) ``rate_limit_error``.
+
+An invalid session id in the URL, a missing key, or a key that already has
+``max_websockets_per_key`` connections open gets an ``error`` frame (the last with
+``rate_limit_error`` and ``retry_after_s``), then the server closes the connection with
+code 1008 (policy violation) and the same reason. The handshake is accepted first, so
+the client can read why.
+
+Liveness: hypercorn pings every connection each ``ws_ping_interval_s``. A connection
+with no client message for ``ws_idle_timeout_s``, and no turn of its own under way, is
+closed with code 1000 and reason ``idle timeout``.
 
 Design. Every connection shows the session's events from one place: a listener
 (``Supervisor.listen``), so the sender of a turn and every other connection see the same
@@ -57,6 +68,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import json
+import math
 from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
@@ -68,6 +80,7 @@ from quart.wrappers import Websocket
 from actors import (
     CapacityError,
     InvalidSessionIdError,
+    PrincipalLimitError,
     RetryLaterError,
     SessionError,
     SessionKey,
@@ -80,10 +93,11 @@ from actors import (
 )
 
 from . import _json
-from ._anthropic import error_body
+from ._anthropic import RequestError, error_body
 from ._auth import AuthError, principal_for
 from ._events import event_json
-from ._requests import describe
+from ._limits import PerKeyCap
+from ._requests import check_prompt, describe
 from ._settings import Settings
 
 # How often a connection whose session does not exist checks whether it does now.
@@ -92,6 +106,8 @@ SESSION_POLL_S = 1.0
 # and a slow client's listener lags (it never slows the session).
 OUTBOX_SIZE = 32
 POLICY_VIOLATION = 1008  # WebSocket close code (RFC 6455, 7.4.1)
+NORMAL_CLOSURE = 1000
+IDLE_REASON = "idle timeout"
 MAX_CLOSE_REASON = 123  # bytes a close frame has room for
 
 Frame = dict[str, Any]
@@ -233,10 +249,15 @@ class _Listening:
 class _Connection:
     """One WebSocket connection to one session."""
 
-    def __init__(self, supervisor: Supervisor, key: SessionKey, registry: _Registry) -> None:
+    def __init__(
+        self, supervisor: Supervisor, key: SessionKey, registry: _Registry, settings: Settings
+    ) -> None:
         self.key = key
         self._supervisor = supervisor
         self._registry = registry
+        self._settings = settings
+        self._turns = 0  # turns this connection sent that are under way
+        self._idle_scope: trio.CancelScope | None = None  # around a receive
         # Listeners in order; more than one only while an old incarnation ends.
         self._listening: collections.deque[_Listening] = collections.deque()
         self._attached = trio.lowlevel.ParkingLot()
@@ -257,7 +278,8 @@ class _Connection:
         self._attached.unpark_all()
 
     async def serve(self, ws: Websocket) -> None:
-        """Serve the connection until it is cancelled (the client went away)."""
+        """Serve the connection until it is cancelled (the client went away) or idle
+        for ``ws_idle_timeout_s`` (then it is closed with code 1000)."""
         with self._registry.registered(self), self._outbox_send, self._outbox_receive:
             try:
                 self.attach()
@@ -275,10 +297,12 @@ class _Connection:
                     nursery.start_soon(self._write, ws)
                     nursery.start_soon(self._forward_events)
                     await self._read(ws, nursery)
+                    nursery.cancel_scope.cancel()  # idle: no turn of its own is under way
             finally:
                 for listening in self._listening:
                     listening.close()
                 self._listening.clear()
+        await ws.close(NORMAL_CLOSURE, IDLE_REASON)
 
     async def _send(self, frame: Frame) -> None:
         await self._outbox_send.send(frame)
@@ -304,9 +328,22 @@ class _Connection:
             listening.close()
             self._listening.popleft()
 
+    def _rearm_idle(self) -> None:
+        """Restart the idle deadline of the receive under way (none while a turn of this
+        connection is under way). Not a checkpoint."""
+        if self._idle_scope is not None:
+            idle = trio.current_time() + self._settings.ws_idle_timeout_s
+            self._idle_scope.deadline = math.inf if self._turns else idle
+
     async def _read(self, ws: Websocket, nursery: trio.Nursery) -> None:
+        """Handle client messages until the connection has been idle too long."""
         while True:
-            data = await ws.receive()
+            with trio.CancelScope() as self._idle_scope:
+                self._rearm_idle()
+                data = await ws.receive()
+            idle, self._idle_scope = self._idle_scope.cancelled_caught, None
+            if idle:
+                return
             try:
                 message = parse_client_message(data)
             except BadMessageError as exc:
@@ -317,8 +354,13 @@ class _Connection:
                     text = "model switching is not supported yet: omit 'model'"
                     await self._send(error_frame(400, text, id=message.id))
                 case TurnMessage():
+                    try:
+                        prompt = check_prompt(message.content, self._settings)
+                    except RequestError as exc:
+                        await self._send(error_frame(exc.status, str(exc), id=message.id))
+                        continue
                     # Returns once the turn is queued or refused: replies stay in order.
-                    await nursery.start(self._run_turn, Turn(message.content), message.id)
+                    await nursery.start(self._run_turn, Turn(prompt), message.id)
                 case InterruptMessage():
                     try:
                         interrupted = self._supervisor.interrupt(self.key)
@@ -344,7 +386,18 @@ class _Connection:
         self, turn: Turn, id: str | None, *, task_status: trio.TaskStatus[None]
     ) -> None:
         """Queue ``turn`` and hold it until it ends; its events reach the client through
-        the listener. If cancelled (the client went away), the turn is interrupted."""
+        the listener. If cancelled (the client went away), the turn is interrupted.
+        While it is under way, the connection is not idle."""
+        self._turns += 1
+        try:
+            await self._hold_turn(turn, id, task_status)
+        finally:
+            self._turns -= 1
+            self._rearm_idle()
+
+    async def _hold_turn(
+        self, turn: Turn, id: str | None, task_status: trio.TaskStatus[None]
+    ) -> None:
         async with contextlib.AsyncExitStack() as stack:
             try:
                 events = await stack.enter_async_context(self._supervisor.open_turn(self.key, turn))
@@ -379,19 +432,27 @@ def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint
 
     Args:
         supervisor: runs the sessions.
-        settings: the server's settings (for the same construction as the other routes;
-            nothing here is configurable yet).
+        settings: the server's settings (``max_websockets_per_key``,
+            ``ws_idle_timeout_s``, ``max_prompt_chars``).
 
     Returns:
         A blueprint to register on the quart-trio app.
 
-    A connection with an invalid session id gets an ``error`` frame and is closed with
-    code 1008 (policy violation) and the reason.
+    A connection with an invalid session id, without a valid key, or beyond its key's
+    ``max_websockets_per_key`` gets an ``error`` frame and is closed with code 1008
+    (policy violation) and the reason. The count of a key's connections is given back
+    synchronously however a connection ends (cancellation included).
     A connection is served until the client closes it; then its running turns are left
     (interrupted, or finished with ``on_disconnect=finish``).
     """
     blueprint = Blueprint("websocket", __name__)
     registry = _Registry()
+    connections = PerKeyCap(settings.max_websockets_per_key, "WebSockets")
+
+    async def reject(frame: Frame) -> None:
+        reason = frame["error"]["message"]
+        await websocket.send(json.dumps(frame))
+        await websocket.close(POLICY_VIOLATION, reason[:MAX_CLOSE_REASON])
 
     @blueprint.websocket("/v1/sessions/<session_id>/ws")
     async def session_socket(session_id: str) -> None:
@@ -402,9 +463,15 @@ def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint
         except (AuthError, InvalidSessionIdError) as exc:
             status = 401 if isinstance(exc, AuthError) else 400
             reason = str(exc) if status == 401 else f"invalid session id: {exc}"
-            await websocket.send(json.dumps(error_frame(status, reason)))
-            await websocket.close(POLICY_VIOLATION, reason[:MAX_CLOSE_REASON])
+            await reject(error_frame(status, reason))
             return
-        await _Connection(supervisor, key, registry).serve(websocket._get_current_object())
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(connections.hold(principal))
+            except PrincipalLimitError as exc:
+                await reject(refusal_frame(exc))
+                return
+            connection = _Connection(supervisor, key, registry, settings)
+            await connection.serve(websocket._get_current_object())
 
     return blueprint

@@ -13,6 +13,7 @@ import trio
 from actors import (
     CapacityError,
     MailboxFullError,
+    PrincipalLimitError,
     SessionKey,
     SessionStartError,
     SupervisorConfig,
@@ -166,6 +167,74 @@ async def test_new_session_is_refused_when_every_live_session_is_busy(tmp_path, 
         await ask(sup, SessionKey("one"), "hi")
         with pytest.raises(CapacityError):
             await ask(sup, SessionKey("two"), "hi")
+
+
+async def test_key_holding_its_live_share_is_refused_while_another_key_is_served(
+    tmp_path, autojump_clock
+):
+    """A key whose share of live CLIs is all busy gets PrincipalLimitError (429) with a
+    Retry-After at once, for a new session and for waking a hibernated one, although
+    live slots are free; another key still gets a session on a free slot."""
+    factory = ScriptedClientFactory(script=slow_script(100))
+    limits = config(tmp_path, max_live_sessions=4, max_live_sessions_per_principal=2, idle_ttl_s=50)
+    async with open_supervisor(limits, factory) as sup, trio.open_nursery() as nursery:
+        await ask(sup, SessionKey("a-old", "alice"), "hi")  # 100 s
+        await trio.sleep(51)  # a-old hibernates (after 50 s idle)
+        assert not sup.session(SessionKey("a-old", "alice")).live
+        t0 = trio.current_time()
+        for session in ("a1", "a2"):
+            nursery.start_soon(ask, sup, SessionKey(session, "alice"), "long")
+        await trio.testing.wait_all_tasks_blocked()
+        for session in ("a3", "a-old"):
+            with pytest.raises(PrincipalLimitError) as caught:
+                await ask(sup, SessionKey(session, "alice"), "one more")
+            assert caught.value.retry_after_s > 0
+        assert trio.current_time() == t0  # refused at once, not after waiting
+        assert sup.session(SessionKey("a3", "alice")) is None
+        assert text_of(await ask(sup, SessionKey("b1", "bob"), "hi")) == "hi done"
+        assert trio.current_time() - t0 == 100
+        assert factory.live == 3
+        nursery.cancel_scope.cancel()
+
+
+async def test_key_at_its_share_hibernates_its_own_idle_session_not_another_keys(
+    tmp_path, autojump_clock
+):
+    """A key at its share that needs another live CLI hibernates its own least recently
+    used idle session, even when another key's idle session is older; the hibernated
+    one wakes later the same way, its conversation intact."""
+    factory = ScriptedClientFactory()
+    limits = config(tmp_path, max_live_sessions=3, max_live_sessions_per_principal=2)
+    async with open_supervisor(limits, factory) as sup:
+        for key in (SessionKey("b1", "bob"), SessionKey("a1", "alice"), SessionKey("a2", "alice")):
+            await ask(sup, key, "hi")
+            await trio.sleep(10)
+        await ask(sup, SessionKey("a3", "alice"), "hi")
+        live = {i.session_id for i in sup.sessions() if i.live}
+        assert live == {"b1", "a2", "a3"}
+        assert text_of(await ask(sup, SessionKey("a1", "alice"), "back")) == "echo: back #2"
+        live = {i.session_id for i in sup.sessions() if i.live}
+        assert live == {"b1", "a3", "a1"}
+        assert factory.live == 3
+
+
+async def test_adopting_a_warm_actor_counts_against_the_keys_share(tmp_path, autojump_clock):
+    """A warm-pool actor belongs to no key, but adopting one takes a live CLI of the
+    adopter's share: a key at its share hibernates its own idle session first."""
+    factory = ScriptedClientFactory()
+    limits = config(
+        tmp_path, max_live_sessions=3, max_live_sessions_per_principal=1, warm_pool_size=1
+    )
+    async with open_supervisor(limits, factory) as sup:
+        await trio.testing.wait_all_tasks_blocked()
+        await ask(sup, SessionKey("a1", "alice"), "hi")  # adopts the warm actor
+        await trio.testing.wait_all_tasks_blocked()  # a new warm actor starts
+        assert sup.stats()["warm_pool_size"] == 1
+        await ask(sup, SessionKey("a2", "alice"), "hi")  # adopts it: a1 hibernates
+        assert [i.session_id for i in sup.sessions() if i.live] == ["a2"]
+        await trio.testing.wait_all_tasks_blocked()
+        # Three warm actors were started (two adopted), none for a session of its own.
+        assert (len(factory.clients), factory.live) == (3, 2)
 
 
 async def test_capacity_counts_sessions_still_starting(tmp_path, autojump_clock):

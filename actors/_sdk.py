@@ -2,10 +2,10 @@
 
 Adapts ``claude_agent_sdk.ClaudeSDKClient`` to the ``ClaudeClient`` protocol, through the
 SDK's public API only: ``ClaudeAgentOptions``, ``connect``, ``query``,
-``receive_messages``, ``interrupt``, ``disconnect``, and ``can_use_tool``
+``receive_messages``, ``interrupt``, ``set_model``, ``disconnect``, and ``can_use_tool``
 for permission questions. Everything the CLI is allowed to do (executable, tools,
 permission mode, environment) comes from a ``CliOptions`` built from server settings;
-per session only the working directory and the conversation to resume vary.
+per session only the working directory and the conversation to resume (or fork) vary.
 
 Private SDK details still relied on, each in one place and each guarded by a test in
 ``tests/unit/test_sdk_adapter.py`` that fails loudly when a new SDK release moves it:
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -55,6 +56,7 @@ from ._client import (
     ClaudeClient,
     ClientError,
     ClientMessage,
+    Prompt,
     SessionInit,
     SessionSpec,
     StreamEvent,
@@ -116,6 +118,8 @@ class CliOptions:
             cli_path=self.cli_path,
             cwd=spec.cwd,
             resume=spec.resume,
+            fork_session=spec.fork,
+            resume_session_at=spec.resume_at,
             model=self.model,
             # Exactly this set of built-in tools (an empty list: none at all).
             tools=list(self.tools),
@@ -164,6 +168,7 @@ class _SdkClient:
         self._process: Any = None
         self._messages: AsyncIterator[Any] | None = None
         self._ready: collections.deque[ClientMessage] = collections.deque()
+        self._assistant_uuid: str | None = None
 
     async def connect(self) -> None:
         """Start the CLI and complete the SDK's handshake; stop waiting if it exits."""
@@ -212,15 +217,24 @@ class _SdkClient:
             log.warning("killing Claude Code pid %s", self.pid)
             self._process.kill()
 
-    async def query(self, prompt: str) -> None:
+    async def query(self, prompt: Prompt) -> None:
         try:
-            await self._client.query(prompt)
+            if isinstance(prompt, str):
+                await self._client.query(prompt)
+            else:
+                await self._client.query(_one_user_message(prompt))
         except Exception as exc:
             raise ClientError(f"cannot send to Claude Code: {exc}") from exc
 
+    async def set_model(self, model: str | None) -> None:
+        try:
+            await self._client.set_model(model)
+        except Exception as exc:
+            raise ClientError(f"Claude Code did not switch to model {model!r}: {exc}") from exc
+
     async def receive(self) -> ClientMessage:
         while not self._ready:
-            self._ready.extend(_convert(await self._next_sdk_message()))
+            self._ready.extend(self._convert(await self._next_sdk_message()))
         return self._ready.popleft()
 
     async def _next_sdk_message(self) -> Any:
@@ -241,6 +255,22 @@ class _SdkClient:
                 # is finished, the channel and every undelivered message intact.
                 self._messages = None
                 raise
+
+    def _convert(self, message: Any) -> list[ClientMessage]:
+        """Translate one SDK message to zero or more ``ClientMessage``s, noting the
+        transcript uuid of the latest assistant message for the turn's result."""
+        if (
+            isinstance(message, AssistantMessage)
+            and message.parent_tool_use_id is None
+            and message.uuid is not None
+        ):
+            self._assistant_uuid = message.uuid
+        converted = _convert(message)
+        if converted and isinstance(converted[-1], TurnResult):
+            result = converted[-1]
+            converted[-1] = dataclasses.replace(result, assistant_uuid=self._assistant_uuid)
+            self._assistant_uuid = None
+        return converted
 
     async def interrupt(self) -> None:
         try:
@@ -279,6 +309,20 @@ class _SdkClient:
             self._process.kill()
 
 
+def _one_user_message(content: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """A user message of content blocks (Anthropic's ``text``, ``image``, ``document``
+    block formats), as the one-message stream ``ClaudeSDKClient.query`` accepts."""
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        yield {
+            "type": "user",
+            "message": {"role": "user", "content": content},
+            "parent_tool_use_id": None,
+        }
+
+    return stream()
+
+
 def _convert(message: Any) -> list[ClientMessage]:
     """Translate one SDK message to zero or more ``ClientMessage``s."""
     match message:
@@ -313,6 +357,7 @@ def _convert(message: Any) -> list[ClientMessage]:
                     total_cost_usd=message.total_cost_usd,
                     duration_ms=message.duration_ms,
                     api_error_status=_int_or_none(message.api_error_status),
+                    user_message_uuid=message.user_message_uuid,
                 )
             ]
         case _:

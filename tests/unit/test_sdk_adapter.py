@@ -61,17 +61,37 @@ def test_the_sdk_wheel_still_bundles_its_cli():
     assert version.startswith("2."), version
 
 
-async def test_a_turn_reaches_the_cli_and_comes_back(tmp_path):
-    """A prompt reaches the CLI as a user message; its messages come back, ending in the
-    result."""
+async def test_a_turn_and_its_transcript_uuids(tmp_path):
+    """A text prompt and a prompt of content blocks each reach the CLI as one user
+    message; the result carries the assistant and prompt transcript uuids."""
     with trio.fail_after(20):
         async with open_sdk_client(options(tmp_path), SessionSpec(tmp_path)) as client:
             await client.query("hello")
             messages = await receive_turn(client)
-    assert messages[0] == SessionInit("fake-session")
-    assert [m.event["n"] for m in messages if isinstance(m, StreamEvent)] == [0, 1, 2]
-    assert AssistantText(json.dumps("hello")) in messages
-    assert messages[-1].result == "done"
+            assert messages[0] == SessionInit("fake-session")
+            assert [m.event["n"] for m in messages if isinstance(m, StreamEvent)] == [0, 1, 2]
+            assert AssistantText(json.dumps("hello")) in messages
+            assert messages[-1].assistant_uuid == "assistant-1"
+            assert messages[-1].user_message_uuid == "user-1"
+            blocks = [
+                {"type": "text", "text": "look"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png"}},
+            ]
+            await client.query(blocks)
+            messages = await receive_turn(client)
+            assert AssistantText(json.dumps(blocks)) in messages
+            assert messages[-1].assistant_uuid == "assistant-2"
+
+
+async def test_set_model_switches_the_running_cli(tmp_path):
+    """``set_model`` reaches the same CLI process between turns (no restart)."""
+    with trio.fail_after(20):
+        async with open_sdk_client(options(tmp_path), SessionSpec(tmp_path)) as client:
+            pid = client.pid
+            await client.set_model("claude-other")
+            await client.query("hi")
+            await receive_turn(client)
+            assert client.pid == pid
 
 
 async def test_a_cancelled_receive_loses_no_message(tmp_path):

@@ -1,4 +1,5 @@
-# ccactors tasks. Each recipe installs what it needs first (uv sync; npm ci for the CLI).
+# ccactors tasks. Each recipe installs what it needs first (uv sync: Python packages and the
+# Claude Code CLI, which the locked claude-agent-sdk wheel bundles).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]
 
@@ -6,10 +7,9 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 default:
     @just --list
 
-# Install the Python environment (uv) and the pinned Claude Code CLI (npm) if missing.
+# Install the Python environment, with the pinned Claude Code CLI bundled in the SDK wheel.
 setup:
     uv sync --locked --quiet
-    [ -x node_modules/.bin/claude ] || npm ci --no-audit --no-fund --loglevel=error
 
 # Start an offline server and hold streamed conversations with it through the real CLI.
 demo: setup

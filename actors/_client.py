@@ -23,12 +23,18 @@ class SessionSpec:
     Args:
         cwd: the session's own working directory (already created).
         resume: a Claude session id to resume, or ``None`` for a new conversation.
+        resume_at: with ``resume``, load the conversation only up to and including this
+            CLI transcript message (a ``TurnResult.assistant_uuid``), dropping the rest.
+        fork: with ``resume``, continue as a new Claude session (a new id, announced by
+            ``SessionInit`` and ``TurnResult``), leaving the resumed transcript untouched.
         can_use_tool: if given, asked before each tool use that needs approval (the
             ``ask`` permission mode); ``None`` leaves it to the CLI's permission mode.
     """
 
     cwd: Path
     resume: str | None = None
+    resume_at: str | None = None
+    fork: bool = False
     can_use_tool: Callable[[str, dict[str, Any]], Awaitable[PermissionDecision]] | None = None
 
 
@@ -83,6 +89,11 @@ class TurnResult:
     ``usage`` is the CLI's usage dict (Anthropic field names), ``total_cost_usd`` its cost
     estimate. ``is_error`` with ``result`` holding the error text when the API call failed,
     and ``api_error_status`` the HTTP status the API answered, when the CLI reports it.
+
+    ``assistant_uuid`` is the CLI transcript uuid of the turn's last (top-level) assistant
+    message: where a later ``SessionSpec(resume_at=..., fork=True)`` can branch off after
+    this turn. ``user_message_uuid`` is the transcript uuid of the turn's prompt. Either
+    is ``None`` when the CLI did not say (e.g. no assistant message before an error).
     """
 
     claude_session_id: str
@@ -93,9 +104,16 @@ class TurnResult:
     total_cost_usd: float | None
     duration_ms: int
     api_error_status: int | None = None
+    assistant_uuid: str | None = None
+    user_message_uuid: str | None = None
 
 
 ClientMessage = StreamEvent | AssistantText | ToolCall | ToolOutput | SessionInit | TurnResult
+
+
+Prompt = str | list[dict[str, Any]]
+"""A user message: plain text, or a list of Anthropic Messages content blocks (``text``,
+``image``, ``document``, as documented by Anthropic)."""
 
 
 class ClientError(Exception):
@@ -114,8 +132,15 @@ class ClaudeClient(Protocol):
         """The CLI's process id, or ``None`` if there is no process (fakes)."""
         ...
 
-    async def query(self, prompt: str) -> None:
-        """Send one user message. Raises ``ClientError`` if the CLI is gone."""
+    async def query(self, prompt: Prompt) -> None:
+        """Send one user message (text or content blocks). Raises ``ClientError`` if the
+        CLI is gone. Cancelling it may leave a half-written message: callers shield it."""
+        ...
+
+    async def set_model(self, model: str | None) -> None:
+        """Use ``model`` (``None``: the CLI's default) from the next turn on, in the same
+        CLI process. Call between turns. Raises ``ClientError`` if the CLI refuses or is
+        gone."""
         ...
 
     async def receive(self) -> ClientMessage:

@@ -1,15 +1,27 @@
-"""The one place that imports the Claude Code SDK (``claude-code-sdk``).
+"""The one place that imports the Claude Agent SDK (``claude-agent-sdk``).
 
-Adapts ``claude_code_sdk.ClaudeSDKClient`` to the ``ClaudeClient`` protocol. Everything
-the CLI is allowed to do (executable, tools, permission mode, environment) comes from a
-``CliOptions`` built from server settings; per session only the working directory and the
-conversation to resume vary.
+Adapts ``claude_agent_sdk.ClaudeSDKClient`` to the ``ClaudeClient`` protocol, through the
+SDK's public API only: ``ClaudeAgentOptions``, ``connect``, ``query``,
+``receive_messages``, ``interrupt``, ``set_model``, ``disconnect``, and ``can_use_tool``
+for permission questions. Everything the CLI is allowed to do (executable, tools,
+permission mode, environment) comes from a ``CliOptions`` built from server settings;
+per session only the working directory and the conversation to resume (or fork) vary.
+
+Private SDK details still relied on, each in one place and each guarded by a test in
+``tests/unit/test_sdk_adapter.py`` that fails loudly when a new SDK release moves it:
+
+* ``ClaudeSDKClient._transport._process`` (the CLI's ``anyio.abc.Process``), read only in
+  ``_cli_process``: the SDK exposes no pid, no exit status and no kill. Guard:
+  ``test_the_sdk_still_exposes_the_cli_process``.
+* ``claude_agent_sdk/_bundled/claude``, the CLI shipped inside the SDK's wheel
+  (``BUNDLED_CLI``). Guard: ``test_the_sdk_wheel_still_bundles_its_cli``.
 """
 
 from __future__ import annotations
 
 import collections
-import json
+import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -17,13 +29,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import claude_agent_sdk
 import trio
-from claude_code_sdk import (
+from claude_agent_sdk import (
     AssistantMessage,
-    ClaudeCodeOptions,
+    ClaudeAgentOptions,
     ClaudeSDKClient,
+    ClaudeSDKError,
+    CLIConnectionError,
+    CLIJSONDecodeError,
     PermissionResultAllow,
     PermissionResultDeny,
+    ProcessError,
     ResultMessage,
     SystemMessage,
     TextBlock,
@@ -32,17 +49,14 @@ from claude_code_sdk import (
     ToolUseBlock,
     UserMessage,
 )
-from claude_code_sdk._errors import MessageParseError
-from claude_code_sdk._internal.message_parser import parse_message
-from claude_code_sdk._internal.query import Query
-from claude_code_sdk._internal.transport.subprocess_cli import SubprocessCLITransport
-from claude_code_sdk.types import StreamEvent as SdkStreamEvent
+from claude_agent_sdk import StreamEvent as SdkStreamEvent
 
 from ._client import (
     AssistantText,
     ClaudeClient,
     ClientError,
     ClientMessage,
+    Prompt,
     SessionInit,
     SessionSpec,
     StreamEvent,
@@ -53,6 +67,18 @@ from ._client import (
 from ._types import PermissionDecision
 
 log = logging.getLogger(__name__)
+
+BUNDLED_CLI = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
+"""The Claude Code CLI shipped in the installed ``claude-agent-sdk`` wheel (the lock file
+pins SDK and CLI together). May be missing on a platform without such a wheel."""
+
+# How long a closing CLI gets to exit by itself once its input is closed (it writes the
+# rest of its transcript) before SIGTERM; SIGKILL follows CliOptions.close_timeout_s later.
+_EOF_GRACE_S = 1.0
+
+# Stop the fatal errors of the message stream apart from a message this SDK cannot parse
+# (MessageParseError, not exported), which is skipped as 0.0.25's adapter did.
+_STREAM_FATAL = (ProcessError, CLIConnectionError, CLIJSONDecodeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,114 +108,95 @@ class CliOptions:
     append_system_prompt: str | None = None
     close_timeout_s: float = 5.0
 
-    def sdk_options(self, spec: SessionSpec) -> ClaudeCodeOptions:
+    def sdk_options(self, spec: SessionSpec) -> ClaudeAgentOptions:
         """The SDK options for one session. Never sets ``continue_conversation``: it picks
         the directory's latest conversation, which may be another session's."""
-        return ClaudeCodeOptions(
+        system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
+        if self.append_system_prompt is not None:
+            system_prompt["append"] = self.append_system_prompt
+        return ClaudeAgentOptions(
+            cli_path=self.cli_path,
             cwd=spec.cwd,
             resume=spec.resume,
+            fork_session=spec.fork,
+            resume_session_at=spec.resume_at,
             model=self.model,
+            # Exactly this set of built-in tools (an empty list: none at all).
+            tools=list(self.tools),
             allowed_tools=list(self.allowed_tools),
             disallowed_tools=list(self.disallowed_tools),
             permission_mode=self.permission_mode,  # type: ignore[arg-type]
-            append_system_prompt=self.append_system_prompt,
+            # The SDK's default is no system prompt at all; Claude Code's own, as before.
+            system_prompt=system_prompt,  # type: ignore[arg-type]
             env=dict(self.env),
             include_partial_messages=True,
+            # The SDK routes the CLI's permission questions here (--permission-prompt-tool
+            # stdio) and answers them in the format the CLI expects.
             can_use_tool=None if spec.can_use_tool is None else _sdk_permission(spec.can_use_tool),
-            # The SDK's control protocol carries the CLI's permission questions to
-            # can_use_tool (what ClaudeSDKClient.connect would set up itself).
-            permission_prompt_tool_name=None if spec.can_use_tool is None else "stdio",
-            # Only what these options say: no user or project settings, no MCP servers
-            # found in the workspace, and exactly this set of built-in tools.
-            extra_args={
-                "tools": ",".join(self.tools),
-                "setting-sources": "",
-                "strict-mcp-config": None,
-            },
+            # Only what these options say: no user, project or local settings, and no MCP
+            # servers found in the workspace.
+            setting_sources=[],
+            strict_mcp_config=True,
+            # No app label derived from this process's packages (it would ride in the
+            # CLI's user agent), and no disk scan for it at every start.
+            client_app="",
         )
 
 
-class _Query(Query):
-    """The SDK's control protocol, answering permission questions in the format the
-    pinned CLI expects.
+def _cli_process(client: ClaudeSDKClient) -> Any:
+    """The CLI's ``anyio.abc.Process`` once started, else ``None``. Not a checkpoint.
 
-    claude-code-sdk 0.0.25 answers ``can_use_tool`` with ``{"allow": true}``, which
-    Claude Code 2.x rejects; it wants ``{"behavior": "allow", "updatedInput": {...}}`` or
-    ``{"behavior": "deny", "message": ...}`` (what the successor claude-agent-sdk sends).
+    The one read of private SDK state (``_transport._process``): the SDK offers no pid,
+    exit status or kill. Guarded by ``test_the_sdk_still_exposes_the_cli_process``.
+    """
+    transport = getattr(client, "_transport", None)
+    return getattr(transport, "_process", None)
+
+
+class _SdkClient:
+    """A ``ClaudeClient`` over one ``ClaudeSDKClient``, with a cancel-safe receive.
+
+    The SDK delivers the CLI's messages through a memory channel read by
+    ``receive_messages()``, an async generator. A cancelled ``receive`` cancels the
+    generator while it waits on that channel, which loses nothing but ends the
+    generator: the next ``receive`` starts a new one on the same channel. Parsed
+    messages not yet handed out wait in ``_ready``.
     """
 
-    async def _handle_control_request(self, request: Any) -> None:
-        body = request["request"]
-        if body.get("subtype") != "can_use_tool" or self.can_use_tool is None:
-            await super()._handle_control_request(request)
-            return
-        tool_input = body.get("input") or {}
-        try:
-            result = await self.can_use_tool(
-                body["tool_name"], tool_input, ToolPermissionContext(suggestions=[])
-            )
-            if isinstance(result, PermissionResultAllow):
-                answer = {"behavior": "allow", "updatedInput": result.updated_input or tool_input}
-            else:
-                answer = {"behavior": "deny", "message": result.message}
-            response = {
-                "subtype": "success",
-                "request_id": request["request_id"],
-                "response": answer,
-            }
-        except Exception as exc:
-            response = {"subtype": "error", "request_id": request["request_id"], "error": str(exc)}
-        await self.transport.write(
-            json.dumps({"type": "control_response", "response": response}) + "\n"
-        )
-
-
-class _SdkClient(ClaudeSDKClient):
-    """``ClaudeSDKClient`` started from a given executable, with a cancel-safe receive.
-
-    ``claude-code-sdk`` finds the executable on ``PATH`` only; this subclass passes the
-    configured one to the SDK's own transport and control protocol. Messages are read
-    straight from the SDK's message stream (a memory channel), so a cancelled receive
-    loses nothing, unlike abandoning ``receive_messages()`` halfway through.
-    """
-
-    def __init__(self, options: ClaudeCodeOptions, cli_path: Path) -> None:
-        super().__init__(options)
-        self._cli_path = cli_path
+    def __init__(self, options: ClaudeAgentOptions) -> None:
+        self._client = ClaudeSDKClient(options)
+        self._process: Any = None
+        self._messages: AsyncIterator[Any] | None = None
         self._ready: collections.deque[ClientMessage] = collections.deque()
+        self._assistant_uuid: str | None = None
 
-    async def connect(self, prompt: Any = None) -> None:
-        async def no_prompt() -> AsyncIterator[dict[str, Any]]:
-            return
-            yield {}
-
-        self._transport = SubprocessCLITransport(
-            prompt=no_prompt(), options=self.options, cli_path=self._cli_path
-        )
-        await self._transport.connect()
-        self._query = _Query(
-            transport=self._transport,
-            is_streaming_mode=True,
-            can_use_tool=self.options.can_use_tool,
-        )
-        await self._query.start()
-        # The SDK waits 60 s for the handshake even if the CLI has exited (e.g. a
-        # transcript to resume was not found): stop waiting when the process ends.
+    async def connect(self) -> None:
+        """Start the CLI and complete the SDK's handshake; stop waiting if it exits."""
+        error: Exception | None = None
         async with trio.open_nursery() as nursery:
+            # The SDK waits up to 60 s for the handshake even when the CLI has exited
+            # without a word: stop waiting when the process ends.
             nursery.start_soon(self._cancel_on_exit, nursery.cancel_scope)
-            await self._query.initialize()
+            try:
+                await self._client.connect()
+            except Exception as exc:
+                error = exc  # raised below, not wrapped in the nursery's group
             nursery.cancel_scope.cancel()
+        self._process = _cli_process(self._client) or self._process
+        if error is not None:
+            cli = self._client.options.cli_path
+            raise ClientError(f"could not start Claude Code ({cli}): {error}") from error
         if not self.alive:
-            code = self._process.returncode if self._process is not None else None
+            code = None if self._process is None else self._process.returncode
             raise ClientError(f"the CLI exited while starting (exit code {code})")
 
     async def _cancel_on_exit(self, scope: trio.CancelScope) -> None:
-        await self.wait_exited()
+        # The SDK signals no "started": poll, for the second or so connect takes.
+        while (process := _cli_process(self._client)) is None:  # noqa: ASYNC110
+            await trio.sleep(0.01)
+        self._process = process
+        await process.wait()
         scope.cancel()
-
-    @property
-    def _process(self) -> Any:
-        return getattr(self._transport, "_process", None)
 
     @property
     def pid(self) -> int | None:
@@ -210,55 +217,114 @@ class _SdkClient(ClaudeSDKClient):
             log.warning("killing Claude Code pid %s", self.pid)
             self._process.kill()
 
-    async def query(self, prompt: str) -> None:  # type: ignore[override]
+    async def query(self, prompt: Prompt) -> None:
         try:
-            await super().query(prompt)
+            if isinstance(prompt, str):
+                await self._client.query(prompt)
+            else:
+                await self._client.query(_one_user_message(prompt))
         except Exception as exc:
             raise ClientError(f"cannot send to Claude Code: {exc}") from exc
 
+    async def set_model(self, model: str | None) -> None:
+        try:
+            await self._client.set_model(model)
+        except Exception as exc:
+            raise ClientError(f"Claude Code did not switch to model {model!r}: {exc}") from exc
+
     async def receive(self) -> ClientMessage:
         while not self._ready:
-            try:
-                data = await self._query._message_receive.receive()
-            except Exception as exc:
-                raise ClientError("the Claude Code message stream is closed") from exc
-            if data.get("type") == "end":
-                raise ClientError("Claude Code exited")
-            if data.get("type") == "error":
-                raise ClientError(f"Claude Code failed: {data.get('error')}")
-            try:
-                message = parse_message(data)
-            except MessageParseError:
-                log.debug("skipping a message this SDK does not know: %r", data.get("type"))
-                continue
-            self._ready.extend(_convert(message, data))
+            self._ready.extend(self._convert(await self._next_sdk_message()))
         return self._ready.popleft()
+
+    async def _next_sdk_message(self) -> Any:
+        while True:
+            if self._messages is None:
+                self._messages = self._client.receive_messages()
+            try:
+                return await anext(self._messages)
+            except StopAsyncIteration:
+                raise ClientError("Claude Code exited") from None
+            except _STREAM_FATAL as exc:
+                raise ClientError(f"Claude Code failed: {exc}") from exc
+            except ClaudeSDKError as exc:
+                log.debug("skipping a message this SDK cannot parse: %s", exc)
+                self._messages = None
+            except BaseException:
+                # Cancelled (or worse) while waiting on the SDK's channel: the generator
+                # is finished, the channel and every undelivered message intact.
+                self._messages = None
+                raise
+
+    def _convert(self, message: Any) -> list[ClientMessage]:
+        """Translate one SDK message to zero or more ``ClientMessage``s, noting the
+        transcript uuid of the latest assistant message for the turn's result."""
+        if (
+            isinstance(message, AssistantMessage)
+            and message.parent_tool_use_id is None
+            and message.uuid is not None
+        ):
+            self._assistant_uuid = message.uuid
+        converted = _convert(message)
+        if converted and isinstance(converted[-1], TurnResult):
+            result = converted[-1]
+            converted[-1] = dataclasses.replace(result, assistant_uuid=self._assistant_uuid)
+            self._assistant_uuid = None
+        return converted
 
     async def interrupt(self) -> None:
         try:
-            await super().interrupt()
+            await self._client.interrupt()
         except Exception as exc:
             # The turn may have just ended; draining to its result is what matters.
             log.debug("interrupt not acknowledged: %s", exc)
 
-    async def close(self) -> None:
-        """Close the SDK's task group and terminate the CLI (SIGTERM), waiting for it."""
-        if self._query is None and self._transport is not None:
-            await self._transport.close()  # started, but the handshake failed
-        await self.disconnect()
+    async def close(self, close_timeout_s: float) -> None:
+        """Close the CLI: its input first, SIGTERM after a grace, SIGKILL
+        ``close_timeout_s`` later; then the SDK's own state. Waits for the process.
 
-    async def kill(self) -> None:
-        """SIGKILL the CLI and wait for it to be reaped."""
-        process = self._process
-        if process is not None and process.returncode is None:
-            log.warning("Claude Code pid %s did not exit on SIGTERM: killing it", process.pid)
-            process.kill()
-            await process.wait()
+        Must be called shielded: it is bounded by those deadlines, not by cancellation.
+        """
+        async with trio.open_nursery() as nursery:
+            if self.alive:
+                nursery.start_soon(self._escalate, close_timeout_s)
+            # Closes the CLI's stdin and waits for it to exit (the SDK would send SIGTERM
+            # only after 5 s and SIGKILL 5 s later: _escalate is quicker).
+            await self._client.disconnect()
+            nursery.cancel_scope.cancel()
+        if self._messages is not None:
+            # Run the generator (and the SDK's own one inside it, which no public call
+            # closes) to its end: the stream is closed now, so this returns at once.
+            with contextlib.suppress(Exception):
+                async for _ in self._messages:
+                    pass
+
+    async def _escalate(self, close_timeout_s: float) -> None:
+        await trio.sleep(_EOF_GRACE_S)
+        if self.alive:
+            self._process.terminate()
+        await trio.sleep(close_timeout_s)
+        if self.alive:
+            log.warning("Claude Code pid %s did not exit on SIGTERM: killing it", self.pid)
+            self._process.kill()
 
 
-def _convert(message: Any, raw: dict[str, Any]) -> list[ClientMessage]:
-    """Translate one SDK message (and the raw JSON it came from, for fields this SDK
-    version drops) to zero or more ``ClientMessage``s."""
+def _one_user_message(content: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+    """A user message of content blocks (Anthropic's ``text``, ``image``, ``document``
+    block formats), as the one-message stream ``ClaudeSDKClient.query`` accepts."""
+
+    async def stream() -> AsyncIterator[dict[str, Any]]:
+        yield {
+            "type": "user",
+            "message": {"role": "user", "content": content},
+            "parent_tool_use_id": None,
+        }
+
+    return stream()
+
+
+def _convert(message: Any) -> list[ClientMessage]:
+    """Translate one SDK message to zero or more ``ClientMessage``s."""
     match message:
         case SdkStreamEvent(event=event):
             return [StreamEvent(event)]
@@ -290,7 +356,8 @@ def _convert(message: Any, raw: dict[str, Any]) -> list[ClientMessage]:
                     usage=message.usage,
                     total_cost_usd=message.total_cost_usd,
                     duration_ms=message.duration_ms,
-                    api_error_status=_int_or_none(raw.get("api_error_status")),
+                    api_error_status=_int_or_none(message.api_error_status),
+                    user_message_uuid=message.user_message_uuid,
                 )
             ]
         case _:
@@ -323,29 +390,21 @@ async def open_sdk_client(cli: CliOptions, spec: SessionSpec) -> AsyncIterator[C
     Must be entered and left by the same task, which must do all the client's I/O.
 
     Raises:
-        ClientError: the CLI could not be started or did not complete its handshake.
+        ClientError: the CLI could not be started or did not complete its handshake
+            (e.g. the conversation to resume does not exist).
 
-    Leaving the block, even by cancellation, terminates the CLI process and waits for it
-    (SIGKILL after ``cli.close_timeout_s``).
+    Leaving the block, even by cancellation, closes the CLI and waits for it: its input
+    is closed, SIGTERM follows after a second, SIGKILL ``cli.close_timeout_s`` later.
     """
-    client = _SdkClient(cli.sdk_options(spec), cli.cli_path)
-    # The SDK enters a task group in connect() and leaves it in disconnect(), so no cancel
-    # scope may be opened between the two. To shield and bound the close, this scope is
-    # opened *before* connect and made shielded, with a deadline, only when closing.
-    with trio.CancelScope() as lifetime:
-        try:
-            try:
-                await client.connect()
-            except Exception as exc:
-                raise ClientError(f"could not start Claude Code ({cli.cli_path}): {exc}") from exc
-            yield client
-        finally:
-            lifetime.shield = True
-            lifetime.deadline = trio.current_time() + cli.close_timeout_s
-            try:
-                await client.close()
-            except trio.Cancelled:
-                # Only lifetime's own deadline reaches inside a shielded scope: the CLI
-                # ignored SIGTERM. Kill it, then let any exception from the block go on.
-                with trio.CancelScope(shield=True):
-                    await client.kill()
+    client = _SdkClient(cli.sdk_options(spec))
+    try:
+        await client.connect()
+        yield client
+    finally:
+        with trio.CancelScope(shield=True):
+            # Bounded by close()'s own deadlines; the margin only guards against an SDK
+            # that would hang after the process is gone.
+            with trio.move_on_after(_EOF_GRACE_S + cli.close_timeout_s + 30):
+                await client.close(cli.close_timeout_s)
+            if client.alive:  # pragma: no cover - the SDK hung after SIGKILL
+                client.abort()

@@ -23,6 +23,7 @@ from ._client import (
     ClaudeClient,
     ClientError,
     ClientMessage,
+    Prompt,
     SessionSpec,
     StreamEvent,
     ToolOutput,
@@ -101,7 +102,21 @@ def _result(claude_session_id: str, *, subtype: str = "success", output_tokens: 
 
 
 Script = Callable[[str, Sequence[str]], list[Step]]
-"""Given the prompt and all prompts of the conversation so far (including it), the steps."""
+"""Given the prompt and all prompts of the conversation so far (including it), the steps.
+
+A prompt of content blocks reaches a script as ``prompt_text`` renders it."""
+
+
+def prompt_text(prompt: Prompt) -> str:
+    """A prompt as one string: its text blocks' text, other blocks as ``[image]``,
+    ``[document]`` and so on, joined by blank lines. Not a checkpoint."""
+    if isinstance(prompt, str):
+        return prompt
+    parts = []
+    for block in prompt:
+        kind = block.get("type")
+        parts.append(block.get("text", "") if kind == "text" else f"[{kind}]")
+    return "\n\n".join(parts)
 
 
 def echo_script(prompt: str, history: Sequence[str]) -> list[Step]:
@@ -114,6 +129,13 @@ class ScriptedClient:
 
     After ``interrupt()`` the running turn ends with an ``error_during_execution`` result
     ``interrupt_delay`` seconds later, as the CLI does.
+
+    Attributes:
+        prompts: the conversation's prompts (``prompt_text``), shared with the factory's
+            ``transcripts``.
+        sent: every prompt this client was sent, as sent (text or content blocks).
+        model: the model set by ``set_model`` (``None``: the default); a text reply's
+            ``message_start`` names it.
     """
 
     def __init__(
@@ -123,6 +145,7 @@ class ScriptedClient:
         claude_session_id: str,
         interrupt_delay: float,
         transcript: list[str] | None = None,
+        message_ids: list[str] | None = None,
         can_use_tool: Any = None,
         nursery: trio.Nursery | None = None,
     ) -> None:
@@ -132,6 +155,9 @@ class ScriptedClient:
         self._asking = False
         self._woken = trio.lowlevel.ParkingLot()
         self.prompts: list[str] = [] if transcript is None else transcript
+        self.message_ids: list[str] = [] if message_ids is None else message_ids
+        self.sent: list[Prompt] = []
+        self.model: str | None = None
         self.interrupts = 0
         self.aborted = False
         self._script = script
@@ -162,18 +188,33 @@ class ScriptedClient:
         self._exited.set()
         self._woken.unpark_all()
 
-    async def query(self, prompt: str) -> None:
+    async def query(self, prompt: Prompt) -> None:
         await trio.lowlevel.checkpoint()
         if self._broken:
             raise ClientError("the fake CLI is gone")
-        self.prompts.append(prompt)
+        self.sent.append(prompt)
+        text = prompt_text(prompt)
+        self.prompts.append(text)
+        # The transcript uuid of this turn's assistant message (a fork point).
+        message_id = f"msg-{uuid.uuid4().hex[:12]}"
+        self.message_ids.append(message_id)
         due = trio.current_time()
-        for step in self._script(prompt, tuple(self.prompts)):
+        for step in self._script(text, tuple(self.prompts)):
             due += step.delay
             message = step.message
             if isinstance(message, TurnResult):
-                message = dataclasses.replace(message, claude_session_id=self.claude_session_id)
+                message = dataclasses.replace(
+                    message, claude_session_id=self.claude_session_id, assistant_uuid=message_id
+                )
+            elif isinstance(message, StreamEvent) and self.model is not None:
+                message = _with_model(message, self.model)
             self._pending.append((due, message))
+
+    async def set_model(self, model: str | None) -> None:
+        await trio.lowlevel.checkpoint()
+        if self._broken:
+            raise ClientError("the fake CLI is gone")
+        self.model = model
 
     async def receive(self) -> ClientMessage:
         while True:
@@ -213,6 +254,13 @@ class ScriptedClient:
             self._pending = [(due, result)]
 
 
+def _with_model(message: StreamEvent, model: str) -> StreamEvent:
+    event = message.event
+    if event.get("type") != "message_start":
+        return message
+    return StreamEvent({**event, "message": {**event["message"], "model": model}})
+
+
 @dataclass
 class ScriptedClientFactory:
     """Opens ``ScriptedClient``s; records what it opened. A ``ClientFactory``.
@@ -229,7 +277,11 @@ class ScriptedClientFactory:
         specs: the ``SessionSpec`` of each open call.
         transcripts: prompts per Claude session id; a client opened with ``resume``
             continues that list, as the CLI continues its transcript, and fails to
-            start if there is none (clear it to lose every conversation).
+            start if there is none (clear it to lose every conversation). With
+            ``resume_at`` the list is cut after that turn; with ``fork`` the cut copy
+            becomes a new Claude session's and the original stays as it was.
+        message_ids: per Claude session id, each turn's assistant message uuid (the
+            ``TurnResult.assistant_uuid``), parallel to ``transcripts``.
     """
 
     script: Script = echo_script
@@ -239,6 +291,7 @@ class ScriptedClientFactory:
     clients: list[ScriptedClient] = field(default_factory=list)
     specs: list[SessionSpec] = field(default_factory=list)
     transcripts: dict[str, list[str]] = field(default_factory=dict)
+    message_ids: dict[str, list[str]] = field(default_factory=dict)
     live: int = 0
 
     @asynccontextmanager
@@ -250,6 +303,19 @@ class ScriptedClientFactory:
         if spec.resume is not None and spec.resume not in self.transcripts:
             raise ClientError(f"No conversation found with session ID: {spec.resume}")
         session_id = spec.resume or f"fake-{uuid.uuid4().hex[:8]}"
+        prompts = self.transcripts.setdefault(session_id, [])
+        ids = self.message_ids.setdefault(session_id, [])
+        cut = len(prompts)
+        if spec.resume is not None and spec.resume_at is not None:
+            if spec.resume_at not in ids:
+                raise ClientError(f"No message found with message.uuid of: {spec.resume_at}")
+            cut = ids.index(spec.resume_at) + 1
+        if spec.resume is not None and spec.fork:
+            session_id = f"fake-{uuid.uuid4().hex[:8]}"
+            prompts = self.transcripts[session_id] = prompts[:cut]
+            ids = self.message_ids[session_id] = ids[:cut]
+        else:
+            del prompts[cut:], ids[cut:]
         # A task group entered here and left on close, as the SDK's is: exceptions from
         # the caller's block do not pass through it (so they are not wrapped in groups).
         task_group = trio.open_nursery()
@@ -258,7 +324,8 @@ class ScriptedClientFactory:
             self.script,
             claude_session_id=session_id,
             interrupt_delay=self.interrupt_delay,
-            transcript=self.transcripts.setdefault(session_id, []),
+            transcript=prompts,
+            message_ids=ids,
             can_use_tool=spec.can_use_tool,
             nursery=nursery,
         )

@@ -24,7 +24,10 @@ log = logging.getLogger("ccactors")
 
 OFFLINE_API_KEY = "ccactors-offline-dummy-key"
 
-# Keep every CLI quiet on the network beyond its API calls, and its state in ours.
+# Keep every CLI quiet on the network beyond its API calls, and its state in ours. (The
+# Agent SDK adds nothing that calls out: its CLI version check reads the CLI's own init
+# message, so CLAUDE_AGENT_SDK_SKIP_VERSION_CHECK only silences a log line; with these set,
+# the CLI's only requests are POST /v1/messages to ANTHROPIC_BASE_URL.)
 CLI_QUIET_ENV = {
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_TELEMETRY": "1",

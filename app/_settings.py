@@ -10,13 +10,12 @@ import platformdirs
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from actors import ActorPolicy, SupervisorConfig
+from actors import BUNDLED_CLI, ActorPolicy, SupervisorConfig
 
 from ._auth import is_loopback, load_key_hashes
 from ._origin import origin_of
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-BUNDLED_CLI = PROJECT_ROOT / "node_modules" / ".bin" / "claude"
 
 # Built-in Claude Code tools that only read. Nothing that writes files, runs commands or
 # reaches the network is on by default; operators opt in with CCACTORS_TOOLS.
@@ -233,8 +232,8 @@ class Settings(BaseSettings):
         )
 
     def resolve_cli_path(self) -> Path:
-        """The ``claude`` executable: ``cli_path`` if set, else the project's pinned
-        ``node_modules/.bin/claude``, else the first ``claude`` on ``PATH``.
+        """The ``claude`` executable: ``cli_path`` if set, else the CLI bundled with the
+        locked ``claude-agent-sdk`` (``BUNDLED_CLI``), else the first ``claude`` on ``PATH``.
 
         Raises:
             CliNotFoundError: none of those exists.
@@ -248,6 +247,7 @@ class Settings(BaseSettings):
         if found := shutil.which("claude"):
             return Path(found)
         raise CliNotFoundError(
-            "the Claude Code CLI was not found: set CCACTORS_CLI_PATH, run `npm ci` in "
-            f"{PROJECT_ROOT} (installs the pinned version), or put `claude` on PATH"
+            "the Claude Code CLI was not found: set CCACTORS_CLI_PATH, run `uv sync` in "
+            f"{PROJECT_ROOT} (the claude-agent-sdk wheel bundles the pinned version), or put "
+            "`claude` on PATH"
         )

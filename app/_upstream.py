@@ -12,6 +12,10 @@ Every request is answered by the same deterministic logic, driven by directives 
     The reply is ``count=N``, N being the number of user messages in the request whose
     text contains ``[[count]]``. Without it the reply is ``echo: <latest user text>``,
     directives included, verbatim.
+``[[blocks]]``
+    The reply is ``blocks=T1,T2,...``: the types of the content blocks of the user
+    message holding the directive, in order (``text`` blocks holding only what the CLI
+    adds, see :func:`latest_user_text`, left out), e.g. ``blocks=image,document,text``.
 ``[[chunks=N]]``
     Stream the reply as exactly N ``text_delta`` events (default 1): N contiguous
     pieces whose lengths differ by at most one, after padding a reply shorter than N
@@ -74,6 +78,8 @@ _LOGGER = logging.getLogger(__name__)
 _SYSTEM_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 # What the CLI adds to the next prompt after an interrupt; not typed by the user.
 _INTERRUPT_MARKER = re.compile(r"\[Request interrupted by user[^\]]*\]")
+# What the CLI appends to a prompt holding an image (where it saved it); not typed either.
+_IMAGE_MARKER = re.compile(r"\[Image: source: [^\]]*\]")
 _DIRECTIVE = re.compile(r"\[\[([a-z_]+)(?:=([^\]]*))?\]\]")
 _COUNT_TOKEN = "[[count]]"
 _DAY_S = 86_400.0
@@ -94,6 +100,7 @@ class Directives:
     """The directives found in one user text; see the module docstring for meanings."""
 
     count: bool = False
+    blocks: bool = False
     chunks: int | None = None
     chunk_delay: float = 0.0
     delay_first: float = 0.0
@@ -138,8 +145,8 @@ def parse_directives(text: str) -> Directives:
     found: dict[str, Any] = {}
     for match in _DIRECTIVE.finditer(text):
         name, value = match.group(1), match.group(2)
-        if name == "count":
-            found["count"] = True
+        if name in ("count", "blocks"):
+            found[name] = True
         elif name == "tool":
             found["tool"] = _parse_tool(value)
         elif name in _DIRECTIVE_RANGES:
@@ -183,7 +190,7 @@ def _result_text(block: dict[str, Any]) -> str:
 def _user_text(message: object) -> str | None:
     """The prompt a user typed in one message: its last text block that still has text
     once ``<system-reminder>`` sections and the CLI's ``[Request interrupted by user]``
-    marker are removed.
+    and ``[Image: source: <path>]`` markers are removed.
 
     The CLI puts its reminders in blocks before the prompt block, and merges a user
     message whose turn failed with the next one; the last block is the newest prompt.
@@ -212,8 +219,16 @@ def _user_text(message: object) -> str | None:
         ]
     else:
         texts = []
-    cleaned = (_INTERRUPT_MARKER.sub("", _SYSTEM_REMINDER.sub("", text)).strip() for text in texts)
+    cleaned = (_typed(text) for text in texts)
     return next((text for text in reversed(list(cleaned)) if text), "")
+
+
+def _typed(text: str) -> str:
+    """A text block's text without what the CLI adds (reminders, interrupt and image
+    markers), stripped."""
+    for added in (_SYSTEM_REMINDER, _INTERRUPT_MARKER, _IMAGE_MARKER):
+        text = added.sub("", text)
+    return text.strip()
 
 
 def latest_user_text(messages: Sequence[object]) -> str:
@@ -234,9 +249,28 @@ def latest_user_text(messages: Sequence[object]) -> str:
     return ""
 
 
+def _block_types(messages: Sequence[object]) -> list[str]:
+    """The content block types of the latest user message with text (see
+    :func:`latest_user_text`), reminder-only text blocks left out."""
+    for message in reversed(messages):
+        if _user_text(message):
+            content = message["content"]  # type: ignore[index]
+            if isinstance(content, str):
+                return ["text"]
+            return [
+                str(block.get("type"))
+                for block in content
+                if isinstance(block, dict)
+                and not (block.get("type") == "text" and not _typed(str(block.get("text", ""))))
+            ]
+    return []
+
+
 def _reply_text(messages: Sequence[object], directives: Directives) -> str:
     if results := _tool_results(messages):
         return " | ".join(_result_text(block) for block in results)
+    if directives.blocks:
+        return f"blocks={','.join(_block_types(messages))}"
     if directives.count:
         texts = (_user_text(message) for message in messages)
         return f"count={sum(1 for text in texts if text and _COUNT_TOKEN in text)}"

@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from actors import (
+    BUNDLED_CLI,
     CliOptions,
     SessionKey,
     SupervisorConfig,
@@ -24,7 +25,7 @@ from actors import (
 )
 from app._upstream import serve_upstream
 
-CLI = Path("node_modules/.bin/claude").resolve()
+CLI = BUNDLED_CLI  # the Claude Code CLI shipped with the locked claude-agent-sdk
 
 
 async def ask(supervisor, session: str, prompt: str) -> None:

@@ -22,7 +22,17 @@ import httpx
 import psutil
 import pytest
 
-from app._settings import BUNDLED_CLI, PROJECT_ROOT
+from app._settings import PROJECT_ROOT, CliNotFoundError, Settings
+
+
+def claude_cli() -> Path:
+    """The Claude Code CLI the server will run (``CCACTORS_CLI_PATH``, else the CLI bundled
+    with the locked claude-agent-sdk, else ``claude`` on PATH); skips the test if none."""
+    try:
+        return Settings().resolve_cli_path()
+    except CliNotFoundError as exc:
+        pytest.skip(f"the Claude Code CLI is not installed (run `uv sync`): {exc}")
+
 
 # Deadlines short enough for tests, long enough for a loaded 2-core machine.
 SHORT_TIMEOUTS = {"CCACTORS_FIRST_CHUNK_TIMEOUT_S": "5", "CCACTORS_STREAM_IDLE_TIMEOUT_S": "3"}
@@ -90,8 +100,7 @@ class Server:
 
 def start_server(state_dir: Path, log_path: Path, *args: str, env: dict | None = None) -> Server:
     """Start ``python -m app serve --offline --port 0`` and wait for its URL (60 s)."""
-    if not BUNDLED_CLI.exists() and not os.environ.get("CCACTORS_CLI_PATH"):
-        pytest.skip("the Claude Code CLI is not installed (run `npm ci`)")
+    claude_cli()
     command = [sys.executable, "-m", "app", "serve", "--offline", "--port", "0"]
     with log_path.open("w") as log:
         process = subprocess.Popen(

@@ -9,7 +9,7 @@ import subprocess
 import httpx
 import pytest
 
-from app._settings import BUNDLED_CLI
+from .conftest import claude_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -29,7 +29,7 @@ def claude(server, tmp_path, *args: str, auth: dict[str, str]) -> dict:
     workdir = tmp_path / "client-cwd"
     workdir.mkdir(exist_ok=True)
     result = subprocess.run(
-        [str(BUNDLED_CLI), "-p", *args, "--output-format", "json"],
+        [str(claude_cli()), "-p", *args, "--output-format", "json"],
         cwd=workdir,
         env=env,
         capture_output=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app._settings import BUNDLED_CLI
+from .conftest import claude_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,7 @@ def test_request_fields_never_reach_the_cli_options(server, path, session):
     assert response.status_code == 200, response.text
     pid = server.session(session)["cli_pid"]
     argv, cwd = argv_and_cwd(pid)
-    assert argv[0] == str(BUNDLED_CLI)
+    assert argv[0] == str(claude_cli())
     assert argv[argv.index("--tools") + 1] == "Read,Glob,Grep"
     assert "--allowedTools" not in argv  # nothing pre-approved
     assert "Bash" in argv[argv.index("--disallowedTools") + 1]

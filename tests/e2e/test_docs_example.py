@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from app._settings import BUNDLED_CLI, PROJECT_ROOT
+from app._settings import PROJECT_ROOT
+
+from .conftest import claude_cli
 
 pytestmark = pytest.mark.e2e
 
@@ -15,8 +17,7 @@ pytestmark = pytest.mark.e2e
 def test_embedding_example_runs_two_sessions_with_memory():
     """docs/examples/embedding.py holds two concurrent sessions through the real CLI and
     Alice's session remembers her first turn."""
-    if not BUNDLED_CLI.exists():
-        pytest.skip("the Claude Code CLI is not installed (run `npm ci`)")
+    claude_cli()
     result = subprocess.run(
         [sys.executable, "docs/examples/embedding.py"],
         cwd=PROJECT_ROOT,

@@ -12,17 +12,16 @@ import trio
 
 from app._upstream import serve_upstream
 
-pytestmark = pytest.mark.e2e
+from .conftest import claude_cli
 
-CLAUDE = Path(__file__).resolve().parents[2] / "node_modules" / ".bin" / "claude"
+pytestmark = pytest.mark.e2e
 
 
 async def test_real_cli_completes_a_turn_against_the_offline_upstream(
     nursery: trio.Nursery, tmp_path: Path
 ) -> None:
     """`claude -p` through ANTHROPIC_BASE_URL gets the upstream's reply and exits 0."""
-    if not CLAUDE.exists():
-        pytest.skip(f"the pinned claude CLI is not installed at {CLAUDE} (run `npm ci`)")
+    claude = claude_cli()
     base_url = await nursery.start(serve_upstream, "127.0.0.1", 0)
     workdir = tmp_path / "work"
     workdir.mkdir()
@@ -36,7 +35,7 @@ async def test_real_cli_completes_a_turn_against_the_offline_upstream(
         "DISABLE_AUTOUPDATER": "1",
         "DISABLE_TELEMETRY": "1",
     }
-    command = [str(CLAUDE), "-p", "hi [[count]]", "--output-format", "json"]
+    command = [str(claude), "-p", "hi [[count]]", "--output-format", "json"]
     with trio.fail_after(60):
         result = await trio.run_process(
             command, cwd=workdir, env=env, stdin=subprocess.DEVNULL, capture_stdout=True

@@ -211,6 +211,26 @@ async def test_count_counts_user_messages_that_contain_count(client: httpx.Async
     assert response.json()["content"][0]["text"] == "count=2"
 
 
+async def test_blocks_names_the_block_types_of_the_prompt(client: httpx.AsyncClient) -> None:
+    """[[blocks]] lists the types of the prompt message's blocks, leaving out what the CLI
+    adds (reminders; the note where it saved an image, after the prompt's text)."""
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}
+    document = {"type": "document", "source": {"type": "text", "media_type": "text/plain"}}
+    messages = [
+        _user(_text("<system-reminder>x</system-reminder>"), _text("look [[blocks]]"), image),
+        {"role": "assistant", "content": [_text("blocks=text,image")]},
+        _user(
+            _text("<system-reminder>y</system-reminder>"),
+            image,
+            document,
+            _text("and [[blocks]]"),
+            _text("[Image: source: /tmp/claude-0/x/images/1.png]"),
+        ),
+    ]
+    response = await client.post("/v1/messages", json={"model": "m", "messages": messages})
+    assert response.json()["content"][0]["text"] == "blocks=image,document,text"
+
+
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [

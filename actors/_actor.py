@@ -174,8 +174,8 @@ class SessionActor:
     def interrupt(self) -> bool:
         """Interrupt the running turn, if any; its caller gets ``TurnFailed(interrupted)``.
         Returns whether a turn was running. Not a checkpoint."""
-        if self._current is None:
-            return False
+        if self._current is None or self._current.finished:
+            return False  # (a finished turn may still be draining: that is ours)
         self._current.interrupt_reason = "interrupted on request"
         self._current.cancel_scope.cancel()
         return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import trio
@@ -45,12 +46,22 @@ class LiveSlots:
         capacity: CLI processes at most (sessions' and warm ones).
         wait_s: seconds a session waits for a slot before ``CapacityError``.
         share: slots one principal's sessions may hold, or ``None`` for no share.
+        on_change: called (synchronously) when a slot is released or the last waiter
+            stops waiting: what may refill a warm pool.
     """
 
-    def __init__(self, capacity: int, *, wait_s: float = 0.0, share: int | None = None) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        wait_s: float = 0.0,
+        share: int | None = None,
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
         self.capacity = capacity
         self.wait_s = wait_s
         self.share = share
+        self._on_change = on_change
         self.holders: set[SessionActor] = set()
         self.waiting = 0  # sessions waiting for a slot now
         self._changed = trio.lowlevel.ParkingLot()
@@ -67,6 +78,7 @@ class LiveSlots:
         """``actor`` no longer runs a CLI process. Not a checkpoint."""
         self.holders.discard(actor)
         self.notify()
+        self._on_change()
 
     def victim(
         self, exclude: SessionActor | None = None, principal: str | None = None
@@ -180,6 +192,8 @@ class LiveSlots:
                     break
         finally:
             self.waiting -= not warm
+            if not self.waiting:
+                self._on_change()
         raise CapacityError(
             f"all {self.capacity} live sessions are busy", retry_after_s=BUSY_RETRY_AFTER_S
         )

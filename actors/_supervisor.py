@@ -19,6 +19,7 @@ from ._actor import ActorState, SessionActor
 from ._client import ClientFactory
 from ._fanout import Notice
 from ._policy import ActorPolicy
+from ._pool import WarmPool
 from ._slots import BUSY_RETRY_AFTER_S, LiveSlots
 from ._turn import Envelope
 from ._types import (
@@ -180,10 +181,10 @@ class Supervisor:
             config.max_live_sessions,
             wait_s=config.live_slot_wait_s,
             share=config.max_live_sessions_per_principal,
+            on_change=self._slots_changed,
         )
-        self._pool: list[SessionActor] = []  # warm, unassigned, ready
-        self._pool_starting = 0
-        self._changed = trio.lowlevel.ParkingLot()  # pool shrank or a session went idle
+        self._pool = WarmPool(config.warm_pool_size, self._slots, self._start_warm_actor)
+        self._changed = trio.lowlevel.ParkingLot()  # a session went idle or retired
         self._totals: collections.Counter[str] = collections.Counter()  # of gone actors
         self._observers = _Observers()
         self._turns_by_principal: collections.Counter[str] = collections.Counter()
@@ -390,10 +391,8 @@ class Supervisor:
         try:
             known = None if one_turn else await self._load(key)
             await self._slots.take_share(key.principal)  # adopting a warm actor takes a slot too
-            if known is None and self._pool:
-                actor = self._pool.pop(0)
+            if known is None and (actor := self._pool.take()) is not None:
                 actor.adopt(key, one_turn=one_turn)
-                self._changed.unpark_all()
                 self._slots.notify()
             else:
                 await self._slots.wait_for_room(None)
@@ -452,44 +451,30 @@ class Supervisor:
         """Unregister a retiring actor (only if it is still the one registered)."""
         if actor.key is not None and self._sessions.get(actor.key) is actor:
             del self._sessions[actor.key]
-        if actor in self._pool:
-            self._pool.remove(actor)
+        self._pool.discard(actor)
         self._changed.unpark_all()
 
-    # -- Warm pool --------------------------------------------------------------------
+    # -- Warm pool and live slots -----------------------------------------------------
 
     async def keep_pool_warm(self) -> None:
-        """Keep ``warm_pool_size`` connected, unassigned actors ready, using only free
-        live slots. Runs until cancelled (``open_supervisor`` runs it)."""
-        while True:
-            while (
-                not self._closed
-                and len(self._pool) + self._pool_starting < self.config.warm_pool_size
-                and len(self._slots) + self._pool_starting < self.config.max_live_sessions
-                and not self._slots.waiting  # a waiting session needs the slot more
-            ):
-                self._pool_starting += 1
-                self._nursery.start_soon(self._spawn_warm)
-            await self._changed.park()
+        """Keep the warm pool filled until cancelled (``open_supervisor`` runs it)."""
+        await self._pool.keep_warm(self._nursery, self.closed)
 
-    async def _spawn_warm(self) -> None:
-        cwd = self.config.workspace_root / f"w-{uuid.uuid4().hex}"
-        try:
-            actor = self._new_actor(None, cwd, False)
-            await self._nursery.start(self._supervise, actor)
-        except Exception as exc:
-            log.warning("a warm Claude Code could not start: %r", exc)
-            await trio.sleep(1)  # do not spin on a CLI that cannot start
-        else:
-            if actor.key is None and actor.state != "closing":
-                self._pool.append(actor)
-        finally:
-            self._pool_starting -= 1
-            self._changed.unpark_all()
+    async def _start_warm_actor(self) -> SessionActor:
+        """Start one unassigned actor for the warm pool; returns it once connected."""
+        actor = self._new_actor(None, self.config.workspace_root / f"w-{uuid.uuid4().hex}", False)
+        await self._nursery.start(self._supervise, actor)
+        return actor
+
+    def _slots_changed(self) -> None:
+        """A slot was released or the last waiter for one left: the pool may refill."""
+        self._pool.notify()
+        self._changed.unpark_all()
 
     def _actor_idle(self) -> None:
         """An actor connected or ended a turn: it may be evictable now, and idle."""
         self._slots.notify()
+        self._pool.notify()
         self._changed.unpark_all()
 
     def add_observer(self, observer: Observer) -> None:
@@ -502,6 +487,10 @@ class Supervisor:
     def close(self) -> None:
         """Refuse new turns from now on. Not a checkpoint; running turns go on."""
         self._closed = True
+
+    def closed(self) -> bool:
+        """Whether ``close`` was called. Not a checkpoint."""
+        return self._closed
 
     async def wait_idle(self) -> None:
         """Wait until no session is running or has waiting turns."""
@@ -532,7 +521,7 @@ class Supervisor:
             "busy_sessions": sum(a.state == "busy" for a in actors),
             "live_processes": len(self._slots),
             "warm_pool_size": len(self._pool),
-            "warm_pids": [a.cli_pid for a in self._pool if a.cli_pid is not None],
+            "warm_pids": self._pool.pids,
             "waiting_turns": sum(a.mailbox_depth for a in actors),
             "max_mailbox_depth": max((a.mailbox_depth for a in actors), default=0),
             "restarts": self._totals["restarts"] + sum(a.restarts for a in actors),

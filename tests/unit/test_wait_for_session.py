@@ -57,7 +57,8 @@ async def test_waiter_wakes_when_a_turn_starts_the_session_and_hears_it_from_tur
     cfg = config(tmp_path, warm_pool_size=warm_pool_size)
     heard: list = []
     async with open_supervisor(cfg, factory) as sup:
-        await trio.sleep(5)  # the warm actor (if any) is connected by now
+        await trio.sleep(5)  # the scenario: the turn comes when the pool is warm
+        assert sup.stats()["warm_pool_size"] == warm_pool_size
         t0 = trio.current_time()
 
         async def wait_and_listen(task_status=trio.TASK_STATUS_IGNORED) -> None:

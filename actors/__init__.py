@@ -3,13 +3,13 @@
 Embeddable in any Trio program; knows nothing about HTTP. See ``open_supervisor``.
 """
 
-from ._actor import ActorPolicy as ActorPolicy
 from ._actor import SessionFailedError as SessionFailedError
 from ._client import ClaudeClient as ClaudeClient
 from ._client import ClientError as ClientError
 from ._client import ClientFactory as ClientFactory
 from ._client import Prompt as Prompt
 from ._client import SessionSpec as SessionSpec
+from ._policy import ActorPolicy as ActorPolicy
 from ._sdk import BUNDLED_CLI as BUNDLED_CLI
 from ._sdk import CliOptions as CliOptions
 from ._sdk import open_sdk_client as open_sdk_client

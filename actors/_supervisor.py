@@ -15,10 +15,12 @@ from typing import Any, Protocol
 
 import trio
 
-from ._actor import ActorPolicy, ActorState, Envelope, SessionActor
+from ._actor import ActorState, SessionActor
 from ._client import ClientFactory
 from ._fanout import Notice
+from ._policy import ActorPolicy
 from ._slots import BUSY_RETRY_AFTER_S, LiveSlots
+from ._turn import Envelope
 from ._types import (
     CapacityError,
     MailboxFullError,
@@ -36,6 +38,9 @@ from ._types import (
 )
 
 log = logging.getLogger(__name__)
+
+# Seconds a retired actor's workspace removal may hold up its supervisor.
+REMOVE_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,8 +350,7 @@ class Supervisor:
         """
         actor = self._actor(key)
         info = _info(actor)
-        actor.closing_reason = "the session was deleted"
-        actor.scope.cancel()
+        actor.close("the session was deleted")
         self._forget(actor)
         await actor.done.wait()
         return info
@@ -470,7 +474,9 @@ class Supervisor:
             if actor.forgotten and actor.key is not None and not actor.one_turn:
                 self._observers.session_forgotten(actor.key)
             if actor.one_turn or actor.key is None or actor.scope.cancel_called:
-                with trio.CancelScope(shield=True):
+                # Shielded (a shutdown still cleans up), but bounded: a huge or stuck
+                # tree is left to its worker thread.
+                with trio.move_on_after(REMOVE_TIMEOUT_S, shield=True):
                     await _remove_directory(actor.cwd)
             actor.done.set()
 
@@ -616,7 +622,7 @@ async def _remove_directory(path: Path) -> None:
     except FileNotFoundError:
         return
     except OSError:
-        await trio.to_thread.run_sync(shutil.rmtree, path, True)
+        await trio.to_thread.run_sync(shutil.rmtree, path, True, abandon_on_cancel=True)
     else:
         await trio.lowlevel.checkpoint()
 

@@ -66,6 +66,10 @@ class PerKeyCap:
                 del self._held[principal]
 
 
+# Seconds the shielded last send may take: a client that stops reading cannot hold it.
+LAST_SEND_TIMEOUT_S = 10.0
+
+
 def shield_last_send(app: ASGIApp) -> ASGIApp:
     """Wrap an ASGI app so the last message of each HTTP response is sent shielded.
 
@@ -74,8 +78,8 @@ def shield_last_send(app: ASGIApp) -> ASGIApp:
     telling the app the client is gone; quart-trio then cancels the request's task
     group, which cancels the close halfway, and the connection stays open for as long
     as the client keeps it (measured with hypercorn 0.18, quart-trio 0.12). Shielded,
-    the close completes. hypercorn already shields its socket writes, so this adds no
-    new wait that cancellation could not cut before.
+    the close completes. hypercorn already shields its socket writes; this shield is
+    bounded anyway, by ``LAST_SEND_TIMEOUT_S``.
     """
 
     async def shielded(
@@ -85,7 +89,7 @@ def shield_last_send(app: ASGIApp) -> ASGIApp:
     ) -> None:
         async def send_last_shielded(message: Message) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body"):
-                with trio.CancelScope(shield=True):
+                with trio.move_on_after(LAST_SEND_TIMEOUT_S, shield=True):
                     await send(message)
             else:
                 await send(message)

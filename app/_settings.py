@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     first_chunk_timeout_s: float = Field(10.0, gt=0)
     stream_idle_timeout_s: float = Field(120.0, gt=0)
     interrupt_drain_timeout_s: float = Field(10.0, gt=0)
+    # Writing a prompt to a CLI that takes none (stopped, wedged) gives up after this:
+    # the CLI is killed, the turn fails and the session restarts.
+    prompt_write_timeout_s: float = Field(10.0, gt=0)
     max_restarts: int = Field(3, ge=0)
     restart_window_s: float = Field(60.0, gt=0)
     on_disconnect: Literal["interrupt", "finish"] = "interrupt"
@@ -222,6 +225,7 @@ class Settings(BaseSettings):
                 first_chunk_timeout_s=self.first_chunk_timeout_s,
                 stream_idle_timeout_s=self.stream_idle_timeout_s,
                 interrupt_drain_s=self.interrupt_drain_timeout_s,
+                prompt_write_s=self.prompt_write_timeout_s,
                 max_restarts=self.max_restarts,
                 restart_window_s=self.restart_window_s,
                 finish_on_disconnect=self.on_disconnect == "finish",

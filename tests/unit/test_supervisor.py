@@ -11,6 +11,7 @@ import pytest
 import trio
 
 from actors import (
+    ActorPolicy,
     CapacityError,
     MailboxFullError,
     PrincipalLimitError,
@@ -25,7 +26,6 @@ from actors import (
     open_supervisor,
     workspace_name,
 )
-from actors._actor import ActorPolicy
 from actors.testing import ScriptedClientFactory, Step, text_reply
 
 POLICY_FIELDS = set(ActorPolicy.__dataclass_fields__)

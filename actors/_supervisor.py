@@ -189,6 +189,7 @@ class Supervisor:
         self._observers = _Observers()
         self._turns_by_principal: collections.Counter[str] = collections.Counter()
         self._closed = False
+        self._session_waiters: dict[SessionKey, trio.lowlevel.ParkingLot] = {}
 
     # -- Turns ------------------------------------------------------------------------
 
@@ -294,6 +295,47 @@ class Supervisor:
         actor = self._actor(key)
         with actor.fanout.listen(replay=actor.pending_permissions()) as events:
             yield events
+
+    async def wait_for_session(self, key: SessionKey) -> None:
+        """Wait until session ``key`` exists (is registered), instead of polling for it.
+
+        Returns at once (after a checkpoint) if it exists already. Otherwise returns
+        when its actor is registered: started by a turn from any route (a WebSocket, an
+        HTTP request, an embedding program) or adopted from the warm pool. On return
+        the session exists, and it stays registered until the caller's next checkpoint,
+        so a ``listen(key)`` right after this returns cannot raise
+        ``SessionNotFoundError``.
+
+        Waiters are woken in the very step that registers the session, and that step
+        comes before the session's first turn is handed to its actor: the caller whose
+        turn starts a session submits it only once the start is done. An actor reports a
+        turn's first event (``TurnStarted``) only after receiving the turn and sending
+        its prompt to the CLI, both checkpoints. So a caller that calls ``listen(key)``
+        right after this returns, with no checkpoint in between, hears the session's
+        first turn from its ``TurnStarted`` on.
+
+        Args:
+            key: the session (principal and session id) to wait for.
+
+        After ``close()`` turns no longer start sessions, so a wait for a session that
+        does not exist (and is not being started) lasts until cancelled. Takes no
+        timeout: wrap it in ``trio.move_on_after``. If cancelled, it leaves nothing
+        behind.
+        """
+        await trio.lowlevel.checkpoint()
+        while key not in self._sessions:
+            lot = self._session_waiters.setdefault(key, trio.lowlevel.ParkingLot())
+            try:
+                await lot.park()
+            finally:
+                if not len(lot) and self._session_waiters.get(key) is lot:
+                    del self._session_waiters[key]
+
+    def _wake_session_waiters(self, key: SessionKey) -> None:
+        """Wake every ``wait_for_session(key)``: the session was just registered."""
+        lot = self._session_waiters.pop(key, None)
+        if lot is not None:
+            lot.unpark_all()
 
     async def close_session(self, key: SessionKey) -> SessionInfo:
         """Close a session for good: its running turn fails (``session_closed``), waiting
@@ -406,6 +448,7 @@ class Supervisor:
             start.error = exc
         else:
             self._sessions[key] = actor
+            self._wake_session_waiters(key)
         finally:
             del self._starting[key]
             start.done.set()

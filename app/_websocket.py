@@ -50,12 +50,18 @@ keeps the turn alive (leaving it interrupts the turn, as for an HTTP client) and
 what listeners cannot see, a turn that failed before it started (``session_closed``,
 ``overloaded``), whose ``turn_failed`` goes to its sender alone.
 
-A session only exists once its first turn starts it, and ``listen`` needs it. So
-connections wait for their session in a registry per session id: right after a
-WebSocket turn is queued (and before any checkpoint, so before the actor can run it),
-every waiting connection of that session starts listening. A session started or
-re-created by another route (HTTP) is noticed by polling every ``SESSION_POLL_S``
-seconds, so such a connection may miss the start of that first turn.
+A session only exists once its first turn starts it, and ``listen`` needs it. So a
+connection whose session does not exist (yet, or any more) waits for it with
+``Supervisor.wait_for_session`` and listens, with no checkpoint in between, as soon as it
+is registered, whichever route starts it (a WebSocket, HTTP, ``/v1/chat/completions``).
+A session is registered before its first turn reaches its actor, and the actor sends
+that turn's ``TurnStarted`` only later, so a connection that was waiting sees the first
+turn from ``turn_started`` on. Connections are also kept in a registry per session id:
+right after a WebSocket turn is queued (before any checkpoint, so before the actor can
+run it), every connection of that session listens to it, including one still sending
+the last events of the session's previous incarnation (deleted or forgotten). Only such
+a connection, still busy with an old incarnation when another route re-creates the
+session, may miss the start of the new incarnation's first turn.
 
 Each connection is one nursery: a reader of client messages, a forwarder of listener
 events, a writer (the only task that sends on the socket, from a bounded outbox), and
@@ -100,8 +106,6 @@ from ._limits import PerKeyCap
 from ._requests import check_prompt, describe
 from ._settings import Settings
 
-# How often a connection whose session does not exist checks whether it does now.
-SESSION_POLL_S = 1.0
 # Frames waiting for the socket, per connection. Past this, event forwarding waits
 # and a slow client's listener lags (it never slows the session).
 OUTBOX_SIZE = 32
@@ -260,7 +264,6 @@ class _Connection:
         self._idle_scope: trio.CancelScope | None = None  # around a receive
         # Listeners in order; more than one only while an old incarnation ends.
         self._listening: collections.deque[_Listening] = collections.deque()
-        self._attached = trio.lowlevel.ParkingLot()
         self._outbox_send, self._outbox_receive = trio.open_memory_channel[Frame](OUTBOX_SIZE)
 
     def attach(self) -> None:
@@ -275,7 +278,6 @@ class _Connection:
             self._listening.append(_Listening(self._supervisor, self.key, info.created_at))
         except SessionNotFoundError:
             return
-        self._attached.unpark_all()
 
     async def serve(self, ws: Websocket) -> None:
         """Serve the connection until it is cancelled (the client went away) or idle
@@ -294,8 +296,9 @@ class _Connection:
                     }
                 )
                 async with trio.open_nursery() as nursery:
+                    # Following the session before the client can read the first frame.
+                    await nursery.start(self._forward_events)
                     nursery.start_soon(self._write, ws)
-                    nursery.start_soon(self._forward_events)
                     await self._read(ws, nursery)
                     nursery.cancel_scope.cancel()  # idle: no turn of its own is under way
             finally:
@@ -311,16 +314,16 @@ class _Connection:
         async for frame in self._outbox_receive:
             await ws.send(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
 
-    async def _forward_events(self) -> None:
+    async def _forward_events(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Forward the session's events from its listeners, waiting for the session to
-        exist (or to exist again) whenever there is none."""
+        exist (or to exist again) whenever there is none. Reports started once it
+        follows the session: any registration of it from then on is heard."""
+        task_status.started()
         while True:
             while not self._listening:
+                # Listens with no checkpoint after the wait: from the first turn's start.
+                await self._supervisor.wait_for_session(self.key)
                 self.attach()
-                if self._listening:
-                    break
-                with trio.move_on_after(SESSION_POLL_S):
-                    await self._attached.park()
             listening = self._listening[0]
             async for event in listening.events:
                 await self._send(event_json(event))

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,29 @@ import psutil
 import pytest
 
 from app._settings import PROJECT_ROOT, CliNotFoundError, Settings
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str | Callable[[], str]
+) -> None:
+    """Wait until ``predicate()`` is true; fail the test after ``timeout`` seconds.
+
+    For conditions that can only be seen by looking (a transcript written, a process
+    gone, a server state reported): it looks every 50 ms, so it returns as soon as the
+    condition holds, not after a guessed delay. Where a signal exists (an event, a
+    stream frame) wait on that instead.
+
+    Args:
+        predicate: the condition, looked at until it is true.
+        timeout: seconds before the test fails.
+        what: what is waited for, for the failure message (or a callable making it).
+    """
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() >= deadline:
+            message = what() if callable(what) else what
+            pytest.fail(f"gave up after {timeout}s waiting for {message}")
+        time.sleep(0.05)
 
 
 def claude_cli() -> Path:
@@ -76,10 +99,14 @@ class Server:
     def wait_until_every_cli_is_accounted_for(self, timeout: float = 20) -> None:
         """Assert that, once warm-pool refills settle, every CLI child of the server is
         a live session's or a warm actor's: no leaked process."""
-        deadline = time.monotonic() + timeout
-        while (pids := self.cli_pids()) != self.accounted_pids():
-            assert time.monotonic() < deadline, f"unaccounted CLIs: {pids - self.accounted_pids()}"
-            time.sleep(0.2)
+        wait_until(
+            lambda: self.cli_pids() == self.accounted_pids(),
+            timeout,
+            lambda: (
+                f"every CLI to be accounted for (unaccounted: "
+                f"{self.cli_pids() - self.accounted_pids()})"
+            ),
+        )
 
     def wait_for_transcript(
         self, session_id: str, text: str, timeout: float = 15, api_key: str | None = None
@@ -89,10 +116,11 @@ class Server:
         before that would lose the turn however well the server behaves."""
         claude_id = self.session(session_id, api_key)["claude_session_id"]
         pattern = f"claude/projects/*/{claude_id}.jsonl"
-        deadline = time.monotonic() + timeout
-        while not any(text in path.read_text() for path in self.state_dir.glob(pattern)):
-            assert time.monotonic() < deadline, f"no transcript with {text!r} for {session_id}"
-            time.sleep(0.1)
+        wait_until(
+            lambda: any(text in path.read_text() for path in self.state_dir.glob(pattern)),
+            timeout,
+            f"a transcript with {text!r} for {session_id}",
+        )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from .conftest import MODEL, ask
+from .conftest import MODEL, ask, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -116,10 +116,8 @@ def test_request_without_session_runs_on_a_closed_one_turn_session(server, clien
     assert text.startswith("echo: ")
     assert "my name is Ada" in text and "what is my name?" in text
     assert "X-Session-ID" not in raw.headers
-    deadline = time.monotonic() + 15
-    while len(server.cli_pids()) > len(before) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(server.cli_pids()) == len(before), "the one-turn CLI should be gone"
+    wait_until(lambda: len(server.cli_pids()) <= len(before), 15, "the one-turn CLI to be gone")
+    assert len(server.cli_pids()) == len(before)
     server.wait_until_every_cli_is_accounted_for()
     sessions = httpx.get(f"{server.url}/v1/sessions").json()["data"]
     assert not [s for s in sessions if s["id"].startswith("one-turn-")]

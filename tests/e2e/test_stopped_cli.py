@@ -12,7 +12,7 @@ import httpx
 import psutil
 import pytest
 
-from .conftest import SHORT_TIMEOUTS, Server, start_server, stop_server
+from .conftest import SHORT_TIMEOUTS, Server, start_server, stop_server, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,11 +35,12 @@ def _stopped_with_a_big_prompt(
     pid = server.session(session)["cli_pid"]
     os.kill(pid, signal.SIGSTOP)
     pending = pool.submit(_post, server, session, BIG)
-    deadline = time.monotonic() + 30
-    while server.session(session)["state"] != "busy":
-        assert time.monotonic() < deadline, "the big turn never started"
-        assert not pending.done(), pending.result().text
-        time.sleep(0.05)
+
+    def busy() -> bool:
+        assert not pending.done(), pending.result().text  # it ended before it started
+        return server.session(session)["state"] == "busy"
+
+    wait_until(busy, 30, "the big turn to start")
     return pid, pending
 
 

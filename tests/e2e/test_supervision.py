@@ -10,13 +10,14 @@ import os
 import signal
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import anthropic
 import httpx
 import psutil
 import pytest
 
-from .conftest import MODEL, SHORT_TIMEOUTS, ask, start_server, stop_server
+from .conftest import MODEL, SHORT_TIMEOUTS, ask, start_server, stop_server, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -40,16 +41,12 @@ def stream_frames(url: str, session: str, prompt: str, on_delta=None) -> list[di
     return frames
 
 
-def gone(pid: int, within: float = 10) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        try:
-            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
-                return True
-        except psutil.NoSuchProcess:
-            return True
-        time.sleep(0.1)
-    return False
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_slow_session_does_not_delay_another_sessions_reply(server, client):
@@ -57,21 +54,25 @@ def test_slow_session_does_not_delay_another_sessions_reply(server, client):
     before it: no lock across sessions."""
     ask(client, "e2e-slow", "warm up")
     ask(client, "e2e-fast", "warm up")
-    finished: dict[str, float] = {}
+    streaming = threading.Event()
     started = time.monotonic()
 
-    def slow() -> None:
-        ask(client, "e2e-slow", f"slow {SLOW}")
-        finished["slow"] = time.monotonic() - started
+    def slow() -> tuple[list[dict], float]:
+        try:
+            frames = stream_frames(server.url, "e2e-slow", f"slow {SLOW}", streaming.set)
+        finally:
+            streaming.set()  # also if it failed: the main thread need not wait in vain
+        return frames, time.monotonic() - started
 
-    thread = threading.Thread(target=slow)
-    thread.start()
-    time.sleep(0.5)
-    assert ask(client, "e2e-fast", "quick") == "echo: quick"
-    finished["fast"] = time.monotonic() - started
-    thread.join(30)
-    assert finished["slow"] > 4.5
-    assert finished["fast"] < finished["slow"] - 3, finished
+    with ThreadPoolExecutor(1) as pool:
+        slow_turn = pool.submit(slow)
+        assert streaming.wait(30), "the slow turn should stream"  # its session is busy
+        assert ask(client, "e2e-fast", "quick") == "echo: quick"
+        fast = time.monotonic() - started
+        frames, slow_s = slow_turn.result(timeout=30)  # re-raises if the thread failed
+    assert frames[-1]["type"] == "message_stop"
+    assert slow_s > 4.5
+    assert fast < slow_s - 3, (fast, slow_s)
 
 
 def test_wedged_cli_gets_a_timeout_error_and_is_replaced(server, client):
@@ -90,7 +91,7 @@ def test_wedged_cli_gets_a_timeout_error_and_is_replaced(server, client):
     assert caught.value.status_code == 504
     assert caught.value.body["error"]["type"] == "timeout_error"
     assert 5 <= elapsed < 5 + 5, elapsed
-    assert gone(pid), "the stopped CLI must be killed, not left behind"
+    wait_until(lambda: gone(pid), 10, "the stopped CLI to be killed, not left behind")
     assert ask(client, session, "[[count]]") == "count=2"
     info = server.session(session)
     assert info["cli_pid"] != pid
@@ -123,14 +124,15 @@ def test_cli_killed_between_turns_is_restarted_and_the_conversation_continues(se
     server.wait_for_transcript(session, "count=1")
     pid = server.session(session)["cli_pid"]
     os.kill(pid, signal.SIGKILL)
-    assert gone(pid)
+    wait_until(lambda: gone(pid), 10, f"the killed CLI {pid} to exit")
     # The server notices the exit by itself and restarts the CLI (resuming) while idle.
     # (A turn sent in the few ms before the kernel reaps the CLI could still be written
     # to it; it would fail with 502, never be silently re-run.)
-    deadline = time.monotonic() + 15
-    while server.session(session)["cli_pid"] in (pid, None):
-        assert time.monotonic() < deadline, "the dead CLI should be replaced"
-        time.sleep(0.1)
+    wait_until(
+        lambda: server.session(session)["cli_pid"] not in (pid, None),
+        15,
+        "the dead CLI to be replaced",
+    )
     assert server.session(session)["restarts"] == 1
     assert ask(client, session, "[[count]]") == "count=2"
 
@@ -158,24 +160,32 @@ def test_event_stream_shows_a_sessions_turn_to_listeners(server, client):
     """GET /v1/sessions/{id}/events lets another client watch a turn live."""
     session = "e2e-events"
     ask(client, session, "warm up")
-    seen: list[dict] = []
     listening = threading.Event()
 
-    def listen() -> None:
-        with httpx.stream("GET", f"{server.url}/v1/sessions/{session}/events", timeout=30) as r:
-            listening.set()
-            for line in r.iter_lines():
-                if line.startswith("data:"):
-                    seen.append(json.loads(line.removeprefix("data:")))
-                    if seen[-1]["type"] in ("turn_completed", "turn_failed"):
-                        return
+    def listen() -> list[dict]:
+        seen = []
+        url = f"{server.url}/v1/sessions/{session}/events"
+        try:
+            with httpx.stream("GET", url, timeout=30) as r:
+                # The route listens before it answers: with its headers here, it listens.
+                listening.set()
+                for line in r.iter_lines():
+                    if line.startswith("data:"):
+                        seen.append(json.loads(line.removeprefix("data:")))
+                        if seen[-1]["type"] in ("turn_completed", "turn_failed"):
+                            return seen
+        finally:
+            listening.set()  # also if it failed: the main thread need not wait in vain
+        raise AssertionError(f"the event stream ended early, after {seen}")
 
-    thread = threading.Thread(target=listen)
-    thread.start()
-    assert listening.wait(10)
-    time.sleep(0.3)  # the listener is registered once its response has started
-    assert ask(client, session, "watch me [[chunks=3]]") == "echo: watch me [[chunks=3]]"
-    thread.join(15)
+    with ThreadPoolExecutor(1) as pool:
+        listener = pool.submit(listen)
+        assert listening.wait(10), "the event stream should start"
+        if listener.done():
+            listener.result()  # it failed before the turn: raise its error here
+        assert server.session(session)["listeners"] == 1
+        assert ask(client, session, "watch me [[chunks=3]]") == "echo: watch me [[chunks=3]]"
+        seen = listener.result(timeout=15)  # re-raises if the listener failed
     kinds = [event["type"] for event in seen]
     assert kinds[0] == "turn_started"
     assert kinds.count("text_delta") == 3
@@ -210,13 +220,10 @@ def test_hibernated_session_resumes_on_a_new_cli(tmp_path):
         with anthropic.Anthropic(base_url=server.url, api_key="t", max_retries=0) as client:
             assert ask(client, "hib", "[[count]]") == "count=1"
             pid = server.session("hib")["cli_pid"]
-            deadline = time.monotonic() + 15
-            while server.session("hib")["live"]:
-                assert time.monotonic() < deadline, "the session should hibernate"
-                time.sleep(0.2)
+            wait_until(lambda: not server.session("hib")["live"], 15, "the session to hibernate")
             info = server.session("hib")
             assert info["hibernated"] and info["cli_pid"] is None and info["claude_session_id"]
-            assert gone(pid)
+            wait_until(lambda: gone(pid), 10, f"the hibernated session's CLI {pid} to exit")
             assert ask(client, "hib", "[[count]]") == "count=2"
             assert server.session("hib")["cli_pid"] not in (None, pid)
     finally:
@@ -227,27 +234,29 @@ def test_shutdown_with_turns_in_flight_leaves_no_cli_behind(tmp_path):
     """SIGTERM while two sessions stream: the turns finish within the grace period, the
     server exits 0, and every CLI process it started is gone."""
     server = start_server(tmp_path / "state", tmp_path / "server.log", env=SHORT_TIMEOUTS)
-    results: dict[str, list[dict]] = {}
     streaming = threading.Barrier(3)
-    try:
 
-        def run(session: str) -> None:
-            results[session] = stream_frames(
+    def run(session: str) -> list[dict]:
+        try:
+            return stream_frames(
                 server.url, session, f"bye {SLOW}", on_delta=lambda: streaming.wait(30)
             )
+        except BaseException:
+            streaming.abort()  # this turn will not stream: wake the others at once
+            raise
 
-        threads = [threading.Thread(target=run, args=(s,)) for s in ("sd-a", "sd-b")]
-        for thread in threads:
-            thread.start()
-        streaming.wait(30)
-        pids = server.cli_pids()
-        assert len(pids) >= 2
-    finally:
-        assert stop_server(server) == 0
-    for thread in threads:
-        thread.join(30)
+    with ThreadPoolExecutor(2) as pool:
+        try:
+            turns = {session: pool.submit(run, session) for session in ("sd-a", "sd-b")}
+            streaming.wait(30)
+            pids = server.cli_pids()
+            assert len(pids) >= 2
+        finally:
+            assert stop_server(server) == 0
+        # Every turn's result, re-raising a thread's failure rather than skipping it.
+        results = {session: turn.result(timeout=30) for session, turn in turns.items()}
     assert all(frames[-1]["type"] == "message_stop" for frames in results.values()), results
-    assert all(gone(pid, within=1) for pid in pids)
+    wait_until(lambda: all(gone(pid) for pid in pids), 1, "every CLI of the server to be gone")
 
 
 def test_a_restarted_server_resumes_known_sessions(tmp_path):

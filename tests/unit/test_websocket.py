@@ -313,31 +313,44 @@ async def test_turn_failing_before_it_starts_is_reported_to_its_sender(tmp_path)
     ]
 
 
-async def test_connection_follows_a_session_started_over_http(tmp_path, monkeypatch):
-    """A connection opened before its session exists starts following it when an HTTP
-    request starts it, and then sees the session's next turn in full."""
-    monkeypatch.setattr("app._websocket.SESSION_POLL_S", 0.05)
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+async def test_connection_open_before_http_starts_the_session_sees_its_first_turn_whole(
+    tmp_path, stream
+):
+    """A connection opened before its session exists, when an HTTP request
+    (``POST /v1/messages`` with ``X-Session-ID``) starts the session, sees that first
+    turn's events from ``turn_started`` to ``turn_completed``, and then the next turn in
+    full. (Several sessions, since the order of tasks within a scheduling step varies.)"""
     factory = ScriptedClientFactory()
     body = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
-    headers = {"X-Session-ID": "ws-http"}
     with trio.fail_after(GUARD_S):
-        async with (
-            serving(tmp_path, factory) as served,
-            open_session_client(served.url, "ws-http") as client,
-            httpx.AsyncClient(base_url=served.url) as http,
-        ):
-            first = await http.post("/v1/messages", json=body, headers=headers)
-            assert first.status_code == 200
-            # Nothing to wait on: the connection notices the session by polling.
-            while not served.supervisor.sessions()[0].listeners:  # noqa: ASYNC110
-                await trio.sleep(0.01)
-            second = await http.post("/v1/messages", json=body, headers=headers)
-            assert second.status_code == 200
-            frames = await frames_until_final(client)
-            while frames[0]["type"] != "turn_started":  # the end of the first turn, if seen
-                frames = frames[1:] or await frames_until_final(client)
-    assert [f["type"] for f in frames] == ["turn_started", "text_delta", "turn_completed"]
-    assert text_of(frames, frames[0]["turn_id"]) == "echo: hi #2"
+        async with serving(tmp_path, factory) as served, httpx.AsyncClient() as http:
+            for n in range(5):
+                session_id = f"ws-http-{n}"
+                headers = {"X-Session-ID": session_id}
+                async with open_session_client(served.url, session_id) as client:
+                    assert client.session["exists"] is False
+                    for _ in range(2):
+                        response = await http.post(
+                            f"{served.url}/v1/messages",
+                            json={**body, "stream": stream},
+                            headers=headers,
+                        )
+                        assert response.status_code == 200
+                    frames = await frames_until_final(client, 2)
+                first, second = frames[:3], frames[3:]
+                assert [f["type"] for f in first] == [
+                    "turn_started",
+                    "text_delta",
+                    "turn_completed",
+                ], session_id
+                assert text_of(first, first[0]["turn_id"]) == "echo: hi #1"
+                assert [f["type"] for f in second] == [
+                    "turn_started",
+                    "text_delta",
+                    "turn_completed",
+                ]
+                assert text_of(second, second[0]["turn_id"]) == "echo: hi #2"
 
 
 @pytest.mark.parametrize("session_id", ["bad id!", "x" * 129, "ü"])

@@ -24,9 +24,9 @@ class WarmPool:
     """Keeps ``size`` connected, unassigned actors ready, using only free live slots.
 
     A warm actor holds a live slot like any other; it never waits for one and never
-    evicts. While a session waits for a slot (``slots.waiting``) the pool is not
-    refilled, and an idle warm actor is the first victim when a session needs its slot
-    (``LiveSlots``).
+    evicts. While a session waits for a slot (``slots.waiting``), or sessions are being
+    started, the pool is not refilled; an idle warm actor is the first victim when a
+    session needs its slot (``LiveSlots``).
 
     Args:
         size: actors to keep ready.
@@ -75,12 +75,14 @@ class WarmPool:
         """Something the pool's size depends on changed: look again. Not a checkpoint."""
         self._changed.unpark_all()
 
-    async def keep_warm(self, nursery: trio.Nursery, closed: Callable[[], bool]) -> None:
-        """Refill the pool in ``nursery`` whenever it is short and a slot is free, until
-        ``closed()`` or cancelled."""
+    async def keep_warm(self, nursery: trio.Nursery, hold_off: Callable[[], bool]) -> None:
+        """Refill the pool in ``nursery`` whenever it is short, a slot is free and
+        ``hold_off()`` is false (the supervisor holds off while it is closing or sessions
+        are being started: they may need every free slot, and a warm CLI started then
+        would only be evicted again, its start-up CPU wasted). Runs until cancelled."""
         while True:
             while (
-                not closed()
+                not hold_off()
                 and len(self._ready) + self._starting < self.size
                 and len(self._slots) + self._starting < self._slots.capacity
                 and not self._slots.waiting  # a waiting session needs the slot more

@@ -452,6 +452,7 @@ class Supervisor:
         finally:
             del self._starting[key]
             start.done.set()
+            self._pool.notify()  # the pool holds off while sessions are starting
 
     async def _supervise(
         self, actor: SessionActor, *, task_status: trio.TaskStatus[SessionActor]
@@ -501,7 +502,7 @@ class Supervisor:
 
     async def keep_pool_warm(self) -> None:
         """Keep the warm pool filled until cancelled (``open_supervisor`` runs it)."""
-        await self._pool.keep_warm(self._nursery, self.closed)
+        await self._pool.keep_warm(self._nursery, lambda: self._closed or bool(self._starting))
 
     async def _start_warm_actor(self) -> SessionActor:
         """Start one unassigned actor for the warm pool; returns it once connected."""

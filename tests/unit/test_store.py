@@ -49,7 +49,7 @@ async def test_a_supervisor_resumes_sessions_a_previous_one_recorded(tmp_path):
         async with open_supervisor(config, factory, directory=store) as sup:
             sup.add_observer(store)
             assert await ask(sup, key, "three") == "echo: three #3"
-            resumed = factory.specs[-1]
+            resumed = [spec for spec in factory.specs if spec.resume][-1]
             assert (resumed.resume, resumed.cwd) == first_cwd
             assert sup.session(key).turns == 3
             other = SessionKey("kept", "bob")

@@ -5,7 +5,12 @@ share its CPU with the server's event loop), then has N sessions each send M str
 turns back to back, all sessions at once, over httpx. Reports time to first text delta
 (p50/p99/max), whole-turn time, wall time, refusals and errors by status.
 
-    uv run python benchmarks/concurrent.py [--sessions 16] [--turns 10] [--live 16]
+With ``--direct``, the same load runs without ccactors' server: N clients of the SDK
+adapter (``actors.open_sdk_client``, the same CLI and flags) opened at once in this
+process against the offline upstream: the limit any proxy is measured against (each
+session's first turn includes its CLI's start-up, as through the server).
+
+    uv run python benchmarks/load.py [--sessions 16] [--turns 10] [--live 16] [--direct]
 """
 
 from __future__ import annotations
@@ -92,6 +97,81 @@ async def load(url: str, sessions: int, turns: int) -> tuple[list[dict], float]:
         return results, trio.current_time() - started
 
 
+def start_upstream() -> tuple[subprocess.Popen[str], str]:
+    """``ccactors offline-upstream`` on a free port; the process and its URL."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "app", "offline-upstream", "--port", "0"],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    for line in process.stdout:  # type: ignore[union-attr]
+        if match := re.search(r"serving on (http://\S+)", line):
+            return process, match.group(1)
+    raise RuntimeError("the offline upstream did not start")
+
+
+async def direct_session(
+    options, workspace: Path, name: str, turns: int, results: list[dict]
+) -> None:
+    """``turns`` turns on one SDK client of its own, as a session of the server runs."""
+    from actors import SessionSpec, open_sdk_client
+    from actors._client import StreamEvent, TurnResult
+
+    opened = trio.current_time()  # a first turn includes its CLI's start, as in ccactors
+    async with open_sdk_client(options, SessionSpec(workspace)) as client:
+        for n in range(turns):
+            started = opened if n == 0 else trio.current_time()
+            first = None
+            await client.query(f"turn {n} [[chunks=5]]")
+            while not isinstance(message := await client.receive(), TurnResult):
+                if (
+                    first is None
+                    and isinstance(message, StreamEvent)
+                    and message.event.get("type") == "content_block_delta"
+                ):
+                    first = trio.current_time() - started
+            results.append(
+                {
+                    "session": name,
+                    "status": 200,
+                    "ttft_s": first,
+                    "turn_s": trio.current_time() - started,
+                }
+            )
+
+
+async def direct_load(
+    upstream: str, state: Path, sessions: int, turns: int
+) -> tuple[list[dict], float]:
+    from actors import BUNDLED_CLI, CliOptions
+
+    options = CliOptions(
+        cli_path=BUNDLED_CLI,
+        env={
+            "ANTHROPIC_BASE_URL": upstream,
+            "ANTHROPIC_API_KEY": "bench",
+            "CLAUDE_CONFIG_DIR": str(state / "claude"),
+            "CLAUDE_CODE_MAX_RETRIES": "0",
+            "DISABLE_AUTOUPDATER": "1",
+            "DISABLE_TELEMETRY": "1",
+            "DISABLE_ERROR_REPORTING": "1",
+            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+        },
+        tools=("Read", "Glob", "Grep"),
+        disallowed_tools=("Bash", "Edit", "Write", "WebFetch", "WebSearch"),
+    )
+    results: list[dict] = []
+    started = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        for s in range(sessions):
+            nursery.start_soon(
+                direct_session, options, state / f"w{s}", f"direct-{s}", turns, results
+            )
+    return results, trio.current_time() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=16)
@@ -99,12 +179,20 @@ def main() -> None:
     parser.add_argument("--live", type=int, default=16, help="max_live_sessions")
     parser.add_argument("--pool", type=int, default=2, help="warm_pool_size")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--direct", action="store_true", help="the SDK alone, no server")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ccactors-load-") as state:
-        process, url = start_server(Path(state), args.live, args.pool)
-        try:
+        if args.direct:
+            for s in range(args.sessions):
+                (Path(state) / f"w{s}").mkdir()
+            process, url = start_upstream()
+            run = (direct_load, url, Path(state), args.sessions, args.turns)
+        else:
+            process, url = start_server(Path(state), args.live, args.pool)
             time.sleep(3)  # the warm pool fills
-            results, wall = trio.run(load, url, args.sessions, args.turns)
+            run = (load, url, args.sessions, args.turns)
+        try:
+            results, wall = trio.run(*run)
         finally:
             process.terminate()
             process.wait(60)
@@ -115,6 +203,7 @@ def main() -> None:
     ttft = [r["ttft_s"] for r in ok]
     whole = [r["turn_s"] for r in ok]
     summary = {
+        "mode": "direct SDK" if args.direct else "ccactors",
         "sessions": args.sessions,
         "turns_per_session": args.turns,
         "max_live_sessions": args.live,

@@ -102,7 +102,6 @@ def test_disconnect_mid_stream_leaves_the_session_usable_with_one_cli(server, cl
 def test_request_without_session_runs_on_a_closed_one_turn_session(server, client):
     """Without a session id the turn runs on its own CLI, which is closed right after;
     earlier messages of the request reach it as context."""
-    before = server.cli_pids()
     raw = client.messages.with_raw_response.create(
         model=MODEL,
         max_tokens=256,
@@ -116,11 +115,15 @@ def test_request_without_session_runs_on_a_closed_one_turn_session(server, clien
     assert text.startswith("echo: ")
     assert "my name is Ada" in text and "what is my name?" in text
     assert "X-Session-ID" not in raw.headers
-    wait_until(lambda: len(server.cli_pids()) <= len(before), 15, "the one-turn CLI to be gone")
-    assert len(server.cli_pids()) == len(before)
+
+    def one_turn_sessions() -> list[dict]:
+        sessions = httpx.get(f"{server.url}/v1/sessions", timeout=10).json()["data"]
+        return [s for s in sessions if s["id"].startswith("one-turn-")]
+
+    wait_until(lambda: not one_turn_sessions(), 15, "the one-turn session to close")
+    # Not a session's nor a warm actor's: a one-turn CLI still running would show here.
+    # (Counting CLIs before and after cannot tell: the warm pool refills meanwhile.)
     server.wait_until_every_cli_is_accounted_for()
-    sessions = httpx.get(f"{server.url}/v1/sessions").json()["data"]
-    assert not [s for s in sessions if s["id"].startswith("one-turn-")]
 
 
 def test_upstream_errors_keep_their_status_and_the_session_goes_on(server, client):

@@ -208,12 +208,15 @@ class SessionActor:
     @property
     def evictable(self) -> bool:
         """Whether hibernating this actor would free a slot no turn is about to use: it
-        is live, waiting for a turn with none queued, and (for a session) has served a
-        turn since it connected or was adopted, since its first turn is on its way."""
+        is live, waiting for a turn with none queued and not already told to stop
+        waiting, and (for a session) has served a turn since it connected or was
+        adopted, since its first turn is on its way. A warm actor is adopted only if
+        evictable, so one already told to hibernate is never handed a session."""
         return (
             self.live
             and self.state == "idle"
             and self._waiting is not None
+            and self._wake_up is None  # not already leaving
             and not self.mailbox_depth
             and (self.key is None or self._served)
         )

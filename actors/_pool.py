@@ -57,12 +57,13 @@ class WarmPool:
         return [a.cli_pid for a in self._ready if a.cli_pid is not None]
 
     def take(self) -> SessionActor | None:
-        """The oldest ready actor, now no longer the pool's; ``None`` if none is ready.
-        The caller adopts it at once. Not a checkpoint."""
-        if not self._ready:
-            return None
-        actor = self._ready.pop(0)
-        self.notify()
+        """The oldest ready actor, now no longer the pool's; ``None`` if none is ready
+        (one being evicted for another session's slot is not). The caller adopts it at
+        once. Not a checkpoint."""
+        actor = next((a for a in self._ready if a.evictable), None)
+        if actor is not None:
+            self._ready.remove(actor)
+            self.notify()
         return actor
 
     def discard(self, actor: SessionActor) -> None:

@@ -167,6 +167,8 @@ class LiveSlots:
 
     async def _wait(self, actor: SessionActor | None, *, take: bool) -> None:
         await trio.lowlevel.checkpoint()
+        if actor is not None and actor in self.holders:
+            return  # it has its slot already (e.g. its CLI is starting)
         warm = actor is not None and actor.key is None
         deadline = trio.current_time() + (0.0 if warm else self.wait_s)
         self.waiting += not warm

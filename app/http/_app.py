@@ -36,7 +36,13 @@ from actors import (
     TurnFailed,
 )
 
-from ._anthropic import (
+from .._logging import request_id_var
+from .._settings import Settings
+from ..security._auth import AuthError, is_admin, principal_for
+from ..security._origin import RequestPolicy
+from ..sessions._store import SessionStore
+from ..sessions._transcripts import delete_conversation, read_conversation
+from ..wire._anthropic import (
     MessagesRequest,
     RequestError,
     StreamEncoder,
@@ -49,19 +55,14 @@ from ._anthropic import (
     session_key_from,
     turn_prompt,
 )
-from ._auth import AuthError, current_principal, is_admin, principal_for
+from ..wire._events import event_json, event_type
+from ..wire._problems import describe
+from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._browser import BrowserGuard
-from ._events import event_json, event_type
 from ._limits import PerKeyCap, shield_last_send
-from ._logging import request_id_var
 from ._metrics import Metrics
 from ._openai import openai_blueprint
-from ._origin import RequestPolicy
-from ._requests import check_prompt, check_size, describe, json_object
-from ._settings import Settings
-from ._sse import SSE_HEADERS, encode_sse, sse_comment
-from ._store import SessionStore
-from ._transcripts import delete_conversation, read_conversation
+from ._requests import check_prompt, check_size, current_principal, json_object
 from ._websocket import websocket_blueprint
 
 log = logging.getLogger(__name__)
@@ -323,7 +324,7 @@ async def _listen(
 ) -> AsyncIterator[bytes]:
     """The SSE body of a session's event stream; first yields ``b""`` once listening.
 
-    Each event is ``event: <type>`` with its JSON (see ``app._events``); a listener too
+    Each event is ``event: <type>`` with its JSON (see ``app.wire._events``); a listener too
     slow to keep up gets a ``lagged`` event saying how many it lost. Counts against the
     key's ``cap`` of listeners while it runs (``PrincipalLimitError`` at the first item
     if the key is at its cap).

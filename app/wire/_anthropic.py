@@ -25,6 +25,7 @@ from actors import (
 )
 
 from . import _json
+from ._problems import RequestError
 from ._sse import encode_sse
 
 # -- Errors ---------------------------------------------------------------------------
@@ -62,14 +63,6 @@ def error_body(status: int, message: str, error_type: str | None = None) -> dict
     """Anthropic's error JSON for an HTTP status (type chosen from the status if not given)."""
     kind = error_type or ERROR_TYPES.get(status, "api_error")
     return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-class RequestError(Exception):
-    """A client mistake: reported as a 400 (or ``status``) with Anthropic error JSON."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- Requests -------------------------------------------------------------------------

@@ -69,9 +69,9 @@ import quart_trio
 import trio
 from werkzeug.exceptions import HTTPException
 
-from . import _json
-from ._anthropic import error_body
-from ._sse import encode_sse
+from ..wire import _json
+from ..wire._anthropic import error_body
+from ..wire._sse import encode_sse
 
 _LOGGER = logging.getLogger(__name__)
 

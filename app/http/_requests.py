@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import ValidationError
-from quart import request
+from quart import g, request
 
-from . import _json
-from ._anthropic import RequestError
-from ._settings import Settings
+from .._settings import Settings
+from ..wire import _json
+from ..wire._problems import RequestError
 
 
 async def json_object() -> dict[str, Any]:
@@ -17,7 +16,7 @@ async def json_object() -> dict[str, Any]:
 
     Only a body declared ``Content-Type: application/json`` is read: a web page can send
     ``text/plain`` (or a form) to any server without asking, but not JSON (see
-    ``app._browser``). Nesting deeper than ``app._json.MAX_DEPTH`` is refused.
+    ``app.http._browser``). Nesting deeper than ``app.wire._json.MAX_DEPTH`` is refused.
 
     Raises:
         RequestError: the body is not declared JSON (415), is not valid JSON or nests
@@ -55,8 +54,6 @@ def check_prompt(prompt: str, settings: Settings) -> str:
     return prompt
 
 
-def describe(error: ValidationError, root: str = "body") -> str:
-    """A pydantic validation error as ``field.path: problem; ...``."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in item['loc']) or root}: {item['msg']}" for item in error.errors()
-    )
+def current_principal() -> str:
+    """The principal of the request or WebSocket being served (set by the auth check)."""
+    return g.get("principal", "")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import shutil
@@ -15,25 +14,17 @@ from typing import Any, TypeVar
 
 import trio
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ValidationError
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from actors import (
-    CapacityError,
-    InvalidSessionIdError,
-    RetryLaterError,
     SessionError,
     SessionInfo,
     SessionKey,
     SessionNotFoundError,
     SessionRecord,
-    SessionStartError,
     Supervisor,
-    Turn,
-    TurnCompleted,
-    TurnFailed,
 )
 
 from .._logging import request_id_var
@@ -42,27 +33,16 @@ from ..security._auth import AuthError, is_admin, principal_for
 from ..security._origin import RequestPolicy
 from ..sessions._store import SessionStore
 from ..sessions._transcripts import delete_conversation, read_conversation
-from ..wire._anthropic import (
-    MessagesRequest,
-    RequestError,
-    StreamEncoder,
-    error_body,
-    estimate_tokens,
-    failure_error,
-    message_object,
-    reject_unsupported,
-    retry_headers,
-    session_key_from,
-    turn_prompt,
-)
+from ..wire._anthropic import AnthropicCodec, error_body, error_json, estimate_tokens
 from ..wire._events import event_json, event_type
-from ..wire._problems import describe
+from ..wire._problems import RequestError, problem_for, request_problem
 from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._browser import BrowserGuard
 from ._limits import PerKeyCap, shield_last_send
 from ._metrics import Metrics
 from ._openai import openai_blueprint
-from ._requests import check_prompt, check_size, current_principal, json_object
+from ._pipeline import problem_response, serve_turn, session_key
+from ._requests import current_principal, json_object
 from ._websocket import websocket_blueprint
 
 log = logging.getLogger(__name__)
@@ -71,7 +51,7 @@ ADMIN_PATHS = {"/v1/stats", "/metrics"}  # need an operator key once keys are co
 access_log = logging.getLogger("ccactors.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-M = TypeVar("M", bound=BaseModel)
+ANTHROPIC = AnthropicCodec()
 T = TypeVar("T")
 
 
@@ -141,12 +121,12 @@ def create_app(
         return response
 
     @app.errorhandler(RequestError)
-    async def request_error(exc: RequestError) -> tuple[dict[str, Any], int]:
-        return error_body(exc.status, str(exc)), exc.status
+    async def request_error(exc: RequestError) -> Response:
+        return problem_response(request_problem(exc), error_json)
 
     @app.errorhandler(SessionError)
     async def session_error(exc: SessionError) -> Response:
-        return _session_error_response(exc)
+        return problem_response(problem_for(exc), error_json)
 
     @app.errorhandler(HTTPException)
     async def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
@@ -154,39 +134,8 @@ def create_app(
         return error_body(status, exc.description or exc.name), status
 
     @app.post("/v1/messages")
-    async def messages() -> Response | tuple[dict[str, Any], int, dict[str, str]]:
-        body = await json_object()
-        req = _parse(MessagesRequest, body)
-        reject_unsupported(body)
-        check_size(len(req.messages), settings)
-        key = session_key_from(request.headers, body, current_principal())
-        from_claude_code = request.headers.get("User-Agent", "").startswith("claude-cli/")
-        prompt = turn_prompt(req, in_session=key is not None, from_claude_code=from_claude_code)
-        turn = Turn(check_prompt(prompt, settings))
-        headers = {} if key is None else {"X-Session-ID": key.session_id}
-        if req.stream:
-            stream = _stream_turn(
-                supervisor,
-                key,
-                turn,
-                req.model,
-                settings.sse_ping_interval_s,
-                principal=current_principal(),
-            )
-            await anext(stream)  # queues the turn: refusals become plain error responses
-            response = Response(stream, 200, {**SSE_HEADERS, **headers})
-            response.timeout = None  # Quart would cut the stream after 60 s
-            return response
-        async with supervisor.open_turn(key, turn, principal=current_principal()) as events:
-            collected = [event async for event in events]
-        match collected[-1] if collected else None:
-            case TurnCompleted() as done:
-                return message_object(turn.turn_id, req.model, collected, done), 200, headers
-            case TurnFailed() as failed:
-                status, error = failure_error(failed)
-                return error, status, {**headers, **retry_headers(failed)}
-            case _:
-                return error_body(503, "the session closed"), 503, headers
+    async def messages() -> Response:
+        return await serve_turn(ANTHROPIC, supervisor, settings)
 
     @app.post("/v1/messages/count_tokens")
     async def count_tokens() -> dict[str, Any]:
@@ -280,43 +229,6 @@ def create_app(
         return {"status": "ok"}  # no counts: it answers without a key
 
     return app
-
-
-async def _stream_turn(
-    supervisor: Supervisor,
-    key: SessionKey | None,
-    turn: Turn,
-    model: str,
-    ping_s: float,
-    *,
-    principal: str = "",
-) -> AsyncIterator[bytes]:
-    """The SSE body of a streaming turn. Its first (empty) item is yielded once the turn
-    is queued, so the route can still answer a refusal with a status code.
-
-    A client that disconnects cancels the task iterating this generator; leaving
-    ``open_turn`` then interrupts the turn. While nothing happens, a ``ping`` event is
-    sent every ``ping_s`` seconds.
-    """
-    encoder = StreamEncoder(turn.turn_id, model)
-    async with supervisor.open_turn(key, turn, principal=principal) as events:
-        yield b""
-        for frame in encoder.start():
-            yield frame
-        finished = False
-        async with aclosing(_with_keepalive(events, ping_s)) as ticks:
-            async for event in ticks:
-                if event is None:
-                    yield encode_sse("ping", {"type": "ping"})
-                    continue
-                finished = isinstance(event, TurnCompleted | TurnFailed)
-                for frame in encoder.encode(event):
-                    yield frame
-                if finished:
-                    break
-        if not finished:
-            yield encode_sse("error", error_body(503, "the session closed"))
-    yield sse_comment("end")
 
 
 async def _listen(
@@ -413,35 +325,9 @@ def _resting(record: SessionRecord) -> SessionInfo:
 
 
 def _key(session_id: str) -> SessionKey:
-    """A session id from a URL as a key. Raises ``RequestError`` (400) if malformed."""
-    try:
-        return SessionKey(session_id, current_principal())
-    except InvalidSessionIdError as exc:
-        raise RequestError(f"invalid session id: {exc}") from None
-
-
-def _parse(model: type[M], body: dict[str, Any]) -> M:
-    """Validate ``body``; a mismatch is a ``RequestError`` naming each bad field."""
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        raise RequestError(describe(exc)) from None
-
-
-def _session_error_response(exc: SessionError) -> Response:
-    match exc:
-        case SessionNotFoundError():
-            status, headers = 404, {}
-        case RetryLaterError():
-            status = 503 if isinstance(exc, CapacityError) else 429
-            headers = {"Retry-After": str(exc.retry_after_s)}
-        case SessionStartError():
-            status, headers = 502, {}
-        case _:
-            status, headers = 503, {}
-    response = Response(json.dumps(error_body(status, str(exc))), status, headers)
-    response.content_type = "application/json"
-    return response
+    """A session id from a URL as the caller's key. Raises ``RequestError`` (400) if
+    malformed."""
+    return session_key(session_id, current_principal())
 
 
 def _iso(timestamp: float) -> str:

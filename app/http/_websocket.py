@@ -82,7 +82,6 @@ from quart import Blueprint, current_app, websocket
 from quart.wrappers import Websocket
 
 from actors import (
-    InvalidSessionIdError,
     PrincipalLimitError,
     SessionError,
     SessionKey,
@@ -95,8 +94,8 @@ from actors import (
 
 from .._settings import Settings
 from ..security._auth import AuthError, principal_for
-from ..wire._anthropic import RequestError
 from ..wire._events import event_json
+from ..wire._problems import RequestError
 from ..wire._websocket import (
     BadMessageError,
     Frame,
@@ -109,6 +108,7 @@ from ..wire._websocket import (
     refusal_frame,
 )
 from ._limits import PerKeyCap
+from ._pipeline import session_key
 from ._requests import check_prompt
 
 # Frames waiting for the socket, per connection. Past this, event forwarding waits
@@ -374,11 +374,10 @@ def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint
         await websocket.accept()
         try:
             principal = principal_for(websocket.headers, current_app.config["KEY_HASHES"])
-            key = SessionKey(session_id, principal)
-        except (AuthError, InvalidSessionIdError) as exc:
-            status = 401 if isinstance(exc, AuthError) else 400
-            reason = str(exc) if status == 401 else f"invalid session id: {exc}"
-            await reject(error_frame(status, reason))
+            key = session_key(session_id, principal)
+        except (AuthError, RequestError) as exc:
+            status = 401 if isinstance(exc, AuthError) else exc.status
+            await reject(error_frame(status, str(exc)))
             return
         with contextlib.ExitStack() as stack:
             try:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -53,7 +54,9 @@ from actors import (
     TurnFailed,
 )
 
-from ._anthropic import RequestError, failure_error
+from ._codec import Message, TurnRequest
+from ._problems import Problem, RequestError, failure_problem
+from ._sse import sse_comment
 
 # What ``GET /v1/models`` lists (after ``settings.model``, if set). Informational: a
 # request's ``model`` is echoed back, and the CLI runs the model the server is set to.
@@ -68,6 +71,12 @@ def error_type(status: int) -> str:
     if status == 429:
         return "rate_limit_error"
     return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_json(problem: Problem) -> dict[str, Any]:
+    """OpenAI's error JSON for a problem: its ``type`` from the status, its ``param``
+    and ``code``. Not a checkpoint."""
+    return error_body(problem.status, problem.message, param=problem.param, code=problem.code)
 
 
 def error_body(
@@ -89,13 +98,6 @@ class ParamError(RequestError):
         super().__init__(message)
         self.param = param
         self.code = code
-
-
-def _failure(failed: TurnFailed) -> tuple[int, dict[str, Any]]:
-    """The status and OpenAI error body for a failed turn; ``code`` is its reason. The
-    status is the Anthropic route's (``failure_error``), so both fronts agree."""
-    status, _ = failure_error(failed)
-    return status, error_body(status, failed.message, code=failed.reason)
 
 
 # -- Requests -------------------------------------------------------------------------
@@ -223,43 +225,20 @@ def message_text(message: ChatMessage, index: int) -> str:
     return "\n".join(texts)
 
 
-def chat_prompt(request: ChatCompletionRequest, *, in_session: bool) -> str:
-    """The prompt of the turn a request asks for.
-
-    The last message, which must be the user's, is the new message. ``system`` and
-    ``developer`` messages become instructions placed before it: all of them without a
-    session; with one, those after the last assistant message (earlier ones went with
-    an earlier turn). Without a session, earlier user and assistant messages come along
-    as context too; with one, the session remembers them.
+def to_messages(request: ChatCompletionRequest) -> list[Message]:
+    """The request's messages as the pipeline's: ``system`` and ``developer`` messages
+    are instructions. Not a checkpoint.
 
     Raises:
-        ParamError: as ``message_text``, for any message; or the last message is not a
-            user message with text.
+        ParamError: as ``message_text``, for any message.
     """
-    texts = [message_text(m, i).strip() for i, m in enumerate(request.messages)]
-    *earlier, prompt = texts
-    roles = [m.role for m in request.messages[:-1]]
-    if request.messages[-1].role != "user" or not prompt:
-        raise ParamError("the last message must be a user message with text", param="messages")
-    since = max((i for i, role in enumerate(roles) if role == "assistant"), default=-1) + 1
-    instructions = [
-        text
-        for i, (role, text) in enumerate(zip(roles, earlier, strict=True))
-        if role in ("system", "developer") and text and (not in_session or i >= since)
+    return [
+        Message(
+            "instructions" if m.role in ("system", "developer") else m.role,
+            message_text(m, i).strip(),
+        )
+        for i, m in enumerate(request.messages)
     ]
-    context = [
-        f"{'User' if role == 'user' else 'Assistant'}: {text}"
-        for role, text in zip(roles, earlier, strict=True)
-        if role in ("user", "assistant") and text and not in_session
-    ]
-    sections = []
-    if instructions:
-        sections.append("Instructions:\n\n" + "\n\n".join(instructions))
-    if context:
-        sections.append("The conversation so far:\n\n" + "\n\n".join(context))
-    if not sections:
-        return prompt
-    return "\n\n".join([*sections, f"The user's new message:\n\n{prompt}"])
 
 
 # -- Responses ------------------------------------------------------------------------
@@ -301,14 +280,14 @@ class _Joiner:
 
 class Completion:
     """One turn's answer in Chat Completions form: ``object()`` builds the non-streaming
-    ``chat.completion``; ``start()``, ``encode(event)`` and ``end_early()`` give the
+    ``chat.completion``; ``start()``, ``encode(event)``, ``failed()`` and ``end()`` give the
     ``data:`` frames of the streaming one.
 
     The stream: a chunk with ``delta {"role": "assistant", "content": ""}``, a chunk per
     text delta, a chunk with an empty delta and ``finish_reason``, with ``include_usage``
     a chunk with ``choices: []`` and ``usage`` (earlier chunks then carry
     ``"usage": null``), then ``data: [DONE]``. A failed turn ends with
-    ``data: {"error": {...}}`` and ``data: [DONE]``. ``finished`` turns true at the end.
+    ``data: {"error": {...}}`` and ``data: [DONE]`` (``failed`` and ``end``).
     """
 
     def __init__(self, turn_id: str, model: str, *, include_usage: bool = False) -> None:
@@ -316,7 +295,6 @@ class Completion:
         self.model = model
         self.created = int(time.time())
         self.include_usage = include_usage
-        self.finished = False
         self._joiner = _Joiner()
 
     def object(self, events: list[SessionEvent], done: TurnCompleted) -> dict[str, Any]:
@@ -325,30 +303,36 @@ class Completion:
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(done)}
         return {**self._head("chat.completion"), "choices": [choice], "usage": usage_of(done)}
 
-    def start(self) -> bytes:
-        return self._chunk({"role": "assistant", "content": ""})
+    def start(self) -> list[bytes]:
+        return [self._chunk({"role": "assistant", "content": ""})]
 
     def encode(self, event: SessionEvent) -> list[bytes]:
         match event:
             case TextDelta() if event.text:
                 return [self._chunk({"content": self._joiner.piece(event)})]
             case TurnCompleted():
-                self.finished = True
                 frames = [self._chunk({}, _finish(event))]
                 if self.include_usage:
                     usage = {**self._head("chat.completion.chunk"), "choices": []}
                     frames.append(_data({**usage, "usage": usage_of(event)}))
-                return [*frames, DONE]
+                return frames
             case TurnFailed():
-                self.finished = True
-                return [_data(_failure(event)[1]), DONE]
+                return self.failed(failure_problem(event))
             case _:
                 return []
 
-    def end_early(self) -> list[bytes]:
-        """The frames for a turn whose events ended with no result (session closed)."""
-        self.finished = True
-        return [_data(error_body(503, "the session closed", code="session_closed")), DONE]
+    def failed(self, problem: Problem) -> list[bytes]:
+        """``data: {"error": {...}}``."""
+        return [_data(error_json(problem))]
+
+    def ping(self) -> bytes:
+        return sse_comment("ping")
+
+    def end(self) -> list[bytes]:
+        return [DONE]
+
+    def message(self, events: list[SessionEvent], done: TurnCompleted) -> dict[str, Any]:
+        return self.object(events, done)
 
     def _head(self, kind: str) -> dict[str, Any]:
         return {
@@ -393,3 +377,29 @@ def _validate(body: dict[str, Any]) -> ChatCompletionRequest:
         raise ParamError(f"{param or 'body'}: {error['msg']}", param=param) from None
     check_supported(body)
     return request
+
+
+class OpenAICodec:
+    """OpenAI Chat Completions as a codec of the turn pipeline (``app.wire._codec``)."""
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> TurnRequest:
+        """Validate a ``POST /v1/chat/completions`` body (see the module table).
+
+        Raises:
+            ParamError: naming the first bad or refused field.
+        """
+        request = _validate(body)
+        return TurnRequest(
+            model=request.model,
+            messages=to_messages(request),
+            stream=bool(request.stream),
+            size=len(request.messages),
+            options={"include_usage": request.include_usage},
+        )
+
+    def error_json(self, problem: Problem) -> dict[str, Any]:
+        return error_json(problem)
+
+    def reply(self, turn_id: str, request: TurnRequest) -> Completion:
+        include_usage = bool(request.options.get("include_usage"))
+        return Completion(turn_id, request.model, include_usage=include_usage)

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from actors import CapacityError, RetryLaterError, SessionError, SessionStartError
+from actors import SessionError
 
 from . import _json
 from ._anthropic import error_body
-from ._problems import describe
+from ._problems import describe, problem_for
 
 Frame = dict[str, Any]
 
@@ -92,15 +92,10 @@ def error_frame(
 
 
 def refusal_frame(exc: SessionError, id: str | None = None) -> Frame:
-    """The ``error`` frame for a turn the supervisor refused. Not a checkpoint."""
-    match exc:
-        case RetryLaterError():
-            status = 503 if isinstance(exc, CapacityError) else 429
-            return error_frame(status, str(exc), id=id, retry_after_s=exc.retry_after_s)
-        case SessionStartError():
-            return error_frame(502, str(exc), id=id)
-        case _:
-            return error_frame(503, str(exc), id=id)
+    """The ``error`` frame for a turn the supervisor refused (``problem_for``). Not a
+    checkpoint."""
+    problem = problem_for(exc)
+    return error_frame(problem.status, problem.message, id=id, retry_after_s=problem.retry_after_s)
 
 
 def _with_id(frame: Frame, id: str | None) -> Frame:

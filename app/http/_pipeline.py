@@ -48,7 +48,7 @@ from ..wire._problems import (
     failure_problem,
 )
 from ..wire._sse import SSE_HEADERS
-from ._requests import check_prompt, check_size, current_principal, json_object
+from ._requests import current_principal, json_object
 
 # -- Sessions -------------------------------------------------------------------------
 
@@ -105,7 +105,23 @@ def resolve_session(headers: Any, body: dict[str, Any], principal: str = "") -> 
     return None if session_id is None else session_key(session_id, principal)
 
 
-# -- Prompts --------------------------------------------------------------------------
+# -- Limits and prompts --------------------------------------------------------------------------
+
+
+def check_size(messages: int, settings: Settings) -> None:
+    """Raises ``RequestError`` (400) for more than ``max_messages`` messages."""
+    if messages > settings.max_messages:
+        raise RequestError(f"too many messages: {messages} (at most {settings.max_messages})")
+
+
+def check_prompt(prompt: str, settings: Settings) -> str:
+    """The prompt, if within ``max_prompt_chars``; else ``RequestError`` (400)."""
+    if len(prompt) > settings.max_prompt_chars:
+        raise RequestError(
+            f"the message is too long: {len(prompt)} characters "
+            f"(at most {settings.max_prompt_chars})"
+        )
+    return prompt
 
 
 def build_prompt(messages: Sequence[Message], *, in_session: bool) -> str:

@@ -1,4 +1,4 @@
-"""Reading request bodies: shared by every front end."""
+"""The request being served: its JSON body and its caller. Shared by every route."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ from typing import Any
 
 from quart import g, request
 
-from .._settings import Settings
 from ..wire import _json
 from ..wire._problems import RequestError
 
@@ -36,22 +35,6 @@ async def json_object() -> dict[str, Any]:
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     return body
-
-
-def check_size(messages: int, settings: Settings) -> None:
-    """Raises ``RequestError`` (400) for more than ``max_messages`` messages."""
-    if messages > settings.max_messages:
-        raise RequestError(f"too many messages: {messages} (at most {settings.max_messages})")
-
-
-def check_prompt(prompt: str, settings: Settings) -> str:
-    """The prompt, if within ``max_prompt_chars``; else ``RequestError`` (400)."""
-    if len(prompt) > settings.max_prompt_chars:
-        raise RequestError(
-            f"the message is too long: {len(prompt)} characters "
-            f"(at most {settings.max_prompt_chars})"
-        )
-    return prompt
 
 
 def current_principal() -> str:

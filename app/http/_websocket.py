@@ -108,8 +108,7 @@ from ..wire._websocket import (
     refusal_frame,
 )
 from ._limits import PerKeyCap
-from ._pipeline import session_key
-from ._requests import check_prompt
+from ._pipeline import check_prompt, session_key
 
 # Frames waiting for the socket, per connection. Past this, event forwarding waits
 # and a slow client's listener lags (it never slows the session).

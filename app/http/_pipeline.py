@@ -11,9 +11,14 @@ thin route that calls ``serve_turn``. The pipeline owns, in this order:
    (``check_prompt``: ``max_prompt_chars``);
 5. ``Supervisor.open_turn``, then collecting the events into one response or streaming
    them, with a keep-alive after ``sse_ping_interval_s`` seconds without a byte written;
-6. every refusal and failure as a ``Problem`` (``problem_for``, ``failure_problem``):
-   the one table from ``SessionError`` / ``TurnFailed`` to status, error type,
-   ``Retry-After`` and ``x-should-retry``, which each codec words its own way.
+6. every refusal and failure as a ``Problem`` (``problem_for``, ``failure_problem``,
+   ``problem_response``): the one table from ``SessionError`` / ``TurnFailed`` to
+   status, error type, ``Retry-After`` and ``x-should-retry``, which each codec words
+   its own way. The table itself is in ``app.wire._problems``, below both this module
+   and the codecs, so that a codec can word a failure that arrives mid-stream.
+
+The request vocabulary (``TurnRequest``, ``Message``) and what a codec must do
+(``Codec``, ``Reply``) are in ``app.wire._codec``.
 
 The WebSocket front end (``app.http._websocket``) keeps its own connection loop and uses
 the same session keys, prompt limit and problem table.
@@ -105,7 +110,7 @@ def resolve_session(headers: Any, body: dict[str, Any], principal: str = "") -> 
     return None if session_id is None else session_key(session_id, principal)
 
 
-# -- Limits and prompts --------------------------------------------------------------------------
+# -- Limits and prompts ---------------------------------------------------------------
 
 
 def check_size(messages: int, settings: Settings) -> None:

@@ -38,9 +38,11 @@ An invalid session id in the URL, a missing key, or a key that already has
 code 1008 (policy violation) and the same reason. The handshake is accepted first, so
 the client can read why.
 
-Liveness: hypercorn pings every connection each ``ws_ping_interval_s``. A connection
-with no client message for ``ws_idle_timeout_s``, and no turn of its own under way, is
-closed with code 1000 and reason ``idle timeout``.
+Liveness: hypercorn pings every connection each ``ws_ping_interval_s``. That is the
+keep-alive, whatever the session does (a turn that only runs tools included): protocol
+pings pass every WebSocket proxy and need no JSON frame the client would have to skip.
+A connection with no client message for ``ws_idle_timeout_s``, and no turn of its own
+under way, is closed with code 1000 and reason ``idle timeout``.
 
 Design. Every connection shows the session's events from one place: a listener
 (``Supervisor.listen``), so the sender of a turn and every other connection see the same

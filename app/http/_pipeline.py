@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import trio
-from quart import Response, request
+from quart import Response, make_response, request
 
 from actors import (
     InvalidSessionIdError,
@@ -219,8 +219,7 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
         collected = [event async for event in events]
     match collected[-1] if collected else None:
         case TurnCompleted() as done:
-            body = json.dumps(reply.message(collected, done))
-            return Response(body, 200, headers, content_type="application/json")
+            return await make_response(reply.message(collected, done), 200, headers)
         case TurnFailed() as failed:
             problem = failure_problem(failed)
         case _:

@@ -9,10 +9,10 @@ from typing import Annotated
 import trio
 import typer
 
-from ._auth import KeyFileError
 from ._logging import configure_logging
 from ._settings import CliNotFoundError, InsecureBindError, Settings
-from ._upstream import serve_upstream
+from .offline._upstream import serve_upstream
+from .security._auth import KeyFileError
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -89,7 +89,7 @@ def chat(
     ] = None,
 ) -> None:
     """Chat with a session in the terminal over WebSocket; Ctrl-C interrupts a reply."""
-    from ._chat import run_chat
+    from .client._chat import run_chat
 
     run_chat(url, session, api_key)
 

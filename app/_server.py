@@ -13,12 +13,12 @@ import trio
 
 from actors import CliOptions, open_sdk_client, open_supervisor
 
-from ._app import create_app
-from ._environment import confine_environment
 from ._settings import Settings
 from ._state_dir import prepare_state_dir
-from ._store import open_session_store
-from ._upstream import serve_upstream
+from .http._app import create_app
+from .offline._upstream import serve_upstream
+from .security._environment import confine_environment
+from .sessions._store import open_session_store
 
 log = logging.getLogger("ccactors")
 

@@ -12,8 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from actors import BUNDLED_CLI, ActorPolicy, SupervisorConfig
 
-from ._auth import is_loopback, load_key_hashes
-from ._origin import origin_of
+from .security._auth import is_loopback, load_key_hashes
+from .security._origin import origin_of
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -122,7 +122,7 @@ class Settings(BaseSettings):
     insecure_no_auth: bool = False
     # Web pages that may call this server (CORS), as origins: "https://app.example".
     # Requests and WebSockets with any other Origin header are refused (403); empty:
-    # no web page may call it. See app._browser and docs/security.md.
+    # no web page may call it. See app.http._browser and docs/security.md.
     allowed_origins: list[str] = Field(default_factory=list)
     # Host header names accepted besides loopback names, the bound host and IP
     # addresses (e.g. a reverse proxy's name); others are refused (421) against DNS

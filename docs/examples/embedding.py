@@ -23,7 +23,7 @@ from actors import (
     open_sdk_client,
     open_supervisor,
 )
-from app._upstream import serve_upstream
+from app.offline._upstream import serve_upstream
 
 CLI = BUNDLED_CLI  # the Claude Code CLI shipped with the locked claude-agent-sdk
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from app._ws_client import open_session_client
+from app.client._ws_client import open_session_client
 
 from .conftest import SHORT_TIMEOUTS, start_server, stop_server
 

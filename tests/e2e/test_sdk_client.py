@@ -14,7 +14,7 @@ import trio
 from actors import CliOptions, SessionSpec, open_sdk_client
 from actors._client import AssistantText, SessionInit, StreamEvent, TurnResult
 from app._server import CLI_QUIET_ENV, OFFLINE_API_KEY
-from app._upstream import serve_upstream
+from app.offline._upstream import serve_upstream
 
 from .conftest import claude_cli
 

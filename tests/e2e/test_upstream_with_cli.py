@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from app._upstream import serve_upstream
+from app.offline._upstream import serve_upstream
 
 from .conftest import claude_cli
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from app._ws_client import SessionClient, open_session_client
+from app.client._ws_client import SessionClient, open_session_client
 
 pytestmark = pytest.mark.e2e
 

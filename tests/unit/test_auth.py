@@ -11,10 +11,10 @@ import trio
 
 from actors import SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory, text_reply
-from app._app import create_app
-from app._auth import AuthError, KeyFileError, load_key_hashes, principal_for
 from app._settings import InsecureBindError, Settings
-from app._ws_client import SessionRejectedError, open_session_client
+from app.client._ws_client import SessionRejectedError, open_session_client
+from app.http._app import create_app
+from app.security._auth import AuthError, KeyFileError, load_key_hashes, principal_for
 
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 ALICE = {"x-api-key": "alice-key"}

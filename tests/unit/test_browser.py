@@ -26,10 +26,10 @@ import trio
 
 from actors import Supervisor, open_supervisor
 from actors.testing import ScriptedClientFactory
-from app._app import create_app
-from app._origin import Refusal, RequestPolicy
 from app._settings import PROJECT_ROOT, InsecureBindError, Settings
-from app._ws_client import open_session_client
+from app.client._ws_client import open_session_client
+from app.http._app import create_app
+from app.security._origin import Refusal, RequestPolicy
 
 GUARD_S = 10
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}

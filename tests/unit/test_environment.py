@@ -6,8 +6,8 @@ import logging
 import os
 import stat
 
-from app._environment import cli_environment, confine_environment, is_allowed
 from app._state_dir import prepare_state_dir
+from app.security._environment import cli_environment, confine_environment, is_allowed
 
 
 def test_only_allow_listed_variables_reach_a_cli():
@@ -48,7 +48,7 @@ def test_confining_removes_the_rest_and_names_it(caplog):
     """``confine_environment`` leaves exactly the allow-listed part and logs the names
     it removed, never their values."""
     environ = {"PATH": "/bin", "CCACTORS_API_KEYS": "secret-value", "OTHER": "x"}
-    with caplog.at_level(logging.INFO, logger="app._environment"):
+    with caplog.at_level(logging.INFO, logger="app.security._environment"):
         removed = confine_environment(["secret-value"], environ)
     assert environ == {"PATH": "/bin"}
     assert removed == ["CCACTORS_API_KEYS", "OTHER"]

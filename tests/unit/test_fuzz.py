@@ -22,8 +22,8 @@ from quart.testing.connections import WebsocketDisconnectError, WebsocketRespons
 
 from actors import SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory
-from app._app import create_app
 from app._settings import Settings
+from app.http._app import create_app
 
 # Session ids as an attacker would send them: path tricks, NUL and other control
 # characters, unicode, and lengths far past the limit.

@@ -23,10 +23,10 @@ from trio_websocket import ConnectionClosed
 
 from actors import open_supervisor
 from actors.testing import ScriptedClientFactory, text_reply
-from app._app import create_app
 from app._server import hypercorn_config
 from app._settings import Settings
-from app._ws_client import SessionRejectedError, open_session_client
+from app.client._ws_client import SessionRejectedError, open_session_client
+from app.http._app import create_app
 
 GUARD_S = 20
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}

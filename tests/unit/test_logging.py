@@ -10,9 +10,9 @@ import pytest
 
 from actors import SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory
-from app._app import create_app
 from app._logging import JsonFormatter, _ContextFilter
 from app._settings import Settings
+from app.http._app import create_app
 
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 

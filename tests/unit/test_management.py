@@ -9,8 +9,8 @@ import trio
 
 from actors import SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory, text_reply
-from app._app import create_app
 from app._settings import Settings
+from app.http._app import create_app
 
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 

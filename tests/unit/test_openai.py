@@ -19,8 +19,8 @@ import trio
 from actors import ActorPolicy, SupervisorConfig, open_supervisor
 from actors._client import AssistantText, StreamEvent
 from actors.testing import ScriptedClientFactory, Step, text_reply
-from app._app import create_app
 from app._settings import Settings
+from app.http._app import create_app
 
 PATH = "/v1/chat/completions"
 PARAMETER, VALUE = "unsupported_parameter", "unsupported_value"

@@ -16,7 +16,7 @@ from actors import (
     open_supervisor,
 )
 from actors.testing import ScriptedClientFactory
-from app._store import open_session_store
+from app.sessions._store import open_session_store
 
 
 async def ask(sup, key, prompt):

@@ -12,13 +12,13 @@ import pytest
 import trio
 from httpx_sse import aconnect_sse
 
-from app._sse import encode_sse
-from app._upstream import (
+from app.offline._upstream import (
     Directives,
     latest_user_text,
     parse_directives,
     serve_upstream,
 )
+from app.wire._sse import encode_sse
 
 SEQUENCE = [
     "message_start",

@@ -25,16 +25,17 @@ from rich.console import Console
 
 from actors import ActorPolicy, Supervisor, SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory, echo_script, text_reply
-from app._app import create_app
-from app._chat import chat
 from app._settings import PROJECT_ROOT, Settings
-from app._websocket import parse_client_message, websocket_blueprint
-from app._ws_client import (
+from app.client._chat import chat
+from app.client._ws_client import (
     SessionClient,
     SessionRejectedError,
     open_session_client,
     session_ws_url,
 )
+from app.http._app import create_app
+from app.http._websocket import websocket_blueprint
+from app.wire._websocket import parse_client_message
 
 GUARD_S = 10
 
@@ -406,7 +407,7 @@ async def test_chat_command_streams_and_ctrl_c_interrupts_a_reply(tmp_path):
     """run_chat in its own process: a reply streams to stdout, Ctrl-C (SIGINT) during a
     long reply interrupts it and the chat goes on, end of input ends it with status 0."""
     factory = ScriptedClientFactory(script=slow_for("long"))
-    code = "import sys; from app._chat import run_chat; run_chat(sys.argv[1], 'chat-2')"
+    code = "import sys; from app.client._chat import run_chat; run_chat(sys.argv[1], 'chat-2')"
     output = bytearray()
 
     async def read_until(text: str) -> None:

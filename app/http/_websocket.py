@@ -16,7 +16,7 @@ Server to client:
 * ``{"type": "session", "id", "exists", "state", "live"}``: first frame, once.
 * ``{"type": "turn_accepted", "turn_id", "id"?}``: to the sender only; the turn is queued.
   Sent before any event of that turn.
-* Every event of the session's turns, as ``app._events.event_json`` writes it:
+* Every event of the session's turns, as ``app.wire._events.event_json`` writes it:
   ``turn_started``, ``text_delta``, ``thinking_delta``, ``tool_use``, ``tool_result``,
   ``turn_completed`` (usage, total_cost_usd), ``turn_failed`` (reason, message).
 * ``{"type": "lagged", "dropped": n}``: this connection read too slowly and lost ``n``
@@ -38,9 +38,11 @@ An invalid session id in the URL, a missing key, or a key that already has
 code 1008 (policy violation) and the same reason. The handshake is accepted first, so
 the client can read why.
 
-Liveness: hypercorn pings every connection each ``ws_ping_interval_s``. A connection
-with no client message for ``ws_idle_timeout_s``, and no turn of its own under way, is
-closed with code 1000 and reason ``idle timeout``.
+Liveness: hypercorn pings every connection each ``ws_ping_interval_s``. That is the
+keep-alive, whatever the session does (a turn that only runs tools included): protocol
+pings pass every WebSocket proxy and need no JSON frame the client would have to skip.
+A connection with no client message for ``ws_idle_timeout_s``, and no turn of its own
+under way, is closed with code 1000 and reason ``idle timeout``.
 
 Design. Every connection shows the session's events from one place: a listener
 (``Supervisor.listen``), so the sender of a turn and every other connection see the same
@@ -76,35 +78,39 @@ import contextlib
 import json
 import math
 from collections.abc import Iterator
-from typing import Annotated, Any, Literal
 
 import trio
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from quart import Blueprint, current_app, websocket
 from quart.wrappers import Websocket
 
 from actors import (
-    CapacityError,
-    InvalidSessionIdError,
     PrincipalLimitError,
-    RetryLaterError,
     SessionError,
     SessionKey,
     SessionNotFoundError,
-    SessionStartError,
     Supervisor,
     Turn,
     TurnFailed,
     TurnStarted,
 )
 
-from . import _json
-from ._anthropic import RequestError, error_body
-from ._auth import AuthError, principal_for
-from ._events import event_json
+from .._settings import Settings
+from ..security._auth import AuthError, principal_for
+from ..wire._events import event_json
+from ..wire._problems import RequestError
+from ..wire._websocket import (
+    BadMessageError,
+    Frame,
+    InterruptMessage,
+    PermissionResponseMessage,
+    TurnMessage,
+    _with_id,
+    error_frame,
+    parse_client_message,
+    refusal_frame,
+)
 from ._limits import PerKeyCap
-from ._requests import check_prompt, describe
-from ._settings import Settings
+from ._pipeline import check_prompt, session_key
 
 # Frames waiting for the socket, per connection. Past this, event forwarding waits
 # and a slow client's listener lags (it never slows the session).
@@ -114,101 +120,8 @@ NORMAL_CLOSURE = 1000
 IDLE_REASON = "idle timeout"
 MAX_CLOSE_REASON = 123  # bytes a close frame has room for
 
-Frame = dict[str, Any]
-
 
 # -- Client messages ------------------------------------------------------------------
-
-
-class TurnMessage(BaseModel):
-    """``{"type": "turn", "content": ..., "id"?: ...}``: a new user message."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["turn"]
-    content: str = Field(min_length=1)
-    model: str | None = None
-    id: str | None = Field(None, max_length=256)
-
-
-class InterruptMessage(BaseModel):
-    """``{"type": "interrupt", "id"?: ...}``: stop the session's running turn."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["interrupt"]
-    id: str | None = Field(None, max_length=256)
-
-
-class PermissionResponseMessage(BaseModel):
-    """``{"type": "permission_response", "request_id": ..., "allow": bool, "message"?: ...}``:
-    the answer to a ``permission_request`` (``ask`` permission mode)."""
-
-    model_config = ConfigDict(extra="forbid")
-    type: Literal["permission_response"]
-    request_id: str = Field(min_length=1, max_length=256)
-    allow: bool
-    message: str | None = Field(None, max_length=4096)
-    id: str | None = Field(None, max_length=256)
-
-
-AnyClientMessage = TurnMessage | InterruptMessage | PermissionResponseMessage
-ClientMessage = Annotated[AnyClientMessage, Field(discriminator="type")]
-_client_message = TypeAdapter[AnyClientMessage](ClientMessage)
-
-
-class BadMessageError(Exception):
-    """A client message that is not valid; ``id`` is its ``id`` if it had a usable one."""
-
-    def __init__(self, message: str, id: str | None = None) -> None:
-        super().__init__(message)
-        self.id = id
-
-
-def parse_client_message(data: str | bytes | None) -> AnyClientMessage:
-    """Parse one client frame. Not a checkpoint.
-
-    Raises:
-        BadMessageError: not a JSON text frame (or nested too deeply, see ``app._json``),
-            or not a known message; the error says which field is wrong.
-    """
-    if not isinstance(data, str):  # quart-trio gives None for an empty binary frame
-        raise BadMessageError("send JSON text frames, not binary ones")
-    try:
-        raw = _json.loads(data)
-    except ValueError as exc:
-        raise BadMessageError(f"the message is not valid JSON: {exc}") from None
-    id = raw.get("id") if isinstance(raw, dict) else None
-    id = id if isinstance(id, str) else None
-    try:
-        return _client_message.validate_python(raw)
-    except ValidationError as exc:
-        raise BadMessageError(describe(exc, root="message"), id) from None
-
-
-def error_frame(
-    status: int, message: str, *, id: str | None = None, retry_after_s: int | None = None
-) -> Frame:
-    """An ``error`` frame: Anthropic's error JSON for ``status``, plus the client's
-    ``id`` and ``retry_after_s`` (seconds) when given. Not a checkpoint."""
-    frame = error_body(status, message)
-    if retry_after_s is not None:
-        frame["error"]["retry_after_s"] = retry_after_s
-    return _with_id(frame, id)
-
-
-def refusal_frame(exc: SessionError, id: str | None = None) -> Frame:
-    """The ``error`` frame for a turn the supervisor refused. Not a checkpoint."""
-    match exc:
-        case RetryLaterError():
-            status = 503 if isinstance(exc, CapacityError) else 429
-            return error_frame(status, str(exc), id=id, retry_after_s=exc.retry_after_s)
-        case SessionStartError():
-            return error_frame(502, str(exc), id=id)
-        case _:
-            return error_frame(503, str(exc), id=id)
-
-
-def _with_id(frame: Frame, id: str | None) -> Frame:
-    return frame if id is None else {**frame, "id": id}
 
 
 # -- Connections ----------------------------------------------------------------------
@@ -462,11 +375,10 @@ def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint
         await websocket.accept()
         try:
             principal = principal_for(websocket.headers, current_app.config["KEY_HASHES"])
-            key = SessionKey(session_id, principal)
-        except (AuthError, InvalidSessionIdError) as exc:
-            status = 401 if isinstance(exc, AuthError) else 400
-            reason = str(exc) if status == 401 else f"invalid session id: {exc}"
-            await reject(error_frame(status, reason))
+            key = session_key(session_id, principal)
+        except (AuthError, RequestError) as exc:
+            status = 401 if isinstance(exc, AuthError) else exc.status
+            await reject(error_frame(status, str(exc)))
             return
         with contextlib.ExitStack() as stack:
             try:

@@ -15,10 +15,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..wire._text import SYSTEM_REMINDER
+
 log = logging.getLogger(__name__)
 
 _CLAUDE_SESSION_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
-_SYSTEM_REMINDER = re.compile(r"<system-reminder>.*?</system-reminder>", re.DOTALL)
 
 
 def transcript_paths(config_dir: Path, claude_session_id: str) -> list[Path]:
@@ -72,7 +73,7 @@ def _blocks(content: Any) -> list[dict[str, Any]]:
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text":
-            text = _SYSTEM_REMINDER.sub("", str(block.get("text", ""))).strip()
+            text = SYSTEM_REMINDER.sub("", str(block.get("text", ""))).strip()
             if text:
                 blocks.append({"type": "text", "text": text})
         elif block.get("type") in ("thinking", "tool_use", "tool_result"):

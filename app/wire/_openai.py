@@ -42,35 +42,21 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from typing import Any, Literal
 
-import quart
-import trio
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from actors import (
-    CapacityError,
-    RetryLaterError,
-    SessionError,
     SessionEvent,
-    SessionKey,
-    SessionNotFoundError,
-    SessionStartError,
-    Supervisor,
-    SupervisorClosedError,
     TextDelta,
-    Turn,
     TurnCompleted,
     TurnFailed,
 )
 
-from ._anthropic import RequestError, failure_error, retry_headers, session_key_from
-from ._auth import current_principal
-from ._requests import check_prompt, check_size, json_object
-from ._settings import Settings
-from ._sse import SSE_HEADERS, sse_comment
+from ._codec import Message, TurnRequest
+from ._problems import Problem, RequestError, failure_problem
+from ._sse import sse_comment
 
 # What ``GET /v1/models`` lists (after ``settings.model``, if set). Informational: a
 # request's ``model`` is echoed back, and the CLI runs the model the server is set to.
@@ -85,6 +71,12 @@ def error_type(status: int) -> str:
     if status == 429:
         return "rate_limit_error"
     return "server_error" if status >= 500 else "invalid_request_error"
+
+
+def error_json(problem: Problem) -> dict[str, Any]:
+    """OpenAI's error JSON for a problem: its ``type`` from the status, its ``param``
+    and ``code``. Not a checkpoint."""
+    return error_body(problem.status, problem.message, param=problem.param, code=problem.code)
 
 
 def error_body(
@@ -106,43 +98,6 @@ class ParamError(RequestError):
         super().__init__(message)
         self.param = param
         self.code = code
-
-
-def _error_response(
-    status: int,
-    message: str,
-    *,
-    param: str | None = None,
-    code: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> quart.Response:
-    body = json.dumps(error_body(status, message, param=param, code=code))
-    return quart.Response(body, status, headers or {}, content_type="application/json")
-
-
-def _session_error(exc: SessionError) -> tuple[int, str | None, dict[str, str]]:
-    """(status, code, headers) for a refusal by the supervisor."""
-    match exc:
-        case RetryLaterError():
-            retry = {"Retry-After": str(exc.retry_after_s)}
-            if not isinstance(exc, CapacityError):
-                return 429, "rate_limit_exceeded", retry
-            return 503, "server_is_overloaded", retry
-        case SessionNotFoundError():
-            return 404, None, {}
-        case SessionStartError():
-            return 502, "session_start_failed", {}
-        case SupervisorClosedError():
-            return 503, "server_shutting_down", {}
-        case _:
-            return 503, None, {}
-
-
-def _failure(failed: TurnFailed) -> tuple[int, dict[str, Any]]:
-    """The status and OpenAI error body for a failed turn; ``code`` is its reason. The
-    status is the Anthropic route's (``failure_error``), so both fronts agree."""
-    status, _ = failure_error(failed)
-    return status, error_body(status, failed.message, code=failed.reason)
 
 
 # -- Requests -------------------------------------------------------------------------
@@ -270,43 +225,20 @@ def message_text(message: ChatMessage, index: int) -> str:
     return "\n".join(texts)
 
 
-def chat_prompt(request: ChatCompletionRequest, *, in_session: bool) -> str:
-    """The prompt of the turn a request asks for.
-
-    The last message, which must be the user's, is the new message. ``system`` and
-    ``developer`` messages become instructions placed before it: all of them without a
-    session; with one, those after the last assistant message (earlier ones went with
-    an earlier turn). Without a session, earlier user and assistant messages come along
-    as context too; with one, the session remembers them.
+def to_messages(request: ChatCompletionRequest) -> list[Message]:
+    """The request's messages as the pipeline's: ``system`` and ``developer`` messages
+    are instructions. Not a checkpoint.
 
     Raises:
-        ParamError: as ``message_text``, for any message; or the last message is not a
-            user message with text.
+        ParamError: as ``message_text``, for any message.
     """
-    texts = [message_text(m, i).strip() for i, m in enumerate(request.messages)]
-    *earlier, prompt = texts
-    roles = [m.role for m in request.messages[:-1]]
-    if request.messages[-1].role != "user" or not prompt:
-        raise ParamError("the last message must be a user message with text", param="messages")
-    since = max((i for i, role in enumerate(roles) if role == "assistant"), default=-1) + 1
-    instructions = [
-        text
-        for i, (role, text) in enumerate(zip(roles, earlier, strict=True))
-        if role in ("system", "developer") and text and (not in_session or i >= since)
+    return [
+        Message(
+            "instructions" if m.role in ("system", "developer") else m.role,
+            message_text(m, i).strip(),
+        )
+        for i, m in enumerate(request.messages)
     ]
-    context = [
-        f"{'User' if role == 'user' else 'Assistant'}: {text}"
-        for role, text in zip(roles, earlier, strict=True)
-        if role in ("user", "assistant") and text and not in_session
-    ]
-    sections = []
-    if instructions:
-        sections.append("Instructions:\n\n" + "\n\n".join(instructions))
-    if context:
-        sections.append("The conversation so far:\n\n" + "\n\n".join(context))
-    if not sections:
-        return prompt
-    return "\n\n".join([*sections, f"The user's new message:\n\n{prompt}"])
 
 
 # -- Responses ------------------------------------------------------------------------
@@ -348,14 +280,14 @@ class _Joiner:
 
 class Completion:
     """One turn's answer in Chat Completions form: ``object()`` builds the non-streaming
-    ``chat.completion``; ``start()``, ``encode(event)`` and ``end_early()`` give the
+    ``chat.completion``; ``start()``, ``encode(event)``, ``failed()`` and ``end()`` give the
     ``data:`` frames of the streaming one.
 
     The stream: a chunk with ``delta {"role": "assistant", "content": ""}``, a chunk per
     text delta, a chunk with an empty delta and ``finish_reason``, with ``include_usage``
     a chunk with ``choices: []`` and ``usage`` (earlier chunks then carry
     ``"usage": null``), then ``data: [DONE]``. A failed turn ends with
-    ``data: {"error": {...}}`` and ``data: [DONE]``. ``finished`` turns true at the end.
+    ``data: {"error": {...}}`` and ``data: [DONE]`` (``failed`` and ``end``).
     """
 
     def __init__(self, turn_id: str, model: str, *, include_usage: bool = False) -> None:
@@ -363,7 +295,6 @@ class Completion:
         self.model = model
         self.created = int(time.time())
         self.include_usage = include_usage
-        self.finished = False
         self._joiner = _Joiner()
 
     def object(self, events: list[SessionEvent], done: TurnCompleted) -> dict[str, Any]:
@@ -372,30 +303,36 @@ class Completion:
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(done)}
         return {**self._head("chat.completion"), "choices": [choice], "usage": usage_of(done)}
 
-    def start(self) -> bytes:
-        return self._chunk({"role": "assistant", "content": ""})
+    def start(self) -> list[bytes]:
+        return [self._chunk({"role": "assistant", "content": ""})]
 
     def encode(self, event: SessionEvent) -> list[bytes]:
         match event:
             case TextDelta() if event.text:
                 return [self._chunk({"content": self._joiner.piece(event)})]
             case TurnCompleted():
-                self.finished = True
                 frames = [self._chunk({}, _finish(event))]
                 if self.include_usage:
                     usage = {**self._head("chat.completion.chunk"), "choices": []}
                     frames.append(_data({**usage, "usage": usage_of(event)}))
-                return [*frames, DONE]
+                return frames
             case TurnFailed():
-                self.finished = True
-                return [_data(_failure(event)[1]), DONE]
+                return self.failed(failure_problem(event))
             case _:
                 return []
 
-    def end_early(self) -> list[bytes]:
-        """The frames for a turn whose events ended with no result (session closed)."""
-        self.finished = True
-        return [_data(error_body(503, "the session closed", code="session_closed")), DONE]
+    def failed(self, problem: Problem) -> list[bytes]:
+        """``data: {"error": {...}}``."""
+        return [_data(error_json(problem))]
+
+    def ping(self) -> bytes:
+        return sse_comment("ping")
+
+    def end(self) -> list[bytes]:
+        return [DONE]
+
+    def message(self, events: list[SessionEvent], done: TurnCompleted) -> dict[str, Any]:
+        return self.object(events, done)
 
     def _head(self, kind: str) -> dict[str, Any]:
         return {
@@ -428,144 +365,6 @@ def _data(payload: dict[str, Any]) -> bytes:
 DONE = b"data: [DONE]\n\n"
 
 
-# -- Routes ---------------------------------------------------------------------------
-
-
-def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Blueprint:
-    """The OpenAI-compatible routes, as a blueprint for ``create_app`` to register.
-
-    Args:
-        supervisor: runs the turns.
-        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment)
-            and ``model`` (listed first by ``/v1/models``).
-
-    Returns:
-        A new ``quart.Blueprint`` named ``openai``, with its own error handlers.
-
-    ``POST /v1/chat/completions`` runs one turn (sessions as for ``/v1/messages``: the
-    ``X-Session-ID`` or ``X-Claude-Code-Session-Id`` header, or ``metadata.session_id``;
-    the response echoes ``X-Session-ID``). ``GET /v1/models`` and ``GET /v1/models/<id>``
-    list ``settings.model`` and ``MODEL_IDS``.
-
-    Every error from these routes is OpenAI error JSON: a refused or malformed request is
-    a 400, a full mailbox 429, no capacity 503 (both with ``Retry-After``), a failed turn
-    its ``failure_error`` status. A client that disconnects cancels the route (or the
-    stream's body); leaving ``open_turn`` then interrupts the turn.
-    """
-    blueprint = quart.Blueprint("openai", __name__)
-    listed = tuple(dict.fromkeys([*([settings.model] if settings.model else []), *MODEL_IDS]))
-    started = int(time.time())
-
-    def model_json(model_id: str) -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": started, "owned_by": "anthropic"}
-
-    @blueprint.errorhandler(RequestError)
-    async def request_error(exc: RequestError) -> quart.Response:
-        param, code = getattr(exc, "param", None), getattr(exc, "code", None)
-        return _error_response(exc.status, str(exc), param=param, code=code)
-
-    @blueprint.errorhandler(ValidationError)
-    async def validation_error(exc: ValidationError) -> quart.Response:
-        return _error_response(400, str(exc))
-
-    @blueprint.errorhandler(SessionError)
-    async def session_error(exc: SessionError) -> quart.Response:
-        status, code, headers = _session_error(exc)
-        return _error_response(status, str(exc), code=code, headers=headers)
-
-    @blueprint.errorhandler(HTTPException)
-    async def http_error(exc: HTTPException) -> quart.Response:
-        status = exc.code or 500
-        headers = (
-            {"Allow": ", ".join(exc.valid_methods)} if isinstance(exc, MethodNotAllowed) else {}
-        )
-        return _error_response(status, exc.description or exc.name, headers=headers)
-
-    @blueprint.post("/v1/chat/completions")
-    async def chat_completions() -> quart.Response | tuple[dict[str, Any], int, dict[str, str]]:
-        body = await json_object()
-        req = _validate(body)
-        key = session_key_from(quart.request.headers, body, current_principal())
-        check_size(len(req.messages), settings)
-        turn = Turn(check_prompt(chat_prompt(req, in_session=key is not None), settings))
-        headers = {} if key is None else {"X-Session-ID": key.session_id}
-        completion = Completion(turn.turn_id, req.model, include_usage=req.include_usage)
-        if req.stream:
-            stream = _stream(
-                supervisor,
-                key,
-                turn,
-                completion,
-                settings.sse_ping_interval_s,
-                principal=current_principal(),
-            )
-            await anext(stream)  # queues the turn: refusals become plain error responses
-            response = quart.Response(stream, 200, {**SSE_HEADERS, **headers})
-            response.timeout = None  # Quart would cut the stream after 60 s
-            return response
-        async with supervisor.open_turn(key, turn, principal=current_principal()) as events:
-            collected = [event async for event in events]
-        match collected[-1] if collected else None:
-            case TurnCompleted() as done:
-                return completion.object(collected, done), 200, headers
-            case TurnFailed() as failed:
-                status, error = _failure(failed)
-                return error, status, {**headers, **retry_headers(failed)}
-            case _:
-                return error_body(503, "the session closed", code="session_closed"), 503, headers
-
-    @blueprint.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
-    async def chat_completions_other_methods() -> quart.Response:
-        raise MethodNotAllowed(valid_methods=["POST"])
-
-    @blueprint.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {"object": "list", "data": [model_json(model_id) for model_id in listed]}
-
-    @blueprint.get("/v1/models/<model_id>")
-    async def model(model_id: str) -> dict[str, Any] | quart.Response:
-        if model_id not in listed:
-            message = f"The model {model_id!r} does not exist"
-            return _error_response(404, message, param="model", code="model_not_found")
-        return model_json(model_id)
-
-    return blueprint
-
-
-async def _stream(
-    supervisor: Supervisor,
-    key: SessionKey | None,
-    turn: Turn,
-    completion: Completion,
-    ping_s: float,
-    *,
-    principal: str = "",
-) -> AsyncIterator[bytes]:
-    """The SSE body of a streaming completion. Its first (empty) item is yielded once the
-    turn is queued, so the route can still answer a refusal with a status code.
-
-    When ``ping_s`` seconds pass with nothing sent (events that have no chunk, such as
-    thinking and Claude Code's tool activity, count as nothing), a ``: ping`` comment
-    goes out. No yield happens inside a cancel scope. A client that disconnects cancels
-    the task iterating this generator; leaving ``open_turn`` then interrupts the turn.
-    """
-    async with supervisor.open_turn(key, turn, principal=principal) as events:
-        yield b""
-        yield completion.start()
-        deadline = trio.current_time() + ping_s
-        while not completion.finished:
-            frames = [sse_comment("ping")]
-            with trio.move_on_at(deadline):
-                try:
-                    frames = completion.encode(await events.receive())
-                except trio.EndOfChannel:
-                    frames = completion.end_early()
-            for frame in frames:
-                yield frame
-            if frames:
-                deadline = trio.current_time() + ping_s
-
-
 def _validate(body: dict[str, Any]) -> ChatCompletionRequest:
     """Parse and police ``body``. Raises ``ParamError`` naming the first bad field
     (as OpenAI's ``param``: ``messages[0].content``)."""
@@ -578,3 +377,29 @@ def _validate(body: dict[str, Any]) -> ChatCompletionRequest:
         raise ParamError(f"{param or 'body'}: {error['msg']}", param=param) from None
     check_supported(body)
     return request
+
+
+class OpenAICodec:
+    """OpenAI Chat Completions as a codec of the turn pipeline (``app.wire._codec``)."""
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> TurnRequest:
+        """Validate a ``POST /v1/chat/completions`` body (see the module table).
+
+        Raises:
+            ParamError: naming the first bad or refused field.
+        """
+        request = _validate(body)
+        return TurnRequest(
+            model=request.model,
+            messages=to_messages(request),
+            stream=bool(request.stream),
+            size=len(request.messages),
+            options={"include_usage": request.include_usage},
+        )
+
+    def error_json(self, problem: Problem) -> dict[str, Any]:
+        return error_json(problem)
+
+    def reply(self, turn_id: str, request: TurnRequest) -> Completion:
+        include_usage = bool(request.options.get("include_usage"))
+        return Completion(turn_id, request.model, include_usage=include_usage)

@@ -16,8 +16,6 @@ import ipaddress
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from quart import g
-
 PRINCIPAL_BYTES = 8  # 16 hex digits: tells keys apart in logs without revealing them
 
 
@@ -106,11 +104,6 @@ def is_admin(headers: Mapping[str, str], admin_hashes: list[bytes]) -> bool:
     for known in admin_hashes:
         matched |= hmac.compare_digest(digest, known)
     return matched
-
-
-def current_principal() -> str:
-    """The principal of the request or WebSocket being served (set by the auth check)."""
-    return g.get("principal", "")
 
 
 def is_loopback(host: str) -> bool:

@@ -9,67 +9,31 @@ object, the streaming event sequence (``message_start``, ``content_block_start``
 from __future__ import annotations
 
 import json
-import re
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actors import (
-    InvalidSessionIdError,
     SessionEvent,
-    SessionKey,
     TextDelta,
     ThinkingDelta,
     TurnCompleted,
     TurnFailed,
 )
 
-from . import _json
-from ._sse import encode_sse
+from ._codec import Message, TurnRequest
+from ._problems import ERROR_TYPES, Problem, RequestError, describe, failure_problem
+from ._sse import encode_sse, sse_comment
+from ._text import without_client_additions
 
 # -- Errors ---------------------------------------------------------------------------
-
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    405: "invalid_request_error",
-    408: "timeout_error",
-    413: "request_too_large",
-    415: "invalid_request_error",
-    421: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
-# How a failed turn is reported: (HTTP status, Anthropic error type).
-FAILURE_STATUS = {
-    "timeout": (504, "timeout_error"),
-    "upstream_error": (502, "api_error"),
-    "cli_error": (502, "api_error"),
-    "session_closed": (503, "overloaded_error"),
-    "interrupted": (409, "api_error"),
-    "overloaded": (503, "overloaded_error"),
-}
 
 
 def error_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
     """Anthropic's error JSON for an HTTP status (type chosen from the status if not given)."""
     kind = error_type or ERROR_TYPES.get(status, "api_error")
     return {"type": "error", "error": {"type": kind, "message": message}}
-
-
-class RequestError(Exception):
-    """A client mistake: reported as a 400 (or ``status``) with Anthropic error JSON."""
-
-    def __init__(self, message: str, status: int = 400) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 # -- Requests -------------------------------------------------------------------------
@@ -99,12 +63,6 @@ class MessagesRequest(BaseModel):
     system: str | list[dict[str, Any]] | None = None
 
 
-# What Claude Code, as a client of ours, adds to a user's message: not the user's words.
-_CLIENT_ADDITIONS = re.compile(
-    r"<system-reminder>.*?</system-reminder>|\[Request interrupted by user[^\]]*\]", re.DOTALL
-)
-
-
 def text_of(content: str | list[dict[str, Any]]) -> str:
     """The text of a message's content: the string, or its ``text`` blocks joined by
     newlines, without ``<system-reminder>`` sections or ``[Request interrupted by user]``
@@ -117,66 +75,8 @@ def text_of(content: str | list[dict[str, Any]]) -> str:
             for block in content
             if block.get("type") == "text" and isinstance(block.get("text"), str)
         ]
-    cleaned = (_CLIENT_ADDITIONS.sub("", text).strip() for text in texts)
+    cleaned = (without_client_additions(text) for text in texts)
     return "\n".join(text for text in cleaned if text)
-
-
-def conversation(request: MessagesRequest) -> list[InputMessage]:
-    """The request's messages up to its latest user message (``system`` entries, which
-    Claude Code may put after it, are dropped: they address its own tools).
-
-    Raises:
-        RequestError: no user message is last (ignoring ``system`` entries).
-    """
-    messages = [m for m in request.messages if m.role != "system"]
-    if not messages or messages[-1].role != "user":
-        raise RequestError("the last message must have role 'user'")
-    return messages
-
-
-def new_prompt(request: MessagesRequest) -> str:
-    """The text of the latest user message (see ``text_of``).
-
-    Raises:
-        RequestError: the last message is not a user message with text.
-    """
-    text = text_of(conversation(request)[-1].content)
-    if not text:
-        raise RequestError("the last user message has no text content")
-    return text
-
-
-def turn_prompt(request: MessagesRequest, *, in_session: bool, from_claude_code: bool) -> str:
-    """The prompt of the turn a request asks for: the latest user message, preceded by
-
-    * ``system`` as instructions, when the request opens a conversation (it has no
-      assistant message yet; later turns' ``system`` went with the first) and the client
-      is not Claude Code (whose system prompt is about its own tools);
-    * without a session, the earlier messages as context. With a session they are not
-      sent: the session's CLI already holds them.
-
-    The same rules as the OpenAI route's ``chat_prompt``.
-
-    Raises:
-        RequestError: as ``new_prompt``.
-    """
-    prompt = new_prompt(request)
-    messages = conversation(request)
-    opening = not any(m.role == "assistant" for m in messages)
-    sections = []
-    system = "" if request.system is None else text_of(request.system)
-    if system and opening and not from_claude_code:
-        sections.append(f"Instructions:\n\n{system}")
-    earlier = [
-        f"{'User' if m.role == 'user' else 'Assistant'}: {text}"
-        for m in messages[:-1]
-        if (text := text_of(m.content))
-    ]
-    if earlier and not in_session:
-        sections.append("The conversation so far:\n\n" + "\n\n".join(earlier))
-    if not sections:
-        return prompt
-    return "\n\n".join([*sections, f"The user's new message:\n\n{prompt}"])
 
 
 def reject_unsupported(body: dict[str, Any]) -> None:
@@ -199,6 +99,21 @@ def reject_unsupported(body: dict[str, Any]) -> None:
         )
 
 
+def to_messages(request: MessagesRequest, *, from_claude_code: bool) -> list[Message]:
+    """The request's messages as the pipeline's: ``system`` first as instructions (not
+    from Claude Code, whose system prompt is about its own tools), then the messages
+    without their ``system`` entries (Claude Code may put some after the user's message:
+    they address its own tools), their text as ``text_of`` gives it. Not a checkpoint."""
+    messages = []
+    system = "" if request.system is None else text_of(request.system)
+    if system and not from_claude_code:
+        messages.append(Message("instructions", system))
+    for m in request.messages:
+        if m.role != "system":
+            messages.append(Message(m.role, text_of(m.content)))
+    return messages
+
+
 def estimate_tokens(body: dict[str, Any]) -> int:
     """An estimate of a request's input tokens: its messages, system and tools as compact
     JSON, in characters, divided by 4. ccactors has no tokenizer; the exact count is
@@ -207,52 +122,12 @@ def estimate_tokens(body: dict[str, Any]) -> int:
     return len(json.dumps(parts, separators=(",", ":"))) // 4 + 1
 
 
-_LEGACY_USER_ID = re.compile(r"_session_([0-9A-Za-z-]+)$")
-
-
-def session_id_from(headers: Any, body: dict[str, Any]) -> str | None:
-    """The caller's session id, first match wins: header ``X-Session-ID``; header
-    ``X-Claude-Code-Session-Id``; ``metadata.user_id`` (legacy ``..._session_<uuid>``
-    suffix, or a JSON string with ``session_id``); ``metadata.session_id``.
-
-    Returns ``None`` if there is none. Not validated here (``SessionKey`` validates).
-    """
-    for header in ("X-Session-ID", "X-Claude-Code-Session-Id"):
-        if value := headers.get(header):
-            return value
-    metadata = body.get("metadata")
-    if not isinstance(metadata, dict):
-        return None
-    user_id = metadata.get("user_id")
-    if isinstance(user_id, str) and user_id:
-        if match := _LEGACY_USER_ID.search(user_id):
-            return match.group(1)
-        try:
-            decoded = _json.loads(user_id)
-        except ValueError:
-            decoded = None
-        if isinstance(decoded, dict) and isinstance(decoded.get("session_id"), str):
-            return decoded["session_id"]
-    session_id = metadata.get("session_id")
-    return session_id if isinstance(session_id, str) and session_id else None
-
-
-def session_key_from(headers: Any, body: dict[str, Any], principal: str = "") -> SessionKey | None:
-    """``session_id_from`` as a validated ``SessionKey`` (``None`` without a session id).
-
-    Raises:
-        RequestError: the session id is not of the allowed form.
-    """
-    session_id = session_id_from(headers, body)
-    if session_id is None:
-        return None
-    try:
-        return SessionKey(session_id, principal)
-    except InvalidSessionIdError as exc:
-        raise RequestError(f"invalid session id: {exc}") from None
-
-
 # -- Responses ------------------------------------------------------------------------
+
+
+def error_json(problem: Problem) -> dict[str, Any]:
+    """Anthropic's error JSON for a problem. Not a checkpoint."""
+    return error_body(problem.status, problem.message, problem.type)
 
 
 def message_id(turn_id: str) -> str:
@@ -267,25 +142,6 @@ def usage_of(done: TurnCompleted) -> dict[str, int]:
         "cache_creation_input_tokens": done.usage.cache_creation_input_tokens,
         "cache_read_input_tokens": done.usage.cache_read_input_tokens,
     }
-
-
-def retry_headers(failed: TurnFailed) -> dict[str, str]:
-    """Headers telling the official clients (which retry 408, 409, 429 and 5xx by
-    themselves) not to retry a turn that may already have run: a retry would put the
-    same prompt into the conversation again. An upstream API error is theirs to retry."""
-    return {} if failed.reason == "upstream_error" else {"x-should-retry": "false"}
-
-
-def failure_error(failed: TurnFailed) -> tuple[int, dict[str, Any]]:
-    """The HTTP status and Anthropic error body for a failed turn. An API error the CLI
-    got keeps its status (e.g. 429, 529), so clients can apply their own retry rules."""
-    status, kind = FAILURE_STATUS[failed.reason]
-    upstream = failed.upstream_status
-    if failed.reason == "upstream_error" and upstream in ERROR_TYPES:
-        # The server's own credentials or endpoint are wrong: not the client's business.
-        status = 502 if upstream in (401, 403, 404) else upstream
-        kind = ERROR_TYPES[status]
-    return status, error_body(status, failed.message, kind)
 
 
 def message_object(
@@ -367,10 +223,22 @@ class StreamEncoder:
                 frames.append(encode_sse("message_stop", {"type": "message_stop"}))
                 return frames
             case TurnFailed():
-                _, body = failure_error(event)
-                return [*self._close_block(), encode_sse("error", body)]
+                return self.failed(failure_problem(event))
             case _:
                 return []
+
+    def failed(self, problem: Problem) -> list[bytes]:
+        """Closes the open block, then an ``error`` event."""
+        return [*self._close_block(), encode_sse("error", error_json(problem))]
+
+    def ping(self) -> bytes:
+        return encode_sse("ping", {"type": "ping"})
+
+    def end(self) -> list[bytes]:
+        return [sse_comment("end")]
+
+    def message(self, events: list[SessionEvent], done: TurnCompleted) -> dict[str, Any]:
+        return message_object(self.turn_id, self.model, events, done)
 
     def _delta(self, source: int, block: dict[str, Any], kind: str, text: str) -> list[bytes]:
         frames: list[bytes] = []
@@ -402,3 +270,33 @@ class StreamEncoder:
             return []
         index, self._open, self._source_index = self._open, None, None
         return [encode_sse("content_block_stop", {"type": "content_block_stop", "index": index})]
+
+
+class AnthropicCodec:
+    """The Anthropic Messages API as a codec of the turn pipeline (``app.wire._codec``)."""
+
+    def parse(self, body: dict[str, Any], headers: Mapping[str, str]) -> TurnRequest:
+        """Validate a ``POST /v1/messages`` body and refuse what cannot be honoured.
+
+        Raises:
+            RequestError: a field is missing or malformed, or refused
+                (``reject_unsupported``).
+        """
+        try:
+            request = MessagesRequest.model_validate(body)
+        except ValidationError as exc:
+            raise RequestError(describe(exc)) from None
+        reject_unsupported(body)
+        from_claude_code = headers.get("User-Agent", "").startswith("claude-cli/")
+        return TurnRequest(
+            model=request.model,
+            messages=to_messages(request, from_claude_code=from_claude_code),
+            stream=request.stream,
+            size=len(request.messages),
+        )
+
+    def error_json(self, problem: Problem) -> dict[str, Any]:
+        return error_json(problem)
+
+    def reply(self, turn_id: str, request: TurnRequest) -> StreamEncoder:
+        return StreamEncoder(turn_id, request.model)

@@ -1,6 +1,6 @@
 """ASGI middleware refusing browser-borne requests before the application runs.
 
-The rules, and the attacks they stop, are in ``app._origin``; here they are applied to
+The rules, and the attacks they stop, are in ``app.security._origin``; here they are applied to
 every HTTP request and WebSocket handshake, refusals are answered in each API's error
 format, and CORS preflights and headers are handled for allowed origins.
 """
@@ -13,9 +13,9 @@ import re
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from ._anthropic import error_body as anthropic_error_body
-from ._openai import error_body as openai_error_body
-from ._origin import Refusal, RequestPolicy
+from ..security._origin import Refusal, RequestPolicy
+from ..wire._anthropic import error_body as anthropic_error_body
+from ..wire._openai import error_body as openai_error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

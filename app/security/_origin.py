@@ -17,7 +17,7 @@ make the browser send requests there. Three attacks, and what stops each:
 * **Cross-site WebSocket hijacking.** WebSockets are not subject to CORS at all; the
   handshake carries ``Origin``, and is refused before it is accepted.
 
-``RequestPolicy`` holds these rules; ``app._browser.BrowserGuard`` applies them to every
+``RequestPolicy`` holds these rules; ``app.http._browser.BrowserGuard`` applies them to every
 HTTP request and WebSocket handshake, in this order, before the application sees it (the
 first failing rule answers):
 
@@ -39,7 +39,7 @@ first failing rule answers):
    refused (415). A body-less request without ``Content-Type`` (``POST .../interrupt``
    from httpx or curl) passes: a browser sends one cross-site only with ``Origin`` and
    ``Sec-Fetch-Site``, which rules 2 and 3 refuse. Routes that read JSON check the
-   content type again (``app._requests.json_object``).
+   content type again (``app.http._requests.json_object``).
 
 Refusals are error JSON in the API's own format (OpenAI's on ``/v1/chat/completions``
 and ``/v1/models``, Anthropic's elsewhere). A refused WebSocket handshake gets the same
@@ -53,10 +53,10 @@ import re
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from ._json import is_json_media_type
+from ..wire._json import is_json_media_type
 
 if TYPE_CHECKING:
-    from ._settings import Settings
+    from .._settings import Settings
 
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})

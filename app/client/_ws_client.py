@@ -1,6 +1,6 @@
 """A small Python client for ccactors' WebSocket sessions, on trio-websocket.
 
-The protocol is described in ``app._websocket`` and docs/websocket.md. Frames are plain
+The protocol is described in ``app.http._websocket`` and docs/websocket.md. Frames are plain
 dicts, exactly as the server sends them::
 
     async with open_session_client("http://127.0.0.1:8765", "my-session") as client:

@@ -1,0 +1,1 @@
+"""Clients of ccactors: the WebSocket client library and the ``ccactors chat`` terminal."""

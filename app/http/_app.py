@@ -1,0 +1,155 @@
+"""The HTTP application: routes that turn requests into turns for the supervisor."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from quart import Response, g, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from actors import (
+    SessionError,
+    Supervisor,
+)
+
+from .._logging import request_id_var
+from .._settings import Settings
+from ..security._auth import AuthError, is_admin, principal_for
+from ..security._origin import RequestPolicy
+from ..sessions._catalogue import SessionCatalogue
+from ..sessions._store import SessionStore
+from ..wire._anthropic import AnthropicCodec, error_body, error_json, estimate_tokens
+from ..wire._problems import RequestError, problem_for, request_problem
+from ._browser import BrowserGuard
+from ._limits import shield_last_send
+from ._management import management_blueprint
+from ._metrics import Metrics
+from ._openai import openai_blueprint
+from ._pipeline import problem_response, serve_turn
+from ._requests import json_object
+from ._websocket import websocket_blueprint
+
+log = logging.getLogger(__name__)
+OPEN_PATHS = {"/", "/health"}  # answer without an API key (probes)
+ADMIN_PATHS = {"/v1/stats", "/metrics"}  # need an operator key once keys are configured
+access_log = logging.getLogger("ccactors.access")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+ANTHROPIC = AnthropicCodec()
+
+
+def create_app(
+    supervisor: Supervisor, settings: Settings, store: SessionStore | None = None
+) -> QuartTrio:
+    """Build the quart-trio application serving ``supervisor``'s sessions.
+
+    Routes: ``POST /v1/messages`` (Anthropic Messages, streaming and not, through the
+    turn pipeline), ``POST /v1/messages/count_tokens``, ``GET /v1/stats``, ``/metrics``,
+    ``GET /health``; the OpenAI routes (``app.http._openai``), the management API
+    (``app.http._management``) and the WebSocket (``app.http._websocket``) as
+    blueprints. Every error outside the OpenAI routes is Anthropic error JSON with the
+    matching status.
+
+    With API keys configured, ``/v1/stats`` and ``/metrics`` need an operator key
+    (``admin_api_keys``): 401 without a valid key, 403 with a key that is not an
+    operator's. Without keys (loopback only) they are open. ``/health`` tells nothing
+    but that the server answers. A body not received within ``body_read_timeout_s``
+    is answered 408.
+    """
+    app = QuartTrio(__name__)
+    # Host, Origin and content-type checks against web pages, before any route or hook.
+    app.asgi_app = BrowserGuard(app.asgi_app, RequestPolicy.from_settings(settings))
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    # quart-trio bounds request.get_data() with this (a trickled body gets 408).
+    app.config["BODY_TIMEOUT"] = settings.body_read_timeout_s
+    app.config["KEY_HASHES"] = key_hashes = settings.key_hashes()
+    app.asgi_app = shield_last_send(app.asgi_app)  # type: ignore[method-assign]
+    admin_hashes = settings.admin_key_hashes()
+    catalogue = SessionCatalogue(supervisor, settings.claude_config_dir, store)
+    app.register_blueprint(openai_blueprint(supervisor, settings))
+    app.register_blueprint(management_blueprint(supervisor, catalogue, settings))
+    app.register_blueprint(websocket_blueprint(supervisor, settings))
+    metrics = Metrics(supervisor)
+    supervisor.add_observer(metrics)
+
+    @app.before_request
+    async def tag_request() -> None:
+        given = request.headers.get("X-Request-ID", "")
+        request_id = given if _REQUEST_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
+        request_id_var.set(request_id)
+        g.started = time.monotonic()
+        if request.path not in OPEN_PATHS:
+            try:
+                g.principal = principal_for(request.headers, key_hashes)
+            except AuthError as exc:
+                raise RequestError(str(exc), status=401) from None
+            operator = not key_hashes or is_admin(request.headers, admin_hashes)
+            if request.path in ADMIN_PATHS and not operator:
+                raise RequestError("this endpoint needs an operator (admin) API key", 403)
+
+    @app.after_request
+    async def log_access(response: Response) -> Response:
+        response.headers["request-id"] = request_id_var.get() or ""
+        access_log.info(
+            "%s %s %s",
+            request.method,
+            request.path,
+            response.status_code,
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": response.status_code,
+                "duration_ms": round((time.monotonic() - g.started) * 1000, 1),
+                "session_id": response.headers.get("X-Session-ID"),
+                "client": request.remote_addr,
+            },
+        )
+        return response
+
+    @app.errorhandler(RequestError)
+    async def request_error(exc: RequestError) -> Response:
+        return problem_response(request_problem(exc), error_json)
+
+    @app.errorhandler(SessionError)
+    async def session_error(exc: SessionError) -> Response:
+        return problem_response(problem_for(exc), error_json)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> tuple[dict[str, Any], int]:
+        status = exc.code or 500
+        return error_body(status, exc.description or exc.name), status
+
+    @app.post("/v1/messages")
+    async def messages() -> Response:
+        return await serve_turn(ANTHROPIC, supervisor, settings)
+
+    @app.post("/v1/messages/count_tokens")
+    async def count_tokens() -> dict[str, Any]:
+        body = await json_object()
+        if not isinstance(body.get("messages"), list):
+            raise RequestError("messages: a list of messages is required")
+        return {"input_tokens": estimate_tokens(body)}
+
+    @app.route("/", methods=["GET", "HEAD"])
+    async def root() -> dict[str, Any]:
+        return {"service": "ccactors", "apis": ["/v1/messages", "/v1/chat/completions"]}
+
+    @app.get("/v1/stats")
+    async def stats() -> dict[str, Any]:
+        return supervisor.stats()
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok"}  # no counts: it answers without a key
+
+    return app

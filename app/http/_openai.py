@@ -1,0 +1,107 @@
+"""The OpenAI-compatible routes: ``POST /v1/chat/completions``, ``GET /v1/models``.
+
+Thin: the turn goes through the pipeline (``app.http._pipeline``) with the OpenAI codec
+(``app.wire._openai``); this module adds the model list and OpenAI-worded errors.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import quart
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
+
+from actors import SessionError, Supervisor
+
+from .._settings import Settings
+from ..wire._openai import MODEL_IDS, OpenAICodec, error_json
+from ..wire._problems import ERROR_TYPES, Problem, RequestError, problem_for, request_problem
+from ._pipeline import problem_response, serve_turn
+
+CODEC = OpenAICodec()
+
+
+def _error_response(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    code: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> quart.Response:
+    kind = ERROR_TYPES.get(status, "api_error")
+    response = problem_response(Problem(status, kind, message, param=param, code=code), error_json)
+    response.headers.update(headers or {})
+    return response
+
+
+def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Blueprint:
+    """The OpenAI-compatible routes, as a blueprint for ``create_app`` to register.
+
+    Args:
+        supervisor: runs the turns.
+        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment)
+            and ``model`` (listed first by ``/v1/models``).
+
+    Returns:
+        A new ``quart.Blueprint`` named ``openai``, with its own error handlers.
+
+    ``POST /v1/chat/completions`` runs one turn (sessions as for ``/v1/messages``: the
+    ``X-Session-ID`` or ``X-Claude-Code-Session-Id`` header, or ``metadata.session_id``;
+    the response echoes ``X-Session-ID``). ``GET /v1/models`` and ``GET /v1/models/<id>``
+    list ``settings.model`` and ``MODEL_IDS``.
+
+    Every error from these routes is OpenAI error JSON: a refused or malformed request is
+    a 400, a full mailbox 429, no capacity 503 (both with ``Retry-After``), a failed turn
+    its ``failure_error`` status. A client that disconnects cancels the route (or the
+    stream's body); leaving ``open_turn`` then interrupts the turn.
+    """
+    blueprint = quart.Blueprint("openai", __name__)
+    listed = tuple(dict.fromkeys([*([settings.model] if settings.model else []), *MODEL_IDS]))
+    started = int(time.time())
+
+    def model_json(model_id: str) -> dict[str, Any]:
+        return {"id": model_id, "object": "model", "created": started, "owned_by": "anthropic"}
+
+    @blueprint.errorhandler(RequestError)
+    async def request_error(exc: RequestError) -> quart.Response:
+        return problem_response(request_problem(exc), error_json)
+
+    @blueprint.errorhandler(ValidationError)
+    async def validation_error(exc: ValidationError) -> quart.Response:
+        return _error_response(400, str(exc))
+
+    @blueprint.errorhandler(SessionError)
+    async def session_error(exc: SessionError) -> quart.Response:
+        return problem_response(problem_for(exc), error_json)
+
+    @blueprint.errorhandler(HTTPException)
+    async def http_error(exc: HTTPException) -> quart.Response:
+        status = exc.code or 500
+        headers = (
+            {"Allow": ", ".join(exc.valid_methods)} if isinstance(exc, MethodNotAllowed) else {}
+        )
+        return _error_response(status, exc.description or exc.name, headers=headers)
+
+    @blueprint.post("/v1/chat/completions")
+    async def chat_completions() -> quart.Response:
+        return await serve_turn(CODEC, supervisor, settings)
+
+    @blueprint.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
+    async def chat_completions_other_methods() -> quart.Response:
+        raise MethodNotAllowed(valid_methods=["POST"])
+
+    @blueprint.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_json(model_id) for model_id in listed]}
+
+    @blueprint.get("/v1/models/<model_id>")
+    async def model(model_id: str) -> dict[str, Any] | quart.Response:
+        if model_id not in listed:
+            message = f"The model {model_id!r} does not exist"
+            return _error_response(404, message, param="model", code="model_not_found")
+        return model_json(model_id)
+
+    return blueprint

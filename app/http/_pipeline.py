@@ -1,0 +1,272 @@
+"""The turn pipeline: one path from a request to a turn and back, for every front end.
+
+An API (Anthropic Messages, OpenAI Chat Completions) is a codec (``app.wire``) plus a
+thin route that calls ``serve_turn``. The pipeline owns, in this order:
+
+1. the JSON body (``json_object``) and the codec's parse into a ``TurnRequest``;
+2. request limits (``check_size``: ``max_messages``);
+3. session resolution (``resolve_session``: headers, then body fields, as README
+   "Sessions" documents);
+4. the turn's prompt from the request's messages (``build_prompt``) and its limit
+   (``check_prompt``: ``max_prompt_chars``);
+5. ``Supervisor.open_turn``, then collecting the events into one response or streaming
+   them, with a keep-alive after ``sse_ping_interval_s`` seconds without a byte written;
+6. every refusal and failure as a ``Problem`` (``problem_for``, ``failure_problem``,
+   ``problem_response``): the one table from ``SessionError`` / ``TurnFailed`` to
+   status, error type, ``Retry-After`` and ``x-should-retry``, which each codec words
+   its own way. The table itself is in ``app.wire._problems``, below both this module
+   and the codecs, so that a codec can word a failure that arrives mid-stream.
+
+The request vocabulary (``TurnRequest``, ``Message``) and what a codec must do
+(``Codec``, ``Reply``) are in ``app.wire._codec``.
+
+The WebSocket front end (``app.http._websocket``) keeps its own connection loop and uses
+the same session keys, prompt limit and problem table.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import trio
+from quart import Response, make_response, request
+
+from actors import (
+    InvalidSessionIdError,
+    SessionKey,
+    Supervisor,
+    Turn,
+    TurnCompleted,
+    TurnFailed,
+)
+
+from .._settings import Settings
+from ..wire import _json
+from ..wire._codec import Codec, Message, Reply
+from ..wire._problems import (
+    SESSION_CLOSED,
+    Problem,
+    RequestError,
+    failure_problem,
+)
+from ..wire._sse import SSE_HEADERS
+from ._requests import current_principal, json_object
+
+# -- Sessions -------------------------------------------------------------------------
+
+_LEGACY_USER_ID = re.compile(r"_session_([0-9A-Za-z-]+)$")
+
+
+def session_id_from(headers: Any, body: dict[str, Any]) -> str | None:
+    """The caller's session id, first match wins: header ``X-Session-ID``; header
+    ``X-Claude-Code-Session-Id``; ``metadata.user_id`` (legacy ``..._session_<uuid>``
+    suffix, or a JSON string with ``session_id``); ``metadata.session_id``.
+
+    Returns ``None`` if there is none. Not validated here (``SessionKey`` validates).
+    Not a checkpoint.
+    """
+    for header in ("X-Session-ID", "X-Claude-Code-Session-Id"):
+        if value := headers.get(header):
+            return value
+    metadata = body.get("metadata")
+    if not isinstance(metadata, dict):
+        return None
+    user_id = metadata.get("user_id")
+    if isinstance(user_id, str) and user_id:
+        if match := _LEGACY_USER_ID.search(user_id):
+            return match.group(1)
+        try:
+            decoded = _json.loads(user_id)
+        except ValueError:
+            decoded = None
+        if isinstance(decoded, dict) and isinstance(decoded.get("session_id"), str):
+            return decoded["session_id"]
+    session_id = metadata.get("session_id")
+    return session_id if isinstance(session_id, str) and session_id else None
+
+
+def session_key(session_id: str, principal: str = "") -> SessionKey:
+    """A session id (from a URL, a header or a body) as the caller's key. Not a checkpoint.
+
+    Raises:
+        RequestError: the session id is not of the allowed form (400).
+    """
+    try:
+        return SessionKey(session_id, principal)
+    except InvalidSessionIdError as exc:
+        raise RequestError(f"invalid session id: {exc}") from None
+
+
+def resolve_session(headers: Any, body: dict[str, Any], principal: str = "") -> SessionKey | None:
+    """``session_id_from`` as a validated key (``None`` without a session id).
+
+    Raises:
+        RequestError: as ``session_key``.
+    """
+    session_id = session_id_from(headers, body)
+    return None if session_id is None else session_key(session_id, principal)
+
+
+# -- Limits and prompts ---------------------------------------------------------------
+
+
+def check_size(messages: int, settings: Settings) -> None:
+    """Raises ``RequestError`` (400) for more than ``max_messages`` messages."""
+    if messages > settings.max_messages:
+        raise RequestError(f"too many messages: {messages} (at most {settings.max_messages})")
+
+
+def check_prompt(prompt: str, settings: Settings) -> str:
+    """The prompt, if within ``max_prompt_chars``; else ``RequestError`` (400)."""
+    if len(prompt) > settings.max_prompt_chars:
+        raise RequestError(
+            f"the message is too long: {len(prompt)} characters "
+            f"(at most {settings.max_prompt_chars})"
+        )
+    return prompt
+
+
+def build_prompt(messages: Sequence[Message], *, in_session: bool) -> str:
+    """The prompt of the turn a request asks for. Not a checkpoint.
+
+    The last message, which must be the user's with text, is the new message.
+    Instructions are placed before it: all of them without a session; with one, those
+    after the last assistant message (earlier ones went with an earlier turn). Without a
+    session, earlier user and assistant messages come along as context too; with one,
+    the session's CLI already holds them.
+
+    Raises:
+        RequestError: the last message is not a user message with text (``param``
+            ``messages``).
+    """
+    if not messages or messages[-1].role != "user" or not messages[-1].text:
+        raise RequestError("the last message must be a user message with text", param="messages")
+    *earlier, last = messages
+    since = max((i for i, m in enumerate(earlier) if m.role == "assistant"), default=-1) + 1
+    instructions = [
+        m.text
+        for i, m in enumerate(earlier)
+        if m.role == "instructions" and m.text and (not in_session or i >= since)
+    ]
+    context = [
+        f"{'User' if m.role == 'user' else 'Assistant'}: {m.text}"
+        for m in earlier
+        if m.role != "instructions" and m.text and not in_session
+    ]
+    sections = []
+    if instructions:
+        sections.append("Instructions:\n\n" + "\n\n".join(instructions))
+    if context:
+        sections.append("The conversation so far:\n\n" + "\n\n".join(context))
+    if not sections:
+        return last.text
+    return "\n\n".join([*sections, f"The user's new message:\n\n{last.text}"])
+
+
+# -- Responses ----------------------------------------------------------------------
+
+
+def problem_response(problem: Problem, error_json: Callable[[Problem], dict[str, Any]]) -> Response:
+    """An error response: the API's error JSON, the problem's status and headers."""
+    body = json.dumps(error_json(problem))
+    return Response(body, problem.status, problem.headers(), content_type="application/json")
+
+
+# -- Turns ----------------------------------------------------------------------------
+
+
+async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -> Response:
+    """Run the turn the current request asks for and answer it in ``codec``'s format.
+
+    Args:
+        codec: the API of the route.
+        supervisor: runs the turn.
+        settings: ``max_messages``, ``max_prompt_chars`` and ``sse_ping_interval_s``
+            (seconds without a byte written before a keep-alive).
+
+    Returns:
+        The response: the whole answer, a stream of it, or the turn's failure. With a
+        session, it carries ``X-Session-ID``.
+
+    Raises:
+        RequestError: the request is malformed or over a limit.
+        SessionError: the supervisor refused the turn (also when streaming: the stream
+            starts only once the turn is queued).
+
+    If cancelled (the client went away), the turn is interrupted.
+    """
+    body = await json_object()
+    turn_request = codec.parse(body, request.headers)
+    check_size(turn_request.size, settings)
+    principal = current_principal()
+    key = resolve_session(request.headers, body, principal)
+    prompt = build_prompt(turn_request.messages, in_session=key is not None)
+    turn = Turn(check_prompt(prompt, settings))
+    headers = {} if key is None else {"X-Session-ID": key.session_id}
+    reply = codec.reply(turn.turn_id, turn_request)
+    if turn_request.stream:
+        stream = stream_turn(
+            supervisor, key, turn, reply, settings.sse_ping_interval_s, principal=principal
+        )
+        await anext(stream)  # queues the turn: refusals become plain error responses
+        response = Response(stream, 200, {**SSE_HEADERS, **headers})
+        response.timeout = None  # Quart would cut the stream after 60 s
+        return response
+    async with supervisor.open_turn(key, turn, principal=principal) as events:
+        collected = [event async for event in events]
+    match collected[-1] if collected else None:
+        case TurnCompleted() as done:
+            return await make_response(reply.message(collected, done), 200, headers)
+        case TurnFailed() as failed:
+            problem = failure_problem(failed)
+        case _:
+            problem = SESSION_CLOSED
+    response = problem_response(problem, codec.error_json)
+    response.headers.update(headers)
+    return response
+
+
+async def stream_turn(
+    supervisor: Supervisor,
+    key: SessionKey | None,
+    turn: Turn,
+    reply: Reply,
+    ping_s: float,
+    *,
+    principal: str = "",
+) -> AsyncIterator[bytes]:
+    """The body of a streaming turn. Its first (empty) item is yielded once the turn is
+    queued, so the route can still answer a refusal with a status code.
+
+    When ``ping_s`` seconds pass with no byte written (events the API does not show,
+    such as Claude Code's tool activity, write none), ``reply.ping()`` goes out. No
+    yield happens inside a cancel scope. A client that disconnects cancels the task
+    iterating this generator; leaving ``open_turn`` then interrupts the turn.
+    """
+    async with supervisor.open_turn(key, turn, principal=principal) as events:
+        yield b""
+        for frame in reply.start():
+            yield frame
+        deadline = trio.current_time() + ping_s
+        finished = False
+        while not finished:
+            frames = [reply.ping()]
+            with trio.move_on_at(deadline):
+                try:
+                    event = await events.receive()
+                except trio.EndOfChannel:
+                    event = None
+                match event:
+                    case TurnCompleted() | TurnFailed():
+                        frames, finished = [*reply.encode(event), *reply.end()], True
+                    case None:
+                        frames, finished = [*reply.failed(SESSION_CLOSED), *reply.end()], True
+                    case _:
+                        frames = reply.encode(event)
+            for frame in frames:
+                yield frame
+            if frames:
+                deadline = trio.current_time() + ping_s

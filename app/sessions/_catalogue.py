@@ -1,0 +1,112 @@
+"""The session catalogue: every session a caller has, running or resting, and the one
+call that deletes a session everywhere it lives."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from actors import SessionInfo, SessionKey, SessionNotFoundError, SessionRecord, Supervisor
+
+from ._store import SessionStore
+from ._transcripts import delete_conversation, read_conversation
+
+
+class SessionCatalogue:
+    """Sessions as the management API sees them: the supervisor's running ones and,
+    with a store, those known from before a restart (resting: idle and hibernated).
+
+    Args:
+        supervisor: runs the sessions.
+        claude_config_dir: the CLI's config directory, where transcripts live.
+        store: the session store, if the server keeps one.
+    """
+
+    def __init__(
+        self, supervisor: Supervisor, claude_config_dir: Path, store: SessionStore | None = None
+    ) -> None:
+        self._supervisor = supervisor
+        self._config_dir = claude_config_dir
+        self._store = store
+
+    async def sessions(self, principal: str) -> list[SessionInfo]:
+        """The principal's sessions, oldest first (then by id)."""
+        mine = {i.session_id: i for i in self._supervisor.sessions() if i.principal == principal}
+        if self._store is not None:  # sessions known from before a restart, not running yet
+            for record in await self._store.records(principal):
+                mine.setdefault(record.key.session_id, resting(record))
+        return sorted(mine.values(), key=lambda i: (i.created_at, i.session_id))
+
+    async def session(self, key: SessionKey) -> SessionInfo:
+        """A session: running, or known from before a restart.
+
+        Raises:
+            SessionNotFoundError: neither.
+        """
+        info = self._supervisor.session(key)
+        if info is None and self._store is not None and (record := await self._store.load(key)):
+            info = resting(record)
+        if info is None:
+            raise SessionNotFoundError(f"no session {key.session_id!r}")
+        return info
+
+    async def messages(self, info: SessionInfo) -> list[dict[str, Any]]:
+        """The conversation of a session as its CLI's transcript holds it (see
+        ``read_conversation``); empty before its first turn. Reads in a thread."""
+        if not info.claude_session_id:
+            return []
+        return await trio.to_thread.run_sync(
+            read_conversation, self._config_dir, info.claude_session_id
+        )
+
+    async def delete(self, key: SessionKey) -> int:
+        """Delete a session everywhere: its CLI and actor (if running), its working
+        directory, its record in the store, and its transcripts.
+
+        Returns:
+            How many transcript files were deleted.
+
+        Raises:
+            SessionNotFoundError: the session is neither running nor known.
+
+        If cancelled, what was deleted stays deleted.
+        """
+        try:
+            claude_session_id = (await self._supervisor.close_session(key)).claude_session_id
+        except SessionNotFoundError:
+            # Not running now, but perhaps known from before a restart.
+            known = None if self._store is None else await self._store.load(key)
+            if known is None:
+                raise
+            claude_session_id = known.claude_session_id
+            await trio.to_thread.run_sync(shutil.rmtree, known.cwd, True)
+        if self._store is not None:
+            await self._store.delete(key)
+        if not claude_session_id:
+            return 0
+        return await trio.to_thread.run_sync(
+            delete_conversation, self._config_dir, claude_session_id
+        )
+
+
+def resting(record: SessionRecord) -> SessionInfo:
+    """A session known from the store but not running: idle and hibernated."""
+    return SessionInfo(
+        session_id=record.key.session_id,
+        principal=record.key.principal,
+        state="idle",
+        live=False,
+        cli_pid=None,
+        claude_session_id=record.claude_session_id,
+        turns=record.turns,
+        restarts=0,
+        last_error=None,
+        created_at=record.created_at,
+        last_active_at=record.last_active_at,
+        mailbox_depth=0,
+        listeners=0,
+        one_turn=False,
+    )

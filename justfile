@@ -31,3 +31,7 @@ lint: setup
 # Measure new-session (cold and warm-pool), warm-turn and resume latency through the real CLI.
 bench: setup
     uv run python benchmarks/latency.py
+
+# N sessions x M streamed turns at once through the server, or (--direct) the SDK alone.
+load *ARGS: setup
+    uv run python benchmarks/load.py {{ARGS}}

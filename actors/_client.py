@@ -134,7 +134,9 @@ class ClaudeClient(Protocol):
 
     async def query(self, prompt: Prompt) -> None:
         """Send one user message (text or content blocks). Raises ``ClientError`` if the
-        CLI is gone. Cancelling it may leave a half-written message: callers shield it."""
+        CLI is gone. Cancelling it may leave a half-written message, so a caller that
+        cancels it (a deadline, a session closing) must give up on the client: the actor
+        kills or closes the CLI then."""
         ...
 
     async def set_model(self, model: str | None) -> None:

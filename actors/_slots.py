@@ -167,13 +167,13 @@ class LiveSlots:
 
     async def _wait(self, actor: SessionActor | None, *, take: bool) -> None:
         await trio.lowlevel.checkpoint()
-        if actor is not None and actor in self.holders:
-            return  # it has its slot already (e.g. its CLI is starting)
         warm = actor is not None and actor.key is None
         deadline = trio.current_time() + (0.0 if warm else self.wait_s)
         self.waiting += not warm
         try:
             while True:
+                if actor is not None and actor in self.holders:
+                    return  # it has its slot (e.g. it took one while we waited for room)
                 if len(self.holders) < self.capacity:
                     if take:
                         self.holders.add(actor)  # type: ignore[arg-type]

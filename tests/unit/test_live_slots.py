@@ -137,6 +137,13 @@ arrivals = st.lists(
 # Found by this test: a session whose CLI was still starting waited for room beside its
 # own slot; and a warm actor told to hibernate was adopted all the same.
 @example(capacity=1, warm=1, pattern=[(0, 0.0), (0, 0.3), (1, 0.3), (1, 1.0), (2, 0.0)])
+# ... and a second turn for a hibernated session, waiting for room while that session
+# took its slot, did not see that its own session now had one.
+@example(
+    capacity=1,
+    warm=1,
+    pattern=[(0, 0.0)] * 5 + [(0, 0.01), (2, 0.0), (2, 5.0), (2, 5.0), (1, 0.0), (1, 5.0)],
+)
 def test_random_arrivals_never_wait_past_the_bound(tmp_path_factory, capacity, warm, pattern):
     """Turns of up to five sessions arriving in any pattern, on 1-3 live slots, with or
     without a warm actor: every turn completes, and none waits longer than every turn

@@ -11,9 +11,8 @@ whose command is not allowed gets one leading space, and stays the user's text.
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
 
-UserContent = str | list[dict[str, Any]]
+from ._client import Prompt
 
 
 def command_name(text: str) -> str | None:
@@ -25,7 +24,7 @@ def command_name(text: str) -> str | None:
     return words[0] if words else ""
 
 
-def as_user_text(content: UserContent, allowed: Collection[str] = ()) -> UserContent:
+def as_user_text(content: Prompt, allowed: Collection[str] = ()) -> Prompt:
     """``content`` as Claude Code should read it: unchanged, unless it starts with a slash
     command not in ``allowed``; then with one leading space, so it is the user's text.
 

@@ -36,27 +36,31 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def start_server(state: Path, live: int, pool: int) -> tuple[subprocess.Popen[str], str]:
-    """``ccactors serve --offline`` on a free port; the process and its URL."""
-    env = {
-        **os.environ,
-        "CCACTORS_MAX_LIVE_SESSIONS": str(live),
-        "CCACTORS_WARM_POOL_SIZE": str(pool),
-        "CCACTORS_LOG_LEVEL": "WARNING",
-    }
-    command = [sys.executable, "-m", "app", "serve", "--offline", "--port", "0"]
+def spawn(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """``python -m app <args>`` (a command that prints ``serving on <url>``); the process
+    and its URL."""
     process = subprocess.Popen(
-        [*command, "--state-dir", str(state)],
+        [sys.executable, "-m", "app", *args],
         cwd=PROJECT_ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        env=env,
+        env={**os.environ, **(env or {})},
     )
     for line in process.stdout:  # type: ignore[union-attr]
         if match := re.search(r"serving on (http://\S+)", line):
             return process, match.group(1)
-    raise RuntimeError("ccactors did not start")
+    raise RuntimeError(f"`ccactors {args[0]}` did not start")
+
+
+def start_server(state: Path, live: int, pool: int) -> tuple[subprocess.Popen[str], str]:
+    """``ccactors serve --offline`` on a free port; the process and its URL."""
+    env = {
+        "CCACTORS_MAX_LIVE_SESSIONS": str(live),
+        "CCACTORS_WARM_POOL_SIZE": str(pool),
+        "CCACTORS_LOG_LEVEL": "WARNING",
+    }
+    return spawn("serve", "--offline", "--port", "0", "--state-dir", str(state), env=env)
 
 
 async def session(client: httpx.AsyncClient, name: str, turns: int, results: list[dict]) -> None:
@@ -99,17 +103,7 @@ async def load(url: str, sessions: int, turns: int) -> tuple[list[dict], float]:
 
 def start_upstream() -> tuple[subprocess.Popen[str], str]:
     """``ccactors offline-upstream`` on a free port; the process and its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "offline-upstream", "--port", "0"],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    for line in process.stdout:  # type: ignore[union-attr]
-        if match := re.search(r"serving on (http://\S+)", line):
-            return process, match.group(1)
-    raise RuntimeError("the offline upstream did not start")
+    return spawn("offline-upstream", "--port", "0")
 
 
 async def direct_session(

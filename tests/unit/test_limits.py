@@ -7,14 +7,10 @@ Over the scripted fake client. Tests of time-outs use real sockets (hypercorn on
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import httpx
-import hypercorn.trio
 import pytest
 import trio
 import wsproto
@@ -23,10 +19,11 @@ from trio_websocket import ConnectionClosed
 
 from actors import open_supervisor
 from actors.testing import ScriptedClientFactory, text_reply
-from app._server import hypercorn_config
 from app._settings import Settings
 from app.client._ws_client import SessionRejectedError, open_session_client
 from app.http._app import create_app
+
+from .serving import serving
 
 GUARD_S = 20
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
@@ -44,22 +41,6 @@ def keyed(tmp_path, **overrides) -> Settings:
         admin_api_keys=["ops-key"],
         **overrides,
     )
-
-
-@asynccontextmanager
-async def serving(settings: Settings, factory: ScriptedClientFactory) -> AsyncIterator[str]:
-    """The app on hypercorn, configured as ``serve`` configures it, at a free port;
-    yields its base URL."""
-    async with open_supervisor(settings.supervisor_config(), factory) as supervisor:
-        config = hypercorn_config(settings)
-        config.graceful_timeout = 0.5
-        async with trio.open_nursery() as nursery:
-            serve = functools.partial(
-                hypercorn.trio.serve, create_app(supervisor, settings), config
-            )
-            binds = await nursery.start(serve)
-            yield binds[0]
-            nursery.cancel_scope.cancel()
 
 
 async def until_final(client) -> list[dict]:

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import httpx
-import hypercorn.trio
 import pytest
 import trio
 import wsproto
@@ -25,9 +24,10 @@ import wsproto.events
 from actors import SupervisorConfig, open_supervisor
 from actors._client import ToolCall, ToolOutput
 from actors.testing import ScriptedClientFactory, Step, text_reply
-from app._server import hypercorn_config
 from app._settings import Settings
 from app.http import create_app
+
+from .serving import serving
 
 GUARD_S = 30
 PING_S = 0.4
@@ -47,22 +47,6 @@ def tools_then_text(prompt: str, history: Sequence[str]) -> list[Step]:
         steps.append(Step(TOOL_GAP_S, ToolCall(f"toolu_{n}", "Bash", {"command": "true"})))
         steps.append(Step(0, ToolOutput(f"toolu_{n}", "ok", is_error=False)))
     return [*steps, *text_reply("done")]
-
-
-@asynccontextmanager
-async def serving(settings: Settings, factory: ScriptedClientFactory) -> AsyncIterator[str]:
-    """The app on hypercorn, configured as ``serve`` configures it, at a free port;
-    yields its base URL."""
-    async with open_supervisor(settings.supervisor_config(), factory) as supervisor:
-        config = hypercorn_config(settings)
-        config.graceful_timeout = 0.5
-        async with trio.open_nursery() as nursery:
-            serve = functools.partial(
-                hypercorn.trio.serve, create_app(supervisor, settings), config
-            )
-            binds = await nursery.start(serve)
-            yield binds[0]
-            nursery.cancel_scope.cancel()
 
 
 async def timed_chunks(url: str, body: dict) -> list[tuple[float, bytes]]:

@@ -9,16 +9,15 @@ from ._client import ClientError as ClientError
 from ._client import ClientFactory as ClientFactory
 from ._client import Prompt as Prompt
 from ._client import SessionSpec as SessionSpec
+from ._config import SessionInfo as SessionInfo
+from ._config import SupervisorConfig as SupervisorConfig
 from ._policy import ActorPolicy as ActorPolicy
 from ._sdk import BUNDLED_CLI as BUNDLED_CLI
 from ._sdk import CliOptions as CliOptions
 from ._sdk import open_sdk_client as open_sdk_client
 from ._supervisor import SessionDirectory as SessionDirectory
-from ._supervisor import SessionInfo as SessionInfo
 from ._supervisor import Supervisor as Supervisor
-from ._supervisor import SupervisorConfig as SupervisorConfig
 from ._supervisor import open_supervisor as open_supervisor
-from ._supervisor import workspace_name as workspace_name
 from ._types import CapacityError as CapacityError
 from ._types import FailureReason as FailureReason
 from ._types import InvalidSessionIdError as InvalidSessionIdError
@@ -46,3 +45,4 @@ from ._types import TurnFailed as TurnFailed
 from ._types import TurnRecord as TurnRecord
 from ._types import TurnStarted as TurnStarted
 from ._types import Usage as Usage
+from ._workspaces import workspace_name as workspace_name

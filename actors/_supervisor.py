@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import collections
-import hashlib
 import logging
-import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
-from ._actor import ActorState, SessionActor
+from ._actor import SessionActor
 from ._client import ClientFactory
+from ._config import SessionInfo, SupervisorConfig, session_info
 from ._fanout import Notice
-from ._policy import ActorPolicy
 from ._pool import WarmPool
 from ._slots import BUSY_RETRY_AFTER_S, LiveSlots
 from ._turn import Envelope
@@ -37,79 +34,9 @@ from ._types import (
     Turn,
     TurnRecord,
 )
+from ._workspaces import make_workspace, remove_workspace, workspace_name
 
 log = logging.getLogger(__name__)
-
-# Seconds a retired actor's workspace removal may hold up its supervisor.
-REMOVE_TIMEOUT_S = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class SupervisorConfig:
-    """Limits and places for a supervisor. Times are in seconds.
-
-    Args:
-        workspace_root: each session gets its own working directory below this.
-        max_sessions: sessions (live or hibernated) at most; a new one beyond is refused.
-        max_live_sessions: CLI processes at most (sessions' and warm ones).
-        live_slot_wait_s: how long a session that needs a CLI process waits for a live
-            slot (while none is free and no live session is idle) before
-            ``CapacityError``.
-        max_live_sessions_per_principal: live CLI processes one principal's sessions may
-            hold at once (its share of ``max_live_sessions``); ``None``: no share, any
-            principal may use every slot. Applies to every principal, ``""`` included:
-            an embedder whose sessions all have principal ``""`` leaves it ``None``.
-        warm_pool_size: idle actors kept connected, ready to be adopted by new sessions.
-        mailbox_size: turns that may wait behind a session's running turn.
-        max_turns_per_principal: turns one principal (API key) may have under way (queued
-            or running) at once; one more is refused with ``PrincipalLimitError``.
-        max_sessions_per_principal: sessions (live or hibernated) one principal may hold.
-        event_buffer_size: events buffered for a slow caller before the actor waits.
-        fanout_buffer_size: events buffered per extra listener before it lags.
-        policy: what each actor enforces (TTLs, timeouts, restart intensity).
-    """
-
-    workspace_root: Path
-    max_sessions: int = 1000
-    max_live_sessions: int = 32
-    live_slot_wait_s: float = 10.0
-    max_live_sessions_per_principal: int | None = None
-    warm_pool_size: int = 0
-    mailbox_size: int = 4
-    max_turns_per_principal: int = 1000
-    max_sessions_per_principal: int = 1000
-    event_buffer_size: int = 256
-    fanout_buffer_size: int = 256
-    policy: ActorPolicy = field(default_factory=ActorPolicy)
-
-
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """A snapshot of one session, for listings. Wall-clock times in seconds since the epoch."""
-
-    session_id: str
-    principal: str
-    state: ActorState
-    live: bool
-    cli_pid: int | None
-    claude_session_id: str | None
-    turns: int
-    restarts: int
-    last_error: str | None
-    created_at: float
-    last_active_at: float
-    mailbox_depth: int
-    listeners: int
-    one_turn: bool
-
-
-def workspace_name(key: SessionKey) -> str:
-    """A directory name for a session's workspace that no session id can steer.
-
-    Derived by hashing (principal, session id): never the raw id. Not a checkpoint.
-    """
-    digest = hashlib.sha256(f"{key.principal}\0{key.session_id}".encode()).hexdigest()
-    return f"s-{digest[:32]}"
 
 
 class _Start:
@@ -350,7 +277,7 @@ class Supervisor:
         Waits until the CLI process is gone. If cancelled, the closing goes on anyway.
         """
         actor = self._actor(key)
-        info = _info(actor)
+        info = session_info(actor)
         actor.close("the session was deleted")
         self._forget(actor)
         await actor.done.wait()
@@ -411,7 +338,7 @@ class Supervisor:
             )
 
     def _new_actor(self, key: SessionKey | None, cwd: Path, one_turn: bool) -> SessionActor:
-        _make_directory(cwd)
+        make_workspace(cwd)
         return SessionActor(
             key,
             cwd,
@@ -474,10 +401,7 @@ class Supervisor:
             if actor.forgotten and actor.key is not None and not actor.one_turn:
                 self._observers.session_forgotten(actor.key)
             if actor.one_turn or actor.key is None or actor.scope.cancel_called:
-                # Shielded (a shutdown still cleans up), but bounded: a huge or stuck
-                # tree is left to its worker thread.
-                with trio.move_on_after(REMOVE_TIMEOUT_S, shield=True):
-                    await _remove_directory(actor.cwd)
+                await remove_workspace(actor.cwd)
             actor.done.set()
 
     async def _load(self, key: SessionKey) -> SessionRecord | None:
@@ -539,13 +463,13 @@ class Supervisor:
 
     def sessions(self) -> list[SessionInfo]:
         """Snapshots of every session, oldest first (ties by id). Not a checkpoint."""
-        infos = [_info(actor) for actor in self._sessions.values()]
+        infos = [session_info(actor) for actor in self._sessions.values()]
         return sorted(infos, key=lambda info: (info.created_at, info.session_id))
 
     def session(self, key: SessionKey) -> SessionInfo | None:
         """A snapshot of one session, or ``None`` if there is none. Not a checkpoint."""
         actor = self._sessions.get(key)
-        return None if actor is None else _info(actor)
+        return None if actor is None else session_info(actor)
 
     def stats(self) -> dict[str, Any]:
         """Counters for operators: sessions, pool, mailboxes, restarts, dead letters,
@@ -598,49 +522,6 @@ class SessionDirectory(Protocol):
     async def load(self, key: SessionKey) -> SessionRecord | None:
         """The record of ``key``, or ``None`` if it is not known."""
         ...
-
-
-async def _remove_directory(path: Path) -> None:
-    """Remove a workspace: an empty one (the usual case) at once, a full one in a worker
-    thread so a large tree does not stall the event loop."""
-    try:
-        _remove_empty_directory(path)
-    except FileNotFoundError:
-        return
-    except OSError:
-        await trio.to_thread.run_sync(shutil.rmtree, path, True, abandon_on_cancel=True)
-    else:
-        await trio.lowlevel.checkpoint()
-
-
-def _remove_empty_directory(path: Path) -> None:
-    # One rmdir on a local disk, like _make_directory: no thread hop for the usual case.
-    path.rmdir()
-
-
-def _make_directory(path: Path) -> None:
-    # One mkdir on a local disk: cheaper than a thread hop, and it keeps the spawn path
-    # free of threads (which would make virtual-clock tests inexact). Private: 0700.
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-
-
-def _info(actor: SessionActor) -> SessionInfo:
-    return SessionInfo(
-        session_id=actor.key.session_id if actor.key else "",
-        principal=actor.key.principal if actor.key else "",
-        state=actor.state,
-        live=actor.live,
-        cli_pid=actor.cli_pid,
-        claude_session_id=actor.claude_session_id,
-        turns=actor.turns,
-        restarts=actor.restarts,
-        last_error=actor.last_error,
-        created_at=actor.created_at,
-        last_active_at=actor.last_active_at,
-        mailbox_depth=actor.mailbox_depth,
-        listeners=len(actor.fanout),
-        one_turn=actor.one_turn,
-    )
 
 
 @asynccontextmanager

@@ -20,12 +20,16 @@ thin route that calls ``serve_turn``. The pipeline owns, in this order:
 The request vocabulary (``TurnRequest``, ``Message``) and what a codec must do
 (``Codec``, ``Reply``) are in ``app.wire._codec``.
 
-The WebSocket front end (``app.http._websocket``) keeps its own connection loop and uses
-the same session keys, prompt limit and problem table.
+The WebSocket front end (``app.http._websocket``) keeps its own connection loop (one
+conversation shared by many connections) and goes through the same steps for each turn
+message: its codec (``app.wire._websocket.turn_request``) makes a ``TurnRequest``,
+``prepare_turn`` applies the limits and builds the ``Turn``, ``open_turn`` queues it,
+and a refusal is worded from the same problem table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -36,6 +40,7 @@ from quart import Response, make_response, request
 
 from actors import (
     InvalidSessionIdError,
+    SessionEvent,
     SessionKey,
     Supervisor,
     Turn,
@@ -45,7 +50,7 @@ from actors import (
 
 from .._settings import Settings
 from ..wire import _json
-from ..wire._codec import Codec, Message, Reply
+from ..wire._codec import Codec, Message, Reply, TurnRequest
 from ..wire._problems import (
     SESSION_CLOSED,
     Problem,
@@ -178,6 +183,34 @@ def problem_response(problem: Problem, error_json: Callable[[Problem], dict[str,
 # -- Turns ----------------------------------------------------------------------------
 
 
+def prepare_turn(turn_request: TurnRequest, key: SessionKey | None, settings: Settings) -> Turn:
+    """The turn a parsed request asks for, within the request limits (``check_size``,
+    ``build_prompt``, ``check_prompt``). Every front end builds its turns here. Not a
+    checkpoint.
+
+    Raises:
+        RequestError: over a limit, or no user message with text last.
+    """
+    check_size(turn_request.size, settings)
+    prompt = build_prompt(turn_request.messages, in_session=key is not None)
+    return Turn(check_prompt(prompt, settings))
+
+
+@contextlib.asynccontextmanager
+async def open_turn(
+    supervisor: Supervisor, key: SessionKey | None, turn: Turn, *, principal: str = ""
+) -> AsyncIterator[trio.MemoryReceiveChannel[SessionEvent]]:
+    """``Supervisor.open_turn`` for every front end: queue ``turn`` and yield its events.
+
+    Raises the supervisor's ``SessionError`` (worded by ``problem_for``) if the turn is
+    refused. Entering has no checkpoint after the turn is queued, so a caller can still
+    act before the session's actor sees the turn (the WebSocket attaches its listeners
+    there). Leaving early, cancellation included, interrupts the turn.
+    """
+    async with supervisor.open_turn(key, turn, principal=principal) as events:
+        yield events
+
+
 async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -> Response:
     """Run the turn the current request asks for and answer it in ``codec``'s format.
 
@@ -200,11 +233,9 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
     """
     body = await json_object()
     turn_request = codec.parse(body, request.headers)
-    check_size(turn_request.size, settings)
     principal = current_principal()
     key = resolve_session(request.headers, body, principal)
-    prompt = build_prompt(turn_request.messages, in_session=key is not None)
-    turn = Turn(check_prompt(prompt, settings))
+    turn = prepare_turn(turn_request, key, settings)
     headers = {} if key is None else {"X-Session-ID": key.session_id}
     reply = codec.reply(turn.turn_id, turn_request)
     if turn_request.stream:
@@ -215,7 +246,7 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
         response = Response(stream, 200, {**SSE_HEADERS, **headers})
         response.timeout = None  # Quart would cut the stream after 60 s
         return response
-    async with supervisor.open_turn(key, turn, principal=principal) as events:
+    async with open_turn(supervisor, key, turn, principal=principal) as events:
         collected = [event async for event in events]
     match collected[-1] if collected else None:
         case TurnCompleted() as done:
@@ -246,7 +277,7 @@ async def stream_turn(
     yield happens inside a cancel scope. A client that disconnects cancels the task
     iterating this generator; leaving ``open_turn`` then interrupts the turn.
     """
-    async with supervisor.open_turn(key, turn, principal=principal) as events:
+    async with open_turn(supervisor, key, turn, principal=principal) as events:
         yield b""
         for frame in reply.start():
             yield frame

@@ -5,7 +5,8 @@ Protocol (JSON text frames; docs/websocket.md has examples):
 
 Client to server:
 
-* ``{"type": "turn", "content": "text"}``: a new user message for the session. Optional
+* ``{"type": "turn", "content": "text"}``: a new user message for the session, held to
+  the same limits as over HTTP (it goes through ``app.http._pipeline``). Optional
   ``"id"`` (a string of the client's choosing) is echoed in the reply. ``"model"`` is
   refused (``model switching is not supported yet``): the session's CLI has one model.
 * ``{"type": "interrupt"}``: stop the session's running turn, whoever sent it. Optional
@@ -108,9 +109,10 @@ from ..wire._websocket import (
     error_frame,
     parse_client_message,
     refusal_frame,
+    turn_request,
 )
 from ._limits import PerKeyCap
-from ._pipeline import check_prompt, session_key
+from ._pipeline import open_turn, prepare_turn, session_key
 
 # Frames waiting for the socket, per connection. Past this, event forwarding waits
 # and a slow client's listener lags (it never slows the session).
@@ -266,17 +268,14 @@ class _Connection:
                 await self._send(error_frame(400, str(exc), id=exc.id))
                 continue
             match message:
-                case TurnMessage(model=str()):
-                    text = "model switching is not supported yet: omit 'model'"
-                    await self._send(error_frame(400, text, id=message.id))
                 case TurnMessage():
                     try:
-                        prompt = check_prompt(message.content, self._settings)
+                        turn = prepare_turn(turn_request(message), self.key, self._settings)
                     except RequestError as exc:
                         await self._send(error_frame(exc.status, str(exc), id=message.id))
                         continue
                     # Returns once the turn is queued or refused: replies stay in order.
-                    await nursery.start(self._run_turn, Turn(prompt), message.id)
+                    await nursery.start(self._run_turn, turn, message.id)
                 case InterruptMessage():
                     try:
                         interrupted = self._supervisor.interrupt(self.key)
@@ -316,7 +315,9 @@ class _Connection:
     ) -> None:
         async with contextlib.AsyncExitStack() as stack:
             try:
-                events = await stack.enter_async_context(self._supervisor.open_turn(self.key, turn))
+                events = await stack.enter_async_context(
+                    open_turn(self._supervisor, self.key, turn)
+                )
             except SessionError as exc:
                 await self._send(refusal_frame(exc, id))
                 task_status.started()

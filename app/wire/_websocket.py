@@ -11,7 +11,8 @@ from actors import SessionError
 
 from . import _json
 from ._anthropic import error_body
-from ._problems import describe, problem_for
+from ._codec import Message, TurnRequest
+from ._problems import RequestError, describe, problem_for
 
 Frame = dict[str, Any]
 
@@ -78,6 +79,18 @@ def parse_client_message(data: str | bytes | None) -> AnyClientMessage:
         return _client_message.validate_python(raw)
     except ValidationError as exc:
         raise BadMessageError(describe(exc, root="message"), id) from None
+
+
+def turn_request(message: TurnMessage) -> TurnRequest:
+    """The pipeline's request for a ``turn`` message: its content as the user's new
+    message in the connection's session. Not a checkpoint.
+
+    Raises:
+        RequestError: the message asks for a ``model`` (one CLI, one model, for now).
+    """
+    if message.model is not None:
+        raise RequestError("model switching is not supported yet: omit 'model'", param="model")
+    return TurnRequest(model="", messages=[Message("user", message.content)], size=1)
 
 
 def error_frame(

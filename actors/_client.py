@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ._types import PermissionDecision
+from ._types import PermissionDecision, Prompt
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,9 +111,6 @@ class TurnResult:
 ClientMessage = StreamEvent | AssistantText | ToolCall | ToolOutput | SessionInit | TurnResult
 
 
-Prompt = str | list[dict[str, Any]]
-"""A user message: plain text, or a list of Anthropic Messages content blocks (``text``,
-``image``, ``document``, as documented by Anthropic)."""
 
 
 class ClientError(Exception):

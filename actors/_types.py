@@ -44,6 +44,11 @@ class SessionKey:
             )
 
 
+Prompt = str | list[dict[str, Any]]
+"""A user message: plain text, or a list of Anthropic Messages content blocks (``text``,
+``image``, ``document``, as documented by Anthropic)."""
+
+
 def new_turn_id() -> str:
     """Return a fresh turn id (``turn_`` plus 24 hex digits). Not a checkpoint."""
     return f"turn_{uuid.uuid4().hex[:24]}"
@@ -54,13 +59,17 @@ class Turn:
     """One user message for a session.
 
     Args:
-        prompt: the new user message text. Only this is sent to the CLI: the rest of
-            the conversation already lives in the session's CLI process (or transcript).
+        prompt: the new user message: text, or content blocks (``Prompt``). Only this is
+            sent to the CLI: the rest of the conversation already lives in the session's
+            CLI process (or transcript).
         turn_id: identifies the turn in events and logs.
+        model: the Claude model to answer this turn (an id or a Claude Code alias such as
+            ``sonnet``), or ``None`` for the session's current model.
     """
 
-    prompt: str
+    prompt: Prompt
     turn_id: str = field(default_factory=new_turn_id)
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

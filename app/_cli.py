@@ -1,4 +1,5 @@
-"""The ``ccactors`` command line: ``serve``, ``offline-upstream`` and ``demo``."""
+"""The ``ccactors`` command line: ``serve``, ``settings``, ``chat``, ``offline-upstream``
+and ``demo``."""
 
 from __future__ import annotations
 
@@ -8,9 +9,11 @@ from typing import Annotated
 
 import trio
 import typer
+from pydantic import ValidationError
 
 from ._logging import configure_logging
 from ._settings import CliNotFoundError, InsecureBindError, Settings
+from ._settings_file import SettingsFileError, load_settings, setting_sources
 from .offline._upstream import serve_upstream
 from .security._auth import KeyFileError
 
@@ -18,10 +21,25 @@ cli = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 HostOption = Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1).")]
 PortOption = Annotated[int | None, typer.Option(help="Port to bind; 0 picks a free one.")]
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="A TOML settings file (keys as in docs/operations.md); CCACTORS_* variables "
+        "and flags override it.",
+    ),
+]
 
 
-def _settings(**overrides: object) -> Settings:
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    """The effective settings, or exit with status 2 and the reason."""
+    try:
+        return load_settings(config, **overrides)
+    except SettingsFileError as exc:
+        typer.echo(f"ccactors: {exc}", err=True)
+    except ValidationError as exc:
+        typer.echo(f"ccactors: invalid settings: {exc}", err=True)
+    raise typer.Exit(2)
 
 
 @cli.command()
@@ -41,11 +59,13 @@ def serve(
             "--insecure-no-auth", help="Allow listening beyond loopback without API keys."
         ),
     ] = False,
+    config: ConfigOption = None,
 ) -> None:
     """Serve the Anthropic-compatible API (default http://127.0.0.1:8765)."""
     from ._server import serve as run_server
 
     settings = _settings(
+        config,
         host=host,
         port=port,
         offline=offline or None,
@@ -67,6 +87,19 @@ def serve(
             print(f"ccactors: serving on {url}", flush=True)
 
     trio.run(main)
+
+
+@cli.command("settings")
+def show_settings(config: ConfigOption = None) -> None:
+    """Print the effective settings and where each comes from (secrets masked)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    settings = _settings(config)
+    table = Table("setting", "value", "source", box=None)
+    for name, value, source in setting_sources(settings, config):
+        table.add_row(name, value, source)
+    Console(width=200).print(table)
 
 
 def _require_cli(settings: Settings) -> None:

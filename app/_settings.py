@@ -1,4 +1,5 @@
-"""Server settings, from the environment (prefix ``CCACTORS_``) and the command line."""
+"""Server settings, from the command line, the environment (prefix ``CCACTORS_``) and a
+settings file (``app._settings_file``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,12 @@ from typing import Literal
 
 import platformdirs
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
 
 from actors import BUNDLED_CLI, ActorPolicy, SupervisorConfig
 
@@ -131,6 +137,19 @@ class Settings(BaseSettings):
 
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments (command-line flags), then ``CCACTORS_*`` variables, then the
+        settings file if one is given (``app._settings_file.load_settings``)."""
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
 
     @field_validator("allowed_origins")
     @classmethod

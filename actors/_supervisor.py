@@ -327,10 +327,19 @@ class Supervisor:
         """
         actor = self._actor(key)
         info = session_info(actor)
-        actor.close("the session was deleted")
-        self._forget(actor)
+        self.close_session_nowait(key)
         await actor.done.wait()
         return info
+
+    def close_session_nowait(self, key: SessionKey, reason: str = "the session was deleted") -> None:
+        """``close_session`` without waiting for the CLI to be gone. Not a checkpoint.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        actor = self._actor(key)
+        actor.close(reason)
+        self._forget(actor)
 
     def answer_permission(
         self, key: SessionKey, request_id: str, allow: bool, message: str = ""

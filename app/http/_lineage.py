@@ -39,8 +39,8 @@ class Placement:
         context_from: ``None`` if the session holds the whole conversation before the new
             turn; else the index in the request's messages from which they are given to
             it as context (what it never saw).
-        created: the turn creates its session (new or fork): if its first turn does not
-            complete, the session holds nothing worth keeping.
+        created: the turn creates its session (new or fork).
+        minted: the session's id was chosen by the server for this turn.
     """
 
     def __init__(
@@ -57,6 +57,7 @@ class Placement:
         self.fork: ForkPoint | None = route.fork_from.fork_point if route.fork_from else None
         self.parent = parent
         self.created = route.kind != "continue"
+        self.minted = route.session_id is None
         self.context_from = None if route.kind == "continue" else lineage.starts[route.known]
         self._index = index
         self._lineage = lineage
@@ -78,10 +79,16 @@ class Placement:
 
     @property
     def disposable(self) -> bool:
-        """The turn created its session and did not complete: the session holds nothing
-        worth keeping (the pipeline closes it, so failing retries do not pile sessions
-        up). Not a checkpoint."""
-        return self.created and not self._index.knows(self.key.principal, self.key.session_id)
+        """The turn created a session under a server-minted id and did not complete: no
+        client can name that session and it holds nothing worth keeping (the pipeline
+        closes it, so the retries of a failing request do not pile sessions up; a
+        session the client named stays, as any named session does). Not a
+        checkpoint."""
+        return (
+            self.created
+            and self.minted
+            and not self._index.knows(self.key.principal, self.key.session_id)
+        )
 
     def release(self) -> None:
         """The turn is over: its session's head may be continued again. Idempotent."""

@@ -331,7 +331,9 @@ class Supervisor:
         await actor.done.wait()
         return info
 
-    def close_session_nowait(self, key: SessionKey, reason: str = "the session was deleted") -> None:
+    def close_session_nowait(
+        self, key: SessionKey, reason: str = "the session was deleted"
+    ) -> None:
         """``close_session`` without waiting for the CLI to be gone. Not a checkpoint.
 
         Raises:

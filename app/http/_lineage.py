@@ -90,6 +90,14 @@ class Placement:
             and not self._index.knows(self.key.principal, self.key.session_id)
         )
 
+    def drop_fork(self) -> None:
+        """Run as a new conversation given the whole history as context instead (the
+        conversation to fork could not be resumed); holds the session's head as taken
+        again if it was released. Not a checkpoint."""
+        self.fork, self.parent, self.context_from = None, None, 0
+        self._held.close()
+        self._held.enter_context(self._index.taking(self.key.principal, self.key.session_id))
+
     def release(self) -> None:
         """The turn is over: its session's head may be continued again. Idempotent."""
         self._held.close()

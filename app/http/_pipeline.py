@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -48,6 +49,7 @@ from actors import (
     SessionEvent,
     SessionKey,
     SessionNotFoundError,
+    SessionStartError,
     Supervisor,
     TextDelta,
     Turn,
@@ -68,6 +70,8 @@ from ..wire._problems import (
 from ..wire._sse import SSE_HEADERS
 from ._lineage import Placement, place_turn
 from ._requests import current_principal, json_object
+
+log = logging.getLogger(__name__)
 
 # -- Sessions -------------------------------------------------------------------------
 
@@ -278,10 +282,27 @@ async def serve_turn(
             lineage, supervisor, principal, session_id, turn_request.messages
         )
     try:
-        if placement is not None:
-            key = placement.key
-            turn = prepare_turn(turn_request, key, settings, context_from=placement.context_from)
-        return await _answer(codec, supervisor, settings, key, turn, turn_request, placement)
+        if placement is None:
+            return await _answer(codec, supervisor, settings, key, turn, turn_request, None)
+        turn = prepare_turn(
+            turn_request, placement.key, settings, context_from=placement.context_from
+        )
+        try:
+            return await _answer(
+                codec, supervisor, settings, placement.key, turn, turn_request, placement
+            )
+        except SessionStartError:
+            if placement.fork is None:
+                raise
+            # The conversation to fork could not be resumed (its transcript is gone):
+            # a new conversation given the history as context, rather than an error on
+            # every edit before that point.
+            log.warning("could not fork for %s: giving the history as context", placement.key)
+            placement.drop_fork()
+            turn = prepare_turn(turn_request, placement.key, settings, context_from=0)
+            return await _answer(
+                codec, supervisor, settings, placement.key, turn, turn_request, placement
+            )
     except BaseException:
         if placement is not None:
             placement.release()

@@ -219,3 +219,21 @@ async def test_a_new_session_whose_first_turn_fails_is_not_kept(tmp_path, autoju
         response = await client.post(OPENAI, json=body(OPENAI, [user("one")]))
         assert response.status_code == 504
         assert (await (await client.get("/v1/sessions")).get_json())["data"] == []
+
+
+async def test_a_fork_whose_conversation_is_gone_gets_the_history_as_context(tmp_path):
+    """When the conversation to fork cannot be resumed (its transcript is gone), the edit
+    is answered by a new session given the history as context: an answer, not an error
+    on every edit before that point."""
+    async with open_client(tmp_path) as (client, fake):
+        a1, first = await say(client, OPENAI, [user("one")])
+        await say(client, OPENAI, [user("one"), assistant(a1), user("two")])
+        fake.transcripts.clear()  # every CLI conversation on disk is lost
+        answer, where = await say(client, OPENAI, [user("one"), assistant(a1), user("TWO")])
+        assert answer.endswith("#1") and where != first
+        info = await (await client.get(f"/v1/sessions/{where}")).get_json()
+        assert info["parent"] is None and info["lineage_head"]["turn"] == 2
+    assert fake.clients[-1].sent == [
+        "The conversation so far:\n\nUser: one\n\nAssistant: echo: one #1\n\n"
+        "The user's new message:\n\nTWO"
+    ]

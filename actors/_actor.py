@@ -183,7 +183,7 @@ class SessionActor:
         checkpoint."""
         self.key = key
         if self._runner is not None:
-            self._runner.session_id = key.session_id
+            self._runner.rename(key.session_id)
 
     @property
     def unoccupied(self) -> bool:

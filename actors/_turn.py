@@ -122,7 +122,6 @@ class TurnRunner:
     Attributes:
         claude_session_id: the Claude session id the CLI last reported (``None`` before
             its first turn); kept by the actor to resume the conversation.
-        session_id: the session's id, for events and logs (changed if it is renamed).
         completed: turns completed on this client.
 
     Args:
@@ -148,10 +147,15 @@ class TurnRunner:
         self._deadlines = deadlines
         self._fanout = fanout
         self._permissions = permissions
-        self.session_id = session_id
+        self._session_id = session_id
         self._slash_commands = slash_commands
         self._finish_on_disconnect = finish_on_disconnect
         self._awaiting_result = False  # a prompt went out and its TurnResult is unread
+
+    def rename(self, session_id: str) -> None:
+        """Name events and logs with ``session_id`` from now on (the session was
+        renamed). Not a checkpoint."""
+        self._session_id = session_id
 
     async def run(self, envelope: Envelope) -> SessionEvent:
         """Run one turn to its final event, which is delivered to the caller and
@@ -197,7 +201,7 @@ class TurnRunner:
         envelope.started = True
         seconds = self._deadlines.prompt_write_s
         log.warning(
-            "session %s: the CLI took no prompt in %ss: killing it", self.session_id, seconds
+            "session %s: the CLI took no prompt in %ss: killing it", self._session_id, seconds
         )
         self.client.abort()
         raise ClientError(f"Claude Code did not take its prompt within {seconds}s; it was killed")
@@ -211,7 +215,7 @@ class TurnRunner:
         or on a person answering a permission question, does not count).
         """
         turn = envelope.turn
-        await self._emit(envelope, TurnStarted(turn.turn_id, self.session_id))
+        await self._emit(envelope, TurnStarted(turn.turn_id, self._session_id))
         translator = Translator(turn.turn_id)
         armed_at = trio.current_time()
         deadline = armed_at + self._deadlines.first_chunk_s
@@ -247,7 +251,7 @@ class TurnRunner:
             self._timeouts["first_chunk"] += 1
             seconds = self._deadlines.first_chunk_s
             log.warning(
-                "session %s: no message within %ss: killing its CLI", self.session_id, seconds
+                "session %s: no message within %ss: killing its CLI", self._session_id, seconds
             )
             self.client.abort()
             message = f"Claude Code sent nothing within {seconds}s; its process was restarted"

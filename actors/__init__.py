@@ -20,6 +20,7 @@ from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor
 from ._types import CapacityError as CapacityError
 from ._types import FailureReason as FailureReason
+from ._types import ForkPoint as ForkPoint
 from ._types import InvalidSessionIdError as InvalidSessionIdError
 from ._types import Lagged as Lagged
 from ._types import MailboxFullError as MailboxFullError

@@ -25,6 +25,7 @@ from ._permissions import PermissionBroker
 from ._policy import ActorPolicy
 from ._turn import CliWedgedError, Envelope, TurnDeadlines, TurnRunner
 from ._types import (
+    ForkPoint,
     Observer,
     PermissionRequest,
     RetryLaterError,
@@ -99,6 +100,8 @@ class SessionActor:
         fanout: the session's listeners.
         done: set once the actor's task has ended.
         forgotten: it ended for good (retention, failures, deletion), not just stopped.
+        fork_from: the conversation this session branches off, while it has no Claude
+            session of its own yet (its CLI then resumes there as a fork).
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class SessionActor:
         fanout_buffer: int = 256,
         slots: LiveSlots,
         one_turn: bool = False,
+        fork_from: ForkPoint | None = None,
         on_retire: Callable[[SessionActor], None] = lambda actor: None,
         on_idle: Callable[[], None] = lambda: None,
         observer: Observer | None = None,
@@ -135,6 +139,8 @@ class SessionActor:
         self.done = trio.Event()
         self.closing_reason = "the server is shutting down"
         self.forgotten = False
+        self.fork_from = fork_from
+        self._runner: TurnRunner | None = None  # of the live CLI, if any
         self._client_factory = client_factory
         self._policy = policy
         self._slots = slots
@@ -170,6 +176,25 @@ class SessionActor:
         self.created_at = self.last_active_at = time.time()
         self._idle_since = trio.current_time()
         self._served = False  # not evictable before the turn that adopted it
+
+    def rekey(self, key: SessionKey) -> None:
+        """Serve as session ``key`` from now on (the supervisor renames a session that is
+        ``unoccupied``); its CLI, conversation, workspace and listeners stay. Not a
+        checkpoint."""
+        self.key = key
+        if self._runner is not None:
+            self._runner.rename(key.session_id)
+
+    @property
+    def unoccupied(self) -> bool:
+        """Waiting for a turn (live or hibernated) with none running, in hand or queued."""
+        return (
+            self.started
+            and self.state == "idle"
+            and self._current is None
+            and self._carry is None
+            and not self.mailbox_depth
+        )
 
     def interrupt(self) -> bool:
         """Interrupt the running turn, if any; its caller gets ``TurnFailed(interrupted)``.
@@ -266,7 +291,9 @@ class SessionActor:
                     if not self.started:
                         raise
                     self._count_restart(exc)
-                    if isinstance(exc, _StartFailedError) and self.claude_session_id:
+                    if isinstance(exc, _StartFailedError) and (
+                        self.claude_session_id or self.fork_from
+                    ):
                         self._start_afresh(exc)
                     continue
                 except RetryLaterError as exc:  # no live slot (or not within its key's share)
@@ -288,16 +315,16 @@ class SessionActor:
             self._retire()
 
     def _start_afresh(self, exc: ClientError) -> None:
-        """The CLI would not even start resuming: the transcript is gone or broken. Go on
-        with a new conversation rather than fail every turn; say so in last_error."""
-        log.warning(
-            "session %s: could not resume %s; starting afresh", self.key, self.claude_session_id
-        )
+        """The CLI would not even start resuming (or forking): the transcript is gone or
+        broken. Go on with a new conversation rather than fail every turn; say so in
+        last_error."""
+        resumed = self.claude_session_id or (self.fork_from and self.fork_from.claude_session_id)
+        log.warning("session %s: could not resume %s; starting afresh", self.key, resumed)
         self.last_error = (
-            f"conversation {self.claude_session_id} could not be resumed ({exc}); "
-            "a new one was started"
+            f"conversation {resumed} could not be resumed ({exc}); a new one was started"
         )
         self.claude_session_id = None
+        self.fork_from = None
 
     async def _lifetime(self, task_status: trio.TaskStatus[SessionActor]) -> None:
         """One CLI lifetime: take a live slot, open a client (resuming), serve turns, and
@@ -309,9 +336,13 @@ class SessionActor:
             CapacityError, PrincipalLimitError: no live slot.
         """
         await self._slots.acquire(self)
+        # A fork resumes the conversation it branches off until it has one of its own.
+        fork = self.fork_from if self.claude_session_id is None else None
         spec = SessionSpec(
             self.cwd,
-            resume=self.claude_session_id,
+            resume=fork.claude_session_id if fork else self.claude_session_id,
+            resume_at=fork.assistant_uuid if fork else None,
+            fork=fork is not None,
             can_use_tool=self._permissions.ask if self._policy.ask_permissions else None,
         )
         connected = False
@@ -342,7 +373,7 @@ class SessionActor:
         if not self.started:
             self.started = True
             task_status.started(self)
-        runner = TurnRunner(
+        runner = self._runner = TurnRunner(
             client,
             TurnDeadlines(
                 prompt_write_s=self._policy.prompt_write_s,
@@ -365,6 +396,7 @@ class SessionActor:
             except ClientError as exc:
                 return exc
             finally:
+                self._runner = None
                 watch.cancel_scope.cancel()
 
     async def _serve(self, client: ClaudeClient, runner: TurnRunner) -> None:
@@ -500,6 +532,8 @@ class SessionActor:
         finally:
             self._current = None
             self.claude_session_id = runner.claude_session_id or self.claude_session_id
+            if self.claude_session_id is not None:
+                self.fork_from = None  # it has a conversation of its own now
             self.turns += isinstance(outcome, TurnCompleted)
             self._record(envelope, outcome, started_at)
             self.last_active_at = time.time()

@@ -152,6 +152,11 @@ class TurnRunner:
         self._finish_on_disconnect = finish_on_disconnect
         self._awaiting_result = False  # a prompt went out and its TurnResult is unread
 
+    def rename(self, session_id: str) -> None:
+        """Name events and logs with ``session_id`` from now on (the session was
+        renamed). Not a checkpoint."""
+        self._session_id = session_id
+
     async def run(self, envelope: Envelope) -> SessionEvent:
         """Run one turn to its final event, which is delivered to the caller and
         returned; afterwards the client is ready for the next turn.

@@ -165,6 +165,9 @@ class TurnCompleted:
 
     ``stop_reason`` uses Anthropic's values (``end_turn``, ``max_tokens``, ...).
     ``total_cost_usd`` is the CLI's own estimate for this turn, or ``None``.
+    ``assistant_uuid`` is the CLI transcript uuid of the turn's last assistant message
+    (``None`` if the CLI did not say): a later session can fork the conversation there
+    (``ForkPoint``).
     """
 
     turn_id: str
@@ -174,6 +177,7 @@ class TurnCompleted:
     claude_session_id: str | None
     duration_ms: int
     model: str | None
+    assistant_uuid: str | None = None
 
 
 FailureReason = Literal[
@@ -228,6 +232,20 @@ class Lagged:
     """To a session listener only: ``dropped`` events were lost because it read too slowly."""
 
     dropped: int
+
+
+@dataclass(frozen=True, slots=True)
+class ForkPoint:
+    """Where a new session branches off an existing Claude Code conversation.
+
+    The new session's first CLI resumes ``claude_session_id`` up to and including the
+    transcript message ``assistant_uuid`` (a ``TurnCompleted.assistant_uuid``) as a new
+    Claude session: the conversation it forks from is left as it was, and stays
+    continuable by its own session.
+    """
+
+    claude_session_id: str
+    assistant_uuid: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,7 @@ from actors import SessionInfo, SessionKey, Supervisor
 
 from .._settings import Settings
 from ..sessions._catalogue import SessionCatalogue
+from ..sessions._lineage_index import LineageIndex
 from ..wire._events import event_json, event_type
 from ..wire._problems import RequestError
 from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
@@ -51,11 +52,11 @@ def management_blueprint(
 
     @blueprint.get("/v1/sessions")
     async def list_sessions() -> dict[str, Any]:
-        return _page(await catalogue.sessions(current_principal()), request.args)
+        return _page(await catalogue.sessions(current_principal()), request.args, catalogue.lineage)
 
     @blueprint.get("/v1/sessions/<session_id>")
     async def get_session(session_id: str) -> dict[str, Any]:
-        return _session_json(await catalogue.session(_key(session_id)))
+        return _session_json(await catalogue.session(_key(session_id)), catalogue.lineage)
 
     @blueprint.delete("/v1/sessions/<session_id>")
     async def delete_session(session_id: str) -> dict[str, Any]:
@@ -122,7 +123,7 @@ SESSION_STATES = ("starting", "idle", "busy", "closing", "live", "hibernated")
 MAX_PAGE = 1000
 
 
-def _page(infos: list[SessionInfo], args: Any) -> dict[str, Any]:
+def _page(infos: list[SessionInfo], args: Any, lineage: LineageIndex | None) -> dict[str, Any]:
     """One page of sessions, oldest first, in Anthropic's list shape.
 
     Query parameters: ``limit`` (1..1000, default 100), ``after_id`` (the last id of the
@@ -149,7 +150,7 @@ def _page(infos: list[SessionInfo], args: Any) -> dict[str, Any]:
         infos = infos[ids.index(after) + 1 :]
     page = infos[:limit]
     return {
-        "data": [_session_json(info) for info in page],
+        "data": [_session_json(info, lineage) for info in page],
         "has_more": len(infos) > limit,
         "first_id": page[0].session_id if page else None,
         "last_id": page[-1].session_id if page else None,
@@ -166,7 +167,14 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
-def _session_json(info: SessionInfo) -> dict[str, Any]:
+def _session_json(info: SessionInfo, lineage: LineageIndex | None = None) -> dict[str, Any]:
+    """A session as the management API shows it. With a lineage index: ``parent`` (the
+    session ``id`` and ``turn`` it forked from, or ``null``) and ``lineage_head`` (its
+    latest completed turn's ``turn`` count and lineage ``hash``, or ``null``)."""
+    parent = head = None
+    if lineage is not None:
+        parent = lineage.parent(info.principal, info.session_id)
+        head = lineage.head(info.principal, info.session_id)
     return {
         "id": info.session_id,
         "state": info.state,
@@ -181,4 +189,6 @@ def _session_json(info: SessionInfo) -> dict[str, Any]:
         "created_at": _iso(info.created_at),
         "last_active_at": _iso(info.last_active_at),
         "mailbox_depth": info.mailbox_depth,
+        "parent": None if parent is None else {"id": parent.session_id, "turn": parent.turn},
+        "lineage_head": None if head is None else {"turn": head.turn, "hash": head.hash},
     }

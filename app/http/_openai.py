@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from actors import SessionError, Supervisor
 
 from .._settings import Settings
+from ..sessions._lineage_index import LineageIndex
 from ..wire._openai import MODEL_IDS, OpenAICodec, error_json
 from ..wire._problems import ERROR_TYPES, Problem, RequestError, problem_for, request_problem
 from ._pipeline import problem_response, serve_turn
@@ -37,13 +38,16 @@ def _error_response(
     return response
 
 
-def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Blueprint:
+def openai_blueprint(
+    supervisor: Supervisor, settings: Settings, lineage: LineageIndex | None = None
+) -> quart.Blueprint:
     """The OpenAI-compatible routes, as a blueprint for ``create_app`` to register.
 
     Args:
         supervisor: runs the turns.
         settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment)
             and ``model`` (listed first by ``/v1/models``).
+        lineage: places each turn by its conversation (as for ``/v1/messages``).
 
     Returns:
         A new ``quart.Blueprint`` named ``openai``, with its own error handlers.
@@ -87,7 +91,7 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
 
     @blueprint.post("/v1/chat/completions")
     async def chat_completions() -> quart.Response:
-        return await serve_turn(CODEC, supervisor, settings)
+        return await serve_turn(CODEC, supervisor, settings, lineage)
 
     @blueprint.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
     async def chat_completions_other_methods() -> quart.Response:

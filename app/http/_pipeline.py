@@ -6,9 +6,13 @@ thin route that calls ``serve_turn``. The pipeline owns, in this order:
 1. the JSON body (``json_object``) and the codec's parse into a ``TurnRequest``;
 2. request limits (``check_size``: ``max_messages``);
 3. session resolution (``resolve_session``: headers, then body fields, as README
-   "Sessions" documents);
-4. the turn's prompt from the request's messages (``build_prompt``) and its limit
-   (``check_prompt``: ``max_prompt_chars``);
+   "Sessions" documents), then, for the HTTP APIs, the conversation's lineage
+   (``app.http._lineage.place_turn``): continue the session whose head the request's
+   history is, fork one at the turn where it branched off, or start a new one (with a
+   server-minted id when the client gave none);
+4. the turn's prompt from the request's messages (``build_prompt``: what the session
+   does not hold goes along as context) and its limit (``check_prompt``:
+   ``max_prompt_chars``);
 5. ``Supervisor.open_turn``, then collecting the events into one response or streaming
    them, with a keep-alive after ``sse_ping_interval_s`` seconds without a byte written;
 6. every refusal and failure as a ``Problem`` (``problem_for``, ``failure_problem``,
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -39,16 +44,21 @@ import trio
 from quart import Response, make_response, request
 
 from actors import (
+    ForkPoint,
     InvalidSessionIdError,
     SessionEvent,
     SessionKey,
+    SessionNotFoundError,
+    SessionStartError,
     Supervisor,
+    TextDelta,
     Turn,
     TurnCompleted,
     TurnFailed,
 )
 
 from .._settings import Settings
+from ..sessions._lineage_index import LineageIndex
 from ..wire import _json
 from ..wire._codec import Codec, Message, Reply, TurnRequest
 from ..wire._problems import (
@@ -58,7 +68,10 @@ from ..wire._problems import (
     failure_problem,
 )
 from ..wire._sse import SSE_HEADERS
+from ._lineage import Placement, place_turn
 from ._requests import current_principal, json_object
+
+log = logging.getLogger(__name__)
 
 # -- Sessions -------------------------------------------------------------------------
 
@@ -183,35 +196,59 @@ def problem_response(problem: Problem, error_json: Callable[[Problem], dict[str,
 # -- Turns ----------------------------------------------------------------------------
 
 
-def prepare_turn(turn_request: TurnRequest, key: SessionKey | None, settings: Settings) -> Turn:
+def prepare_turn(
+    turn_request: TurnRequest,
+    key: SessionKey | None,
+    settings: Settings,
+    *,
+    context_from: int | None = None,
+) -> Turn:
     """The turn a parsed request asks for, within the request limits (``check_size``,
     ``build_prompt``, ``check_prompt``). Every front end builds its turns here. Not a
     checkpoint.
+
+    ``context_from``: the session holds the conversation only up to this index of the
+    request's messages; those from it on (but the last) go along as context. ``None``:
+    with a key the session holds all of it, without one nothing.
 
     Raises:
         RequestError: over a limit, or no user message with text last.
     """
     check_size(turn_request.size, settings)
-    prompt = build_prompt(turn_request.messages, in_session=key is not None)
+    if context_from is None:
+        prompt = build_prompt(turn_request.messages, in_session=key is not None)
+    else:
+        prompt = build_prompt(turn_request.messages[context_from:], in_session=False)
     return Turn(check_prompt(prompt, settings))
 
 
 @contextlib.asynccontextmanager
 async def open_turn(
-    supervisor: Supervisor, key: SessionKey | None, turn: Turn, *, principal: str = ""
+    supervisor: Supervisor,
+    key: SessionKey | None,
+    turn: Turn,
+    *,
+    principal: str = "",
+    fork: ForkPoint | None = None,
 ) -> AsyncIterator[trio.MemoryReceiveChannel[SessionEvent]]:
-    """``Supervisor.open_turn`` for every front end: queue ``turn`` and yield its events.
+    """``Supervisor.open_turn`` for every front end: queue ``turn`` and yield its events
+    (``fork``: a session this turn starts branches off there).
 
     Raises the supervisor's ``SessionError`` (worded by ``problem_for``) if the turn is
     refused. Entering has no checkpoint after the turn is queued, so a caller can still
     act before the session's actor sees the turn (the WebSocket attaches its listeners
     there). Leaving early, cancellation included, interrupts the turn.
     """
-    async with supervisor.open_turn(key, turn, principal=principal) as events:
+    async with supervisor.open_turn(key, turn, principal=principal, fork=fork) as events:
         yield events
 
 
-async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -> Response:
+async def serve_turn(
+    codec: Codec,
+    supervisor: Supervisor,
+    settings: Settings,
+    lineage: LineageIndex | None = None,
+) -> Response:
     """Run the turn the current request asks for and answer it in ``codec``'s format.
 
     Args:
@@ -219,10 +256,12 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
         supervisor: runs the turn.
         settings: ``max_messages``, ``max_prompt_chars`` and ``sse_ping_interval_s``
             (seconds without a byte written before a keep-alive).
+        lineage: the lineage index that places the turn (``app.http._lineage``); without
+            one, a request without a session id runs on a one-turn session.
 
     Returns:
         The response: the whole answer, a stream of it, or the turn's failure. With a
-        session, it carries ``X-Session-ID``.
+        session (with ``lineage``: always), it carries ``X-Session-ID``.
 
     Raises:
         RequestError: the request is malformed or over a limit.
@@ -235,20 +274,79 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
     turn_request = codec.parse(body, request.headers)
     principal = current_principal()
     key = resolve_session(request.headers, body, principal)
-    turn = prepare_turn(turn_request, key, settings)
+    turn = prepare_turn(turn_request, key, settings)  # refuses a bad request before placing
+    placement = None
+    if lineage is not None:
+        session_id = None if key is None else key.session_id
+        placement = await place_turn(
+            lineage, supervisor, principal, session_id, turn_request.messages
+        )
+    try:
+        if placement is None:
+            return await _answer(codec, supervisor, settings, key, turn, turn_request, None)
+        turn = prepare_turn(
+            turn_request, placement.key, settings, context_from=placement.context_from
+        )
+        try:
+            return await _answer(
+                codec, supervisor, settings, placement.key, turn, turn_request, placement
+            )
+        except SessionStartError:
+            if placement.fork is None:
+                raise
+            # The conversation to fork could not be resumed (its transcript is gone):
+            # a new conversation given the history as context, rather than an error on
+            # every edit before that point.
+            log.warning("could not fork for %s: giving the history as context", placement.key)
+            placement.drop_fork()
+            turn = prepare_turn(turn_request, placement.key, settings, context_from=0)
+            return await _answer(
+                codec, supervisor, settings, placement.key, turn, turn_request, placement
+            )
+    except BaseException:
+        if placement is not None:
+            placement.release()
+        raise
+
+
+async def _answer(
+    codec: Codec,
+    supervisor: Supervisor,
+    settings: Settings,
+    key: SessionKey | None,
+    turn: Turn,
+    turn_request: TurnRequest,
+    placement: Placement | None,
+) -> Response:
+    """``serve_turn`` once the turn is placed; ``placement`` is released when the turn
+    is over (when its stream ends, for a stream)."""
+    principal = current_principal()
     headers = {} if key is None else {"X-Session-ID": key.session_id}
     reply = codec.reply(turn.turn_id, turn_request)
     if turn_request.stream:
         stream = stream_turn(
-            supervisor, key, turn, reply, settings.sse_ping_interval_s, principal=principal
+            supervisor,
+            key,
+            turn,
+            reply,
+            settings.sse_ping_interval_s,
+            principal=principal,
+            placement=placement,
         )
         await anext(stream)  # queues the turn: refusals become plain error responses
         response = Response(stream, 200, {**SSE_HEADERS, **headers})
         response.timeout = None  # Quart would cut the stream after 60 s
         return response
-    async with open_turn(supervisor, key, turn, principal=principal) as events:
-        collected = [event async for event in events]
-    match collected[-1] if collected else None:
+    fork = None if placement is None else placement.fork
+    try:
+        async with open_turn(supervisor, key, turn, principal=principal, fork=fork) as events:
+            collected = [event async for event in events]
+        outcome = collected[-1] if collected else None
+        _turn_ended(supervisor, placement, collected, outcome)
+    finally:
+        if placement is not None:
+            placement.release()
+    match outcome:
         case TurnCompleted() as done:
             return await make_response(reply.message(collected, done), 200, headers)
         case TurnFailed() as failed:
@@ -260,6 +358,24 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
     return response
 
 
+def _turn_ended(
+    supervisor: Supervisor,
+    placement: Placement | None,
+    events: list[SessionEvent],
+    outcome: SessionEvent | None,
+) -> None:
+    """Record a completed turn's lineage; close a session the turn created for nothing
+    (its first turn failed), so that failing retries do not pile sessions up. Not a
+    checkpoint."""
+    if placement is None:
+        return
+    if isinstance(outcome, TurnCompleted):
+        placement.completed(events, outcome)
+    elif placement.disposable:
+        with contextlib.suppress(SessionNotFoundError):
+            supervisor.close_session_nowait(placement.key, "its first turn failed")
+
+
 async def stream_turn(
     supervisor: Supervisor,
     key: SessionKey | None,
@@ -268,6 +384,7 @@ async def stream_turn(
     ping_s: float,
     *,
     principal: str = "",
+    placement: Placement | None = None,
 ) -> AsyncIterator[bytes]:
     """The body of a streaming turn. Its first (empty) item is yielded once the turn is
     queued, so the route can still answer a refusal with a status code.
@@ -275,29 +392,43 @@ async def stream_turn(
     When ``ping_s`` seconds pass with no byte written (events the API does not show,
     such as Claude Code's tool activity, write none), ``reply.ping()`` goes out. No
     yield happens inside a cancel scope. A client that disconnects cancels the task
-    iterating this generator; leaving ``open_turn`` then interrupts the turn.
+    iterating this generator; leaving ``open_turn`` then interrupts the turn. The
+    turn's lineage is recorded from the text deltas streamed, and ``placement`` (if
+    any) released when the generator ends.
     """
-    async with open_turn(supervisor, key, turn, principal=principal) as events:
-        yield b""
-        for frame in reply.start():
-            yield frame
-        deadline = trio.current_time() + ping_s
-        finished = False
-        while not finished:
-            frames = [reply.ping()]
-            with trio.move_on_at(deadline):
-                try:
-                    event = await events.receive()
-                except trio.EndOfChannel:
-                    event = None
-                match event:
-                    case TurnCompleted() | TurnFailed():
-                        frames, finished = [*reply.encode(event), *reply.end()], True
-                    case None:
-                        frames, finished = [*reply.failed(SESSION_CLOSED), *reply.end()], True
-                    case _:
-                        frames = reply.encode(event)
-            for frame in frames:
+    fork = None if placement is None else placement.fork
+    try:
+        async with open_turn(supervisor, key, turn, principal=principal, fork=fork) as events:
+            yield b""
+            for frame in reply.start():
                 yield frame
-            if frames:
-                deadline = trio.current_time() + ping_s
+            deadline = trio.current_time() + ping_s
+            finished = False
+            streamed: list[SessionEvent] = []  # the text deltas, for the lineage
+            while not finished:
+                frames = [reply.ping()]
+                with trio.move_on_at(deadline):
+                    try:
+                        event = await events.receive()
+                    except trio.EndOfChannel:
+                        event = None
+                    match event:
+                        case TurnCompleted() | TurnFailed():
+                            frames, finished = [*reply.encode(event), *reply.end()], True
+                            _turn_ended(supervisor, placement, streamed, event)
+                        case None:
+                            frames = [*reply.failed(SESSION_CLOSED), *reply.end()]
+                            finished = True
+                            _turn_ended(supervisor, placement, streamed, None)
+                        case TextDelta():
+                            streamed.append(event)
+                            frames = reply.encode(event)
+                        case _:
+                            frames = reply.encode(event)
+                for frame in frames:
+                    yield frame
+                if frames:
+                    deadline = trio.current_time() + ping_s
+    finally:
+        if placement is not None:
+            placement.release()

@@ -2,7 +2,11 @@
 
 One row per session: (principal, session id) -> Claude session id, workspace, turn
 count, usage and cost totals, and times. Written after every turn (an ``Observer``) and
-read when a turn arrives for a session that is not running (a ``SessionDirectory``). All
+read when a turn arrives for a session that is not running (a ``SessionDirectory``).
+Beside them, the lineage of each session (``lineage``: one row per completed turn, see
+``app.sessions._lineage_index``) and the parent of each fork (``forks``); they go with
+their session's row when it is deleted, forgotten or renamed. A database from before
+these tables gets them when opened (they are only added: nothing else changes). All
 database work goes through one ordered queue to one writer task (each statement in its
 own transaction, in a worker thread); a damaged database is reported, set aside and
 replaced, never a crash.
@@ -21,6 +25,8 @@ from pathlib import Path
 import trio
 
 from actors import Observer, SessionKey, SessionRecord, TurnCompleted, TurnRecord
+
+from ._lineage_index import Mark, Parent
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +63,39 @@ ON CONFLICT (principal, session_id) DO UPDATE SET
 """
 DELETE = "DELETE FROM sessions WHERE principal = ? AND session_id = ?"
 
+LINEAGE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lineage (
+    principal TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    assistant_uuid TEXT,
+    claude_session_id TEXT,
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lineage_by_session ON lineage (principal, session_id);
+CREATE TABLE IF NOT EXISTS forks (
+    principal TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    parent_session_id TEXT NOT NULL,
+    parent_turn INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (principal, session_id)
+);
+"""
+# The statements that go with DELETE (same arguments), in its transaction.
+DELETE_LINEAGE = (
+    "DELETE FROM lineage WHERE principal = ? AND session_id = ?",
+    "DELETE FROM forks WHERE principal = ? AND session_id = ?",
+)
+# Renaming a session: arguments (new, principal, old) for each, in one transaction.
+RENAME = (
+    "UPDATE sessions SET session_id = ? WHERE principal = ? AND session_id = ?",
+    "UPDATE lineage SET session_id = ? WHERE principal = ? AND session_id = ?",
+    "UPDATE forks SET session_id = ? WHERE principal = ? AND session_id = ?",
+    "UPDATE forks SET parent_session_id = ? WHERE principal = ? AND parent_session_id = ?",
+)
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating) the database; a damaged one is renamed aside and replaced."""
@@ -66,6 +105,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(SCHEMA)
+        connection.executescript(LINEAGE_SCHEMA)
         connection.execute("SELECT count(*) FROM sessions").fetchone()
         return connection
     except sqlite3.DatabaseError as exc:
@@ -80,16 +120,19 @@ def _connect(path: Path) -> sqlite3.Connection:
         path.rename(aside)
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         connection.execute(SCHEMA)
+        connection.executescript(LINEAGE_SCHEMA)
         return connection
 
 
 @dataclass(eq=False)
 class _Operation:
-    """One statement for the writer; ``done`` is set once it was applied (or failed)."""
+    """One statement for the writer (and ``more``, applied after it in the same
+    transaction); ``done`` is set once it was applied (or failed)."""
 
     sql: str
     args: tuple[object, ...]
     done: trio.Event | None = None
+    more: tuple[tuple[str, tuple[object, ...]], ...] = ()
     rows: list[tuple] = field(default_factory=list)
     error: sqlite3.Error | None = None
 
@@ -109,14 +152,17 @@ class SessionStore(Observer):
         self.errors = 0
         self.dropped = 0  # records not queued because the queue was full
 
-    async def _run(self, sql: str, *args: object) -> list[tuple]:
-        """Queue a statement behind every earlier one and wait for its rows.
+    async def _run(
+        self, sql: str, *args: object, more: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    ) -> list[tuple]:
+        """Queue a statement (and ``more`` in its transaction) behind every earlier one
+        and wait for its rows.
 
         Raises:
             sqlite3.Error: the statement failed.
             trio.ClosedResourceError: the store is closed.
         """
-        operation = _Operation(sql, args, trio.Event())
+        operation = _Operation(sql, args, trio.Event(), more)
         await self._queue.send(operation)
         assert operation.done is not None
         await operation.done.wait()
@@ -124,10 +170,12 @@ class SessionStore(Observer):
             raise operation.error
         return operation.rows
 
-    def _enqueue(self, sql: str, *args: object) -> None:
+    def _enqueue(
+        self, sql: str, *args: object, more: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    ) -> None:
         """Queue a write without waiting (from an ``Observer`` method). Not a checkpoint."""
         try:
-            self._queue.send_nowait(_Operation(sql, args))
+            self._queue.send_nowait(_Operation(sql, args, more=more))
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.dropped += 1
             log.error("the session database queue is full or closed: a record was dropped")
@@ -154,7 +202,10 @@ class SessionStore(Observer):
     async def _apply(self, operation: _Operation) -> None:
         def work() -> list[tuple]:
             with self._connection:  # one transaction
-                return self._connection.execute(operation.sql, operation.args).fetchall()
+                rows = self._connection.execute(operation.sql, operation.args).fetchall()
+                for sql, args in operation.more:
+                    self._connection.execute(sql, args)
+                return rows
 
         try:
             operation.rows = await trio.to_thread.run_sync(work)
@@ -195,8 +246,12 @@ class SessionStore(Observer):
         ]
 
     async def delete(self, key: SessionKey) -> None:
-        """Forget ``key``'s record, after every record of it queued before."""
-        await self._run(DELETE, key.principal, key.session_id)
+        """Forget ``key``'s record and lineage, after every record of it queued before."""
+        await self._run(DELETE, key.principal, key.session_id, more=self._with_lineage(key))
+
+    @staticmethod
+    def _with_lineage(key: SessionKey) -> tuple[tuple[str, tuple[object, ...]], ...]:
+        return tuple((sql, (key.principal, key.session_id)) for sql in DELETE_LINEAGE)
 
     async def count(self) -> int:
         return (await self._run("SELECT count(*) FROM sessions"))[0][0]
@@ -225,7 +280,58 @@ class SessionStore(Observer):
         )
 
     def session_forgotten(self, key: SessionKey) -> None:
-        self._enqueue(DELETE, key.principal, key.session_id)
+        self._enqueue(DELETE, key.principal, key.session_id, more=self._with_lineage(key))
+
+    # -- Lineage (a ``LineageStore`` for ``app.sessions._lineage_index``) --------------
+
+    def record_mark(self, principal: str, mark: Mark) -> None:
+        """Queue a completed turn's lineage mark. Not a checkpoint."""
+        self._enqueue(
+            "INSERT INTO lineage (principal, session_id, turn, hash, assistant_uuid, "
+            "claude_session_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            principal,
+            mark.session_id,
+            mark.turn,
+            mark.hash,
+            mark.assistant_uuid,
+            mark.claude_session_id,
+            time.time(),
+        )
+
+    def record_parent(self, principal: str, session_id: str, parent: Parent) -> None:
+        """Queue the parent of a fork. Not a checkpoint."""
+        self._enqueue(
+            "INSERT OR REPLACE INTO forks (principal, session_id, parent_session_id, "
+            "parent_turn, created_at) VALUES (?, ?, ?, ?, ?)",
+            principal,
+            session_id,
+            parent.session_id,
+            parent.turn,
+            time.time(),
+        )
+
+    def rename_session(self, principal: str, old: str, new: str) -> None:
+        """Queue renaming a session everywhere (its record, lineage and fork rows, and
+        forks' parent rows), in one transaction. Not a checkpoint."""
+        first, *rest = RENAME
+        self._enqueue(
+            first, new, principal, old, more=tuple((sql, (new, principal, old)) for sql in rest)
+        )
+
+    async def lineage(self) -> tuple[list[tuple[str, Mark]], list[tuple[str, str, Parent]]]:
+        """Every lineage mark (``(principal, mark)``, oldest first) and every fork's parent
+        (``(principal, session id, parent)``), for ``LineageIndex.load``."""
+        marks = await self._run(
+            "SELECT principal, session_id, turn, hash, assistant_uuid, claude_session_id "
+            "FROM lineage ORDER BY rowid"
+        )
+        parents = await self._run(
+            "SELECT principal, session_id, parent_session_id, parent_turn FROM forks"
+        )
+        return (
+            [(p, Mark(sid, turn, h, uuid_, claude)) for p, sid, turn, h, uuid_, claude in marks],
+            [(p, sid, Parent(parent, turn)) for p, sid, parent, turn in parents],
+        )
 
 
 # Records waiting for the writer at most; beyond, a record is dropped and counted.

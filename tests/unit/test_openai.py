@@ -84,7 +84,7 @@ async def test_completion_has_openai_shape_and_maps_anthropic_usage(tmp_path, se
         response = await client.post(PATH, json=BODY)
         completion = await response.get_json()
     assert response.status_code == 200
-    assert "X-Session-ID" not in response.headers
+    assert response.headers["X-Session-ID"].startswith("conv_")  # a server-minted session
     assert completion["id"].startswith("chatcmpl-")
     assert completion["object"] == "chat.completion"
     assert isinstance(completion["created"], int)
@@ -461,9 +461,9 @@ async def test_session_turn_sends_only_the_new_message_after_opening_instruction
     ]
 
 
-async def test_one_turn_request_sends_instructions_and_history_as_context(tmp_path, settings):
-    """Without a session, instructions and earlier messages travel with the new message
-    in one prompt, on a one-turn session."""
+async def test_a_new_conversation_gets_instructions_and_history_as_context(tmp_path, settings):
+    """A request whose history no session holds starts a new session; instructions and
+    earlier messages travel with the new message in one prompt, once."""
     factory = ScriptedClientFactory()
     messages = [
         {"role": "system", "content": "Be brief."},

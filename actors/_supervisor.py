@@ -34,7 +34,7 @@ from ._types import (
     Turn,
     TurnRecord,
 )
-from ._workspaces import make_workspace, remove_workspace, workspace_name
+from ._workspaces import make_workspace, remove_workspace, set_system_prompt, workspace_name
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ class Supervisor:
                 raise SupervisorClosedError("the server is shutting down")
             actor = self._sessions.get(key)
             if actor is None:
-                await self._start_session(key, one_turn=one_turn)
+                await self._start_session(key, one_turn=one_turn, system=envelope.turn.system)
                 continue
             if not actor.live:
                 # Hibernated: its key must be within its share of live CLIs (else 429
@@ -302,9 +302,11 @@ class Supervisor:
 
     # -- Starting sessions ------------------------------------------------------------
 
-    async def _start_session(self, key: SessionKey, *, one_turn: bool) -> None:
+    async def _start_session(
+        self, key: SessionKey, *, one_turn: bool, system: str | None = None
+    ) -> None:
         """Start the actor for ``key`` (adopting a warm one if any), or wait for the
-        start already under way.
+        start already under way. ``system`` is the opening turn's ``Turn.system``.
 
         Raises:
             CapacityError, PrincipalLimitError, SupervisorClosedError: as for
@@ -328,7 +330,7 @@ class Supervisor:
                 )
             self._slots.check_share(key.principal)
             start = self._starting[key] = _Start()
-            self._nursery.start_soon(self._spawn, key, start, one_turn)
+            self._nursery.start_soon(self._spawn, key, start, one_turn, system)
         await start.done.wait()
         if isinstance(start.error, RetryLaterError):
             raise start.error
@@ -353,14 +355,20 @@ class Supervisor:
             observer=self._observers,
         )
 
-    async def _spawn(self, key: SessionKey, start: _Start, one_turn: bool) -> None:
+    async def _spawn(
+        self, key: SessionKey, start: _Start, one_turn: bool, system: str | None
+    ) -> None:
         """Get the session an actor and register it: a session known from before resumes
         in its own workspace; otherwise a warm actor is adopted if there is one, else a
-        new actor is started (registered once its client is connected)."""
+        new actor is started (registered once its client is connected).
+
+        A new session whose opening turn adds to the system prompt (``system``) adopts
+        no warm actor: a running CLI cannot take a system prompt any more. Its own CLI
+        reads the text from a file in the session's workspace."""
         try:
             known = None if one_turn else await self._load(key)
             await self._slots.take_share(key.principal)  # adopting a warm actor takes a slot too
-            if known is None and (actor := self._pool.take()) is not None:
+            if known is None and system is None and (actor := self._pool.take()) is not None:
                 actor.adopt(key, one_turn=one_turn)
                 self._slots.notify()
             else:
@@ -369,6 +377,8 @@ class Supervisor:
                 actor = self._new_actor(key, cwd, one_turn)
                 if known is not None:
                     actor.restore(known)
+                else:
+                    set_system_prompt(cwd, system)
                 await self._nursery.start(self._supervise, actor)
         except Exception as exc:
             log.warning("session %s could not start: %r", key.session_id, exc)

@@ -42,8 +42,9 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
 
     Args:
         supervisor: runs the turns.
-        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment)
-            and ``model`` (listed first by ``/v1/models``).
+        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment),
+            ``model`` (listed first by ``/v1/models``) and ``model_aliases`` (listed
+            last), and what the pipeline reads.
 
     Returns:
         A new ``quart.Blueprint`` named ``openai``, with its own error handlers.
@@ -51,7 +52,8 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
     ``POST /v1/chat/completions`` runs one turn (sessions as for ``/v1/messages``: the
     ``X-Session-ID`` or ``X-Claude-Code-Session-Id`` header, or ``metadata.session_id``;
     the response echoes ``X-Session-ID``). ``GET /v1/models`` and ``GET /v1/models/<id>``
-    list ``settings.model`` and ``MODEL_IDS``.
+    list ``settings.model``, ``MODEL_IDS`` and the names of ``settings.model_aliases``:
+    each a name a request may send (any other ``claude-*`` id is accepted too).
 
     Every error from these routes is OpenAI error JSON: a refused or malformed request is
     a 400, a full mailbox 429, no capacity 503 (both with ``Retry-After``), a failed turn
@@ -59,7 +61,8 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
     stream's body); leaving ``open_turn`` then interrupts the turn.
     """
     blueprint = quart.Blueprint("openai", __name__)
-    listed = tuple(dict.fromkeys([*([settings.model] if settings.model else []), *MODEL_IDS]))
+    default = [settings.model] if settings.model else []
+    listed = tuple(dict.fromkeys([*default, *MODEL_IDS, *settings.model_aliases]))
     started = int(time.time())
 
     def model_json(model_id: str) -> dict[str, Any]:

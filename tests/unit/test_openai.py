@@ -77,8 +77,8 @@ async def open_client(tmp_path, settings, factory=None, **config) -> AsyncIterat
 
 async def test_completion_has_openai_shape_and_maps_anthropic_usage(tmp_path, settings):
     """A non-streaming request gets a ``chat.completion`` naming the model that answered
-    (``gpt-4o`` is no Claude model: the server's default ran); prompt tokens count uncached, cache-write and cache-read input, and the reads are
-    ``cached_tokens``."""
+    (``gpt-4o`` is no Claude model: the server's default ran); prompt tokens count
+    uncached, cache-write and cache-read input, and the reads are ``cached_tokens``."""
     factory = ScriptedClientFactory(script=lambda p, h: reply("one two", chunks=2))
     async with open_client(tmp_path, settings, factory) as client:
         response = await client.post(PATH, json=BODY)

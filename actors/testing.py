@@ -138,6 +138,7 @@ class ScriptedClient:
         model: the model set by ``set_model`` (``None``: the default); a text reply's
             ``message_start`` names it.
         set_model_calls: every ``set_model`` call, in order (refused ones included).
+        set_model_delay: seconds each ``set_model`` takes (``math.inf``: no answer ever).
     """
 
     def __init__(
@@ -164,7 +165,7 @@ class ScriptedClient:
         self.model: str | None = None
         self.set_model_calls: list[str | None] = []
         self._refused_models = refused_models
-        self._set_model_delay = set_model_delay
+        self.set_model_delay = set_model_delay
         self.interrupts = 0
         self.aborted = False
         self._script = script
@@ -222,7 +223,7 @@ class ScriptedClient:
         await trio.lowlevel.checkpoint()
         if self._broken:
             raise ClientError("the fake CLI is gone")
-        await trio.sleep(self._set_model_delay)
+        await trio.sleep(self.set_model_delay)
         if model in self._refused_models:
             raise ModelRefusedError(f"the fake CLI refuses model {model!r}")
         self.model = model

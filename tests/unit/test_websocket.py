@@ -251,6 +251,22 @@ async def test_bad_messages_get_error_frames_and_the_connection_stays_usable(tmp
     assert factory.clients[0].prompts == ["still here"]
 
 
+async def test_a_turn_may_name_its_model(tmp_path):
+    """A turn's ``model`` switches the session's CLI before it (the session stays on it:
+    a turn without one runs on it too); the completion names the model that answered."""
+    factory = ScriptedClientFactory()
+    with trio.fail_after(GUARD_S):
+        async with (
+            serving(tmp_path, factory) as served,
+            open_session_client(served.url, "ws-model") as client,
+        ):
+            first = [f async for f in client.stream_turn("one", model="opus")]
+            second = [f async for f in client.stream_turn("two")]
+    assert first[-1]["type"] == second[-1]["type"] == "turn_completed"
+    assert first[-1]["model"] == second[-1]["model"] == "opus"
+    assert factory.clients[0].set_model_calls == ["opus"]
+
+
 async def test_refused_turn_gets_an_error_frame_with_retry_after(tmp_path):
     """A turn beyond the session's mailbox gets a rate_limit_error frame with
     retry_after_s; the connection stays open and interrupt still works."""

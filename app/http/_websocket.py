@@ -26,9 +26,10 @@ Server to client:
   events.
 * ``{"type": "interrupt_result", "interrupted": bool, "id"?}``: reply to ``interrupt``.
 * ``{"type": "error", "error": {"type", "message", "retry_after_s"?}, "id"?}``: a bad
-  client message (``invalid_request_error``, also for a malformed or refused ``model``) or a refused turn (``rate_limit_error``:
-  mailbox full, ``overloaded_error``: no capacity or shutting down, ``api_error``: the
-  CLI could not start), with Anthropic's error types. The connection stays open.
+  client message (``invalid_request_error``, also for a malformed or refused
+  ``model``) or a refused turn (``rate_limit_error``: mailbox full,
+  ``overloaded_error``: no capacity or shutting down, ``api_error``: the CLI could not
+  start), with Anthropic's error types. The connection stays open.
 
 Each turn message gets exactly one reply, ``turn_accepted`` or ``error``, in the order
 the messages were sent. A turn is held to the same limits as over HTTP: a prompt over

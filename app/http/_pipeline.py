@@ -215,8 +215,12 @@ def prepare_turn(turn_request: TurnRequest, key: SessionKey | None, settings: Se
     model = settings.resolve_model(turn_request.model)
     messages, system = client_system(turn_request.messages, settings.client_system)
     prompt = build_prompt(messages, in_session=key is not None)
-    if system is not None:
-        check_prompt(system, settings)
+    if system is not None and len(system) > settings.max_prompt_chars:
+        raise RequestError(
+            f"the system prompt is too long: {len(system)} characters "
+            f"(at most {settings.max_prompt_chars})",
+            param="system",
+        )
     return Turn(check_prompt(prompt, settings), model=model, system=system)
 
 

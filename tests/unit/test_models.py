@@ -200,5 +200,5 @@ def test_an_appended_system_prompt_is_held_to_the_prompt_limit(tmp_path):
     """The client's system text, appended, is held to ``max_prompt_chars`` like a prompt."""
     settings = Settings(state_dir=tmp_path, client_system="append", max_prompt_chars=10)
     messages = [Message("instructions", "x" * 11), Message("user", "hi")]
-    with pytest.raises(RequestError, match="too long"):
+    with pytest.raises(RequestError, match="system prompt is too long: 11 characters"):
         prepare_turn(TurnRequest(model="m", messages=messages, size=2), None, settings)

@@ -84,6 +84,12 @@ class Supervisor:
       idle session; if none of its sessions is idle it is refused
       (``PrincipalLimitError``, HTTP 429), while other principals are still served.
       Warm-pool actors belong to no principal until adopted.
+    * Models and system prompts: a turn naming a model its session's CLI does not run
+      switches that CLI first (``set_model``, no restart; a resumed CLI is switched to
+      the session's model), and the session stays on it. A warm actor is adopted
+      whatever the model; a new session whose opening turn adds to the system prompt
+      (``Turn.system``) is not: its own CLI starts, reading the text from a file in its
+      workspace. Later turns' ``system`` changes nothing.
     * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
       leaving ``open_supervisor`` cancels every actor, failing running turns with
       ``session_closed`` and closing every CLI process before it returns.

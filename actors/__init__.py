@@ -7,6 +7,7 @@ from ._actor import SessionFailedError as SessionFailedError
 from ._client import ClaudeClient as ClaudeClient
 from ._client import ClientError as ClientError
 from ._client import ClientFactory as ClientFactory
+from ._client import ModelRefusedError as ModelRefusedError
 from ._client import Prompt as Prompt
 from ._client import SessionSpec as SessionSpec
 from ._config import SessionInfo as SessionInfo

@@ -36,6 +36,7 @@ from ._types import (
     TurnFailed,
     TurnRecord,
 )
+from ._workspaces import system_prompt_file
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,9 @@ class SessionActor:
         state: ``starting``, ``idle``, ``busy`` or ``closing``.
         live: a CLI process is running for this session (else it is hibernated).
         cli_pid, claude_session_id, turns, restarts, last_error, timeouts: for stats.
+        model: the model the session runs, as named to its CLI (``policy.launch_model``
+            until a turn asks for another); a resumed CLI is switched to it before its
+            first turn.
         created_at, last_active_at: wall-clock times (seconds since the epoch).
         fanout: the session's listeners.
         done: set once the actor's task has ended.
@@ -128,6 +132,7 @@ class SessionActor:
         self.live = False
         self.cli_pid: int | None = None
         self.claude_session_id: str | None = None
+        self.model: str | None = policy.launch_model
         self.turns = 0
         self.restarts = 0
         self.dead_letters = 0
@@ -344,12 +349,15 @@ class SessionActor:
             resume_at=fork.assistant_uuid if fork else None,
             fork=fork is not None,
             can_use_tool=self._permissions.ask if self._policy.ask_permissions else None,
+            system_prompt_file=system_prompt_file(self.cwd),
         )
+        # A new CLI runs the launch model; a resumed one its conversation's (not known).
+        cli_model = self._policy.launch_model if spec.resume is None else None
         connected = False
         try:
             async with self._client_factory(spec) as client:
                 connected = True
-                failure = await self._connected(client, task_status)
+                failure = await self._connected(client, task_status, cli_model)
             if failure is not None:
                 raise failure
         except ClientError as exc:
@@ -361,11 +369,14 @@ class SessionActor:
             self._slots.release(self)
 
     async def _connected(
-        self, client: ClaudeClient, task_status: trio.TaskStatus[SessionActor]
+        self,
+        client: ClaudeClient,
+        task_status: trio.TaskStatus[SessionActor],
+        cli_model: str | None,
     ) -> ClientError | None:
-        """Serve turns on a connected client until the session hibernates (``None``) or
-        the client fails (the ``ClientError``, returned so it does not travel through a
-        nursery)."""
+        """Serve turns on a connected client (running ``cli_model``, if known) until the
+        session hibernates (``None``) or the client fails (the ``ClientError``, returned
+        so it does not travel through a nursery)."""
         self._observer.cli_started(self._session_id or None, client.pid)
         self.live, self.cli_pid, self._served = True, client.pid, False
         self.state = "idle"
@@ -387,6 +398,7 @@ class SessionActor:
             timeouts=self.timeouts,
             slash_commands=self._policy.slash_commands,
             finish_on_disconnect=self._policy.finish_on_disconnect,
+            model=cli_model,
         )
         async with trio.open_nursery() as watch:
             watch.start_soon(self._watch_exit, client)
@@ -512,7 +524,8 @@ class SessionActor:
         turn_id_var.set(envelope.turn.turn_id)
         outcome: SessionEvent | None = None
         try:
-            outcome = await runner.run(envelope)
+            # The turn's model, else the session's: a resumed CLI is switched to it.
+            outcome = await runner.run(envelope, envelope.turn.model or self.model)
         except trio.Cancelled:
             outcome = envelope.abandon("session_closed", self.closing_reason, self.fanout)
             raise
@@ -534,6 +547,7 @@ class SessionActor:
             self.claude_session_id = runner.claude_session_id or self.claude_session_id
             if self.claude_session_id is not None:
                 self.fork_from = None  # it has a conversation of its own now
+            self.model = runner.model or self.model
             self.turns += isinstance(outcome, TurnCompleted)
             self._record(envelope, outcome, started_at)
             self.last_active_at = time.time()
@@ -568,12 +582,14 @@ class SessionActor:
             self.turns,
             self.created_at,
             self.last_active_at,
+            self.model,
         )
 
     def restore(self, record: SessionRecord) -> None:
         """Continue a session known from before (e.g. a previous server run): its next
         CLI resumes ``record.claude_session_id``. Not a checkpoint."""
         self.claude_session_id = record.claude_session_id
+        self.model = record.model or self.model
         self.turns = record.turns
         self.created_at = record.created_at
         self.last_active_at = record.last_active_at

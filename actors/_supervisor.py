@@ -35,7 +35,7 @@ from ._types import (
     Turn,
     TurnRecord,
 )
-from ._workspaces import make_workspace, remove_workspace, workspace_name
+from ._workspaces import make_workspace, remove_workspace, set_system_prompt, workspace_name
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +87,12 @@ class Supervisor:
       idle session; if none of its sessions is idle it is refused
       (``PrincipalLimitError``, HTTP 429), while other principals are still served.
       Warm-pool actors belong to no principal until adopted.
+    * Models and system prompts: a turn naming a model its session's CLI does not run
+      switches that CLI first (``set_model``, no restart; a resumed CLI is switched to
+      the session's model), and the session stays on it. A warm actor is adopted
+      whatever the model; a new session whose opening turn adds to the system prompt
+      (``Turn.system``) is not: its own CLI starts, reading the text from a file in its
+      workspace. Later turns' ``system`` changes nothing.
     * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
       leaving ``open_supervisor`` cancels every actor, failing running turns with
       ``session_closed`` and closing every CLI process before it returns.
@@ -193,7 +199,9 @@ class Supervisor:
                 raise SupervisorClosedError("the server is shutting down")
             actor = self._sessions.get(key)
             if actor is None:
-                await self._start_session(key, one_turn=one_turn, fork=fork)
+                await self._start_session(
+                    key, one_turn=one_turn, fork=fork, system=envelope.turn.system
+                )
                 fork = None  # started (as a fork or not): from now on it exists
                 continue
             if not actor.live:
@@ -363,10 +371,15 @@ class Supervisor:
     # -- Starting sessions ------------------------------------------------------------
 
     async def _start_session(
-        self, key: SessionKey, *, one_turn: bool, fork: ForkPoint | None = None
+        self,
+        key: SessionKey,
+        *,
+        one_turn: bool,
+        fork: ForkPoint | None = None,
+        system: str | None = None,
     ) -> None:
         """Start the actor for ``key`` (adopting a warm one if any), or wait for the
-        start already under way.
+        start already under way. ``system`` is the opening turn's ``Turn.system``.
 
         Raises:
             CapacityError, PrincipalLimitError, SupervisorClosedError: as for
@@ -390,7 +403,7 @@ class Supervisor:
                 )
             self._slots.check_share(key.principal)
             start = self._starting[key] = _Start()
-            self._nursery.start_soon(self._spawn, key, start, one_turn, fork)
+            self._nursery.start_soon(self._spawn, key, start, one_turn, fork, system)
         await start.done.wait()
         if isinstance(start.error, RetryLaterError):
             raise start.error
@@ -419,15 +432,26 @@ class Supervisor:
         )
 
     async def _spawn(
-        self, key: SessionKey, start: _Start, one_turn: bool, fork: ForkPoint | None
+        self,
+        key: SessionKey,
+        start: _Start,
+        one_turn: bool,
+        fork: ForkPoint | None,
+        system: str | None,
     ) -> None:
         """Get the session an actor and register it: a session known from before resumes
-        in its own workspace; otherwise a warm actor is adopted if there is one (not for
-        a fork), else a new actor is started (registered once its client is connected)."""
+        in its own workspace; otherwise a warm actor is adopted if there is one, else a
+        new actor is started (registered once its client is connected).
+
+        A fork never adopts a warm actor: its CLI must start by resuming the parent's
+        conversation. Nor does a new session whose opening turn adds to the system
+        prompt (``system``): a running CLI cannot take a system prompt any more. Its own
+        CLI reads the text from a file in the session's workspace."""
         try:
             known = None if one_turn or fork else await self._load(key)
             await self._slots.take_share(key.principal)  # adopting a warm actor takes a slot too
-            if known is None and fork is None and (actor := self._pool.take()) is not None:
+            adoptable = known is None and fork is None and system is None
+            if adoptable and (actor := self._pool.take()) is not None:
                 actor.adopt(key, one_turn=one_turn)
                 self._slots.notify()
             else:
@@ -436,6 +460,8 @@ class Supervisor:
                 actor = self._new_actor(key, cwd, one_turn, fork)
                 if known is not None:
                     actor.restore(known)
+                else:
+                    set_system_prompt(cwd, system)
                 await self._nursery.start(self._supervise, actor)
                 self.forks += fork is not None
         except Exception as exc:

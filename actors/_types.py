@@ -64,12 +64,20 @@ class Turn:
             CLI process (or transcript).
         turn_id: identifies the turn in events and logs.
         model: the Claude model to answer this turn (an id or a Claude Code alias such as
-            ``sonnet``), or ``None`` for the session's current model.
+            ``sonnet``), or ``None`` for the session's current model. The session's CLI
+            switches to it before the turn (``set_model``, no restart) if it runs
+            another, and the session stays on it for later turns.
+        system: text to append to Claude Code's system prompt if this turn starts its
+            session's conversation (a new session, never one known from before);
+            ignored otherwise: a session's system prompt is fixed by its opening turn.
+            It never reaches the CLI's arguments or environment: it is written to a file
+            in the session's workspace, which the CLI reads at start-up.
     """
 
     prompt: Prompt
     turn_id: str = field(default_factory=new_turn_id)
     model: str | None = None
+    system: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,6 +195,7 @@ FailureReason = Literal[
     "cli_error",  # the CLI process failed or died
     "session_closed",  # the session closed before the turn could run
     "overloaded",  # no live CLI slot could be had to wake the session
+    "model_refused",  # Claude Code would not switch to the turn's model
 ]
 
 
@@ -253,7 +262,8 @@ class SessionRecord:
     """What it takes to resume a session later, by this server or a restarted one.
 
     Wall-clock times (seconds since the epoch). ``cwd`` is the session's workspace: the
-    CLI finds a conversation by its working directory and Claude session id.
+    CLI finds a conversation by its working directory and Claude session id. ``model``
+    is the model the session runs (as named to the CLI), ``None`` if it never chose one.
     """
 
     key: SessionKey
@@ -262,6 +272,7 @@ class SessionRecord:
     turns: int
     created_at: float
     last_active_at: float
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,7 @@ def cli_options(settings: Settings, extra_env: dict[str, str]) -> CliOptions:
         # "ask" is ours: the CLI runs in its default mode and asks us (can_use_tool).
         permission_mode=settings.permission_mode.replace("ask", "default"),
         model=settings.model,
+        system_prompt=settings.system_prompt,
         append_system_prompt=settings.append_system_prompt,
         close_timeout_s=settings.cli_close_timeout_s,
     )

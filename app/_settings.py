@@ -20,6 +20,13 @@ from actors import BUNDLED_CLI, ActorPolicy, SupervisorConfig
 
 from .security._auth import is_loopback, load_key_hashes
 from .security._origin import origin_of
+from .wire._models import (
+    CLAUDE_CODE_ALIASES,
+    DEFAULT_MODEL,
+    REQUEST_MODEL,
+    UnknownModel,
+    resolve_model,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +99,13 @@ class Settings(BaseSettings):
     body_read_timeout_s: float = Field(30.0, gt=0)
     keep_alive_timeout_s: float = Field(5.0, gt=0)
 
+    # The model every CLI starts with (None: the CLI's default); a request's model is
+    # resolved by model_aliases (name -> Claude model id or Claude Code alias; any
+    # claude-* id is taken as is) and unknown_model (a name that is neither: "default"
+    # runs the default model, "refuse" is a 400). See docs/operations.md, "Models".
     model: str | None = None
+    model_aliases: dict[str, str] = Field(default_factory=lambda: dict(CLAUDE_CODE_ALIASES))
+    unknown_model: UnknownModel = "default"
     tools: list[str] = Field(default_factory=lambda: list(READ_ONLY_TOOLS))
     # Nothing pre-approved: reads inside the session's workspace need no approval, and
     # anything else (another session's files, the state directory) is refused.
@@ -103,7 +116,15 @@ class Settings(BaseSettings):
         "default"
     )
     permission_timeout_s: float = Field(60.0, gt=0)
+    # Claude Code's system prompt: its own (default), the operator's text instead
+    # (system_prompt), and/or the operator's text appended (append_system_prompt).
+    system_prompt: str | None = None
     append_system_prompt: str | None = None
+    # What a client's system prompt (Anthropic "system", OpenAI system/developer
+    # messages) does: "instructions" (ahead of the opening turn's message), "append"
+    # (appended to the session's system prompt, from a file the CLI reads; a session
+    # with one starts its own CLI rather than a warm one), or "ignore".
+    client_system: Literal["instructions", "append", "ignore"] = "instructions"
     # Claude Code slash commands users may run (e.g. ["compact"]); a prompt starting
     # with any other "/command" is always the user's text, never a command.
     slash_commands: list[str] = Field(default_factory=list)
@@ -155,6 +176,35 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
         return [origin_of(origin) for origin in origins]
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _aliases(cls, aliases: dict[str, str]) -> dict[str, str]:
+        for name, target in aliases.items():
+            for value in (name, target):
+                if not REQUEST_MODEL.fullmatch(value):
+                    raise ValueError(f"model_aliases: {value!r} is not a model name")
+        return aliases
+
+    @property
+    def default_model(self) -> str:
+        """The model a CLI starts with, as ``set_model`` names it: ``model``, else
+        Claude Code's ``"default"``."""
+        return self.model or DEFAULT_MODEL
+
+    def resolve_model(self, requested: str) -> str | None:
+        """A request's model name resolved by ``model_aliases`` and ``unknown_model``
+        (``app.wire._models.resolve_model``); ``None`` for no name.
+
+        Raises:
+            RequestError: malformed, or unknown under ``refuse`` (400).
+        """
+        return resolve_model(
+            requested,
+            aliases=self.model_aliases,
+            unknown=self.unknown_model,
+            default=self.default_model,
+        )
 
     @property
     def workspace_root(self) -> Path:
@@ -251,6 +301,7 @@ class Settings(BaseSettings):
                 ask_permissions=self.permission_mode == "ask",
                 permission_timeout_s=self.permission_timeout_s,
                 slash_commands=frozenset(name.lstrip("/") for name in self.slash_commands),
+                launch_model=self.default_model,
             ),
         )
 

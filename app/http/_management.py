@@ -182,6 +182,7 @@ def _session_json(info: SessionInfo, lineage: LineageIndex | None = None) -> dic
         "hibernated": not info.live,
         "cli_pid": info.cli_pid,
         "claude_session_id": info.claude_session_id,
+        "model": info.model,
         "turns": info.turns,
         "restarts": info.restarts,
         "last_error": info.last_error,

@@ -45,8 +45,9 @@ def openai_blueprint(
 
     Args:
         supervisor: runs the turns.
-        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment)
-            and ``model`` (listed first by ``/v1/models``).
+        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment),
+            ``model`` (listed first by ``/v1/models``) and ``model_aliases`` (listed
+            last), and what the pipeline reads.
         lineage: places each turn by its conversation (as for ``/v1/messages``).
 
     Returns:
@@ -55,7 +56,8 @@ def openai_blueprint(
     ``POST /v1/chat/completions`` runs one turn (sessions as for ``/v1/messages``: the
     ``X-Session-ID`` or ``X-Claude-Code-Session-Id`` header, or ``metadata.session_id``;
     the response echoes ``X-Session-ID``). ``GET /v1/models`` and ``GET /v1/models/<id>``
-    list ``settings.model`` and ``MODEL_IDS``.
+    list ``settings.model``, ``MODEL_IDS`` and the names of ``settings.model_aliases``:
+    each a name a request may send (any other ``claude-*`` id is accepted too).
 
     Every error from these routes is OpenAI error JSON: a refused or malformed request is
     a 400, a full mailbox 429, no capacity 503 (both with ``Retry-After``), a failed turn
@@ -63,7 +65,8 @@ def openai_blueprint(
     stream's body); leaving ``open_turn`` then interrupts the turn.
     """
     blueprint = quart.Blueprint("openai", __name__)
-    listed = tuple(dict.fromkeys([*([settings.model] if settings.model else []), *MODEL_IDS]))
+    default = [settings.model] if settings.model else []
+    listed = tuple(dict.fromkeys([*default, *MODEL_IDS, *settings.model_aliases]))
     started = int(time.time())
 
     def model_json(model_id: str) -> dict[str, Any]:

@@ -12,7 +12,8 @@ thin route that calls ``serve_turn``. The pipeline owns, in this order:
    server-minted id when the client gave none);
 4. the turn's prompt from the request's messages (``build_prompt``: what the session
    does not hold goes along as context) and its limit (``check_prompt``:
-   ``max_prompt_chars``);
+   ``max_prompt_chars``); its model (``Settings.resolve_model``) and what the
+   client's system prompt does (``client_system``, setting ``client_system``);
 5. ``Supervisor.open_turn``, then collecting the events into one response or streaming
    them, with a keep-alive after ``sse_ping_interval_s`` seconds without a byte written;
 6. every refusal and failure as a ``Problem`` (``problem_for``, ``failure_problem``,
@@ -34,6 +35,7 @@ and a refusal is worded from the same problem table.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import re
@@ -196,6 +198,22 @@ def problem_response(problem: Problem, error_json: Callable[[Problem], dict[str,
 # -- Turns ----------------------------------------------------------------------------
 
 
+def client_system(messages: Sequence[Message], mode: str) -> tuple[Sequence[Message], str | None]:
+    """What a request's instructions (its system prompt) become, by setting
+    ``client_system``: the messages to build the prompt from, and the text to append to
+    the session's system prompt (``Turn.system``). Not a checkpoint.
+
+    ``instructions``: the messages as they are (``build_prompt`` places them); ``ignore``:
+    without them; ``append``: without them, their texts (in order, blank lines between)
+    as the system prompt's addition, which takes effect if the turn opens its session.
+    """
+    if mode == "instructions":
+        return messages, None
+    kept = [m for m in messages if m.role != "instructions"]
+    texts = [m.text for m in messages if m.role == "instructions" and m.text]
+    return kept, ("\n\n".join(texts) if mode == "append" and texts else None)
+
+
 def prepare_turn(
     turn_request: TurnRequest,
     key: SessionKey | None,
@@ -204,22 +222,34 @@ def prepare_turn(
     context_from: int | None = None,
 ) -> Turn:
     """The turn a parsed request asks for, within the request limits (``check_size``,
-    ``build_prompt``, ``check_prompt``). Every front end builds its turns here. Not a
-    checkpoint.
+    ``build_prompt``, ``check_prompt``), on the model it names (``resolve_model``), with
+    its system prompt as ``client_system`` says. Every front end builds its turns here.
+    Not a checkpoint.
 
     ``context_from``: the session holds the conversation only up to this index of the
     request's messages; those from it on (but the last) go along as context. ``None``:
     with a key the session holds all of it, without one nothing.
 
     Raises:
-        RequestError: over a limit, or no user message with text last.
+        RequestError: over a limit, no user message with text last, or a model name
+            that is malformed or refused (``param`` ``model``).
     """
     check_size(turn_request.size, settings)
+    model = settings.resolve_model(turn_request.model)
+    _, system = client_system(turn_request.messages, settings.client_system)
     if context_from is None:
-        prompt = build_prompt(turn_request.messages, in_session=key is not None)
+        messages, in_session = turn_request.messages, key is not None
     else:
-        prompt = build_prompt(turn_request.messages[context_from:], in_session=False)
-    return Turn(check_prompt(prompt, settings))
+        messages, in_session = turn_request.messages[context_from:], False
+    kept, _ = client_system(messages, settings.client_system)
+    prompt = build_prompt(kept, in_session=in_session)
+    if system is not None and len(system) > settings.max_prompt_chars:
+        raise RequestError(
+            f"the system prompt is too long: {len(system)} characters "
+            f"(at most {settings.max_prompt_chars})",
+            param="system",
+        )
+    return Turn(check_prompt(prompt, settings), model=model, system=system)
 
 
 @contextlib.asynccontextmanager
@@ -322,7 +352,9 @@ async def _answer(
     is over (when its stream ends, for a stream)."""
     principal = current_principal()
     headers = {} if key is None else {"X-Session-ID": key.session_id}
-    reply = codec.reply(turn.turn_id, turn_request)
+    # Until the CLI says which model answered, the reply names the model asked of it.
+    asked = dataclasses.replace(turn_request, model=turn.model or turn_request.model)
+    reply = codec.reply(turn.turn_id, asked)
     if turn_request.stream:
         stream = stream_turn(
             supervisor,

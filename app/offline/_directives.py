@@ -30,6 +30,8 @@ class Directives:
 
     count: bool = False
     blocks: bool = False
+    model: bool = False
+    system: bool = False
     chunks: int | None = None
     chunk_delay: float = 0.0
     delay_first: float = 0.0
@@ -74,7 +76,7 @@ def parse_directives(text: str) -> Directives:
     found: dict[str, Any] = {}
     for match in _DIRECTIVE.finditer(text):
         name, value = match.group(1), match.group(2)
-        if name in ("count", "blocks"):
+        if name in ("count", "blocks", "model", "system"):
             found[name] = True
         elif name == "tool":
             found["tool"] = _parse_tool(value)

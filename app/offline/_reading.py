@@ -125,6 +125,37 @@ def reply_text(messages: Sequence[object], directives: Directives) -> str:
     return f"echo: {latest_user_text(messages)}"
 
 
+SYSTEM_TAIL = 100  # characters of the system prompt a [[system]] reply shows
+
+
+def system_text(body: JSONObject) -> str:
+    """The request's system prompt as text: the string, or its text blocks joined by
+    blank lines (Claude Code sends a list: a billing header, its identity, the prompt)."""
+    system = body.get("system")
+    if isinstance(system, str):
+        return system
+    if not isinstance(system, list):
+        return ""
+    return "\n\n".join(
+        block["text"]
+        for block in system
+        if isinstance(block, dict) and isinstance(block.get("text"), str)
+    )
+
+
+def request_text(body: JSONObject, directives: Directives) -> str | None:
+    """The reply to ``[[model]]`` and ``[[system]]`` (``model=<the request's model>``,
+    ``system=<N> chars ending: <its last SYSTEM_TAIL characters>``, in that order and
+    space-separated), or None if neither is asked for."""
+    parts = []
+    if directives.model:
+        parts.append(f"model={body.get('model')}")
+    if directives.system:
+        text = system_text(body)
+        parts.append(f"system={len(text)} chars ending: {text[-SYSTEM_TAIL:]}")
+    return " ".join(parts) or None
+
+
 def output_schema(body: JSONObject) -> JSONObject | None:
     """The JSON schema the request asks the reply to follow, if any."""
     output_config = body.get("output_config")

@@ -16,6 +16,12 @@ Every request is answered by the same deterministic logic, driven by directives 
     The reply is ``blocks=T1,T2,...``: the types of the content blocks of the user
     message holding the directive, in order (``text`` blocks holding only what the CLI
     adds, see :func:`latest_user_text`, left out), e.g. ``blocks=image,document,text``.
+``[[model]]``
+    The reply is ``model=<the request's model field>``: the model the CLI asked for.
+``[[system]]``
+    The reply is ``system=<N> chars ending: <tail>``: the length of the request's system
+    prompt (a string, or its text blocks joined by blank lines) and its last 100
+    characters. With ``[[model]]`` too, both, ``model=...`` first.
 ``[[chunks=N]]``
     Stream the reply as exactly N ``text_delta`` events (default 1): N contiguous
     pieces whose lengths differ by at most one, after padding a reply shorter than N
@@ -73,6 +79,7 @@ from ._reading import (
     latest_user_text,
     output_schema,
     reply_text,
+    request_text,
     tool_results,
 )
 from ._replies import Reply, stream_reply, tool_use_block
@@ -112,6 +119,8 @@ def _reply_for(body: JSONObject) -> Reply:
     messages = body["messages"]
     directives = parse_directives(latest_user_text(messages))
     text = reply_text(messages, directives)
+    if not tool_results(messages):
+        text = request_text(body, directives) or text
     schema = output_schema(body)
     if schema is not None:
         text = json.dumps(fit_schema(schema, text), ensure_ascii=False)

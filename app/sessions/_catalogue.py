@@ -120,4 +120,5 @@ def resting(record: SessionRecord) -> SessionInfo:
         mailbox_depth=0,
         listeners=0,
         one_turn=False,
+        model=record.model,
     )

@@ -1,15 +1,16 @@
 """Session records in SQLite, so a restarted server resumes known sessions.
 
 One row per session: (principal, session id) -> Claude session id, workspace, turn
-count, usage and cost totals, and times. Written after every turn (an ``Observer``) and
-read when a turn arrives for a session that is not running (a ``SessionDirectory``).
-Beside them, the lineage of each session (``lineage``: one row per completed turn, see
-``app.sessions._lineage_index``) and the parent of each fork (``forks``); they go with
-their session's row when it is deleted, forgotten or renamed. A database from before
-these tables gets them when opened (they are only added: nothing else changes). All
-database work goes through one ordered queue to one writer task (each statement in its
-own transaction, in a worker thread); a damaged database is reported, set aside and
-replaced, never a crash.
+count, usage and cost totals, times, the model that last answered (``model``) and the
+model the session runs (``session_model``, as named to its CLI). Written after every
+turn (an ``Observer``) and read when a turn arrives for a session that is not running
+(a ``SessionDirectory``). Beside them, the lineage of each session (``lineage``: one
+row per completed turn, see ``app.sessions._lineage_index``) and the parent of each
+fork (``forks``); they go with their session's row when it is deleted, forgotten or
+renamed. A database from before these tables and columns gets them when opened (they
+are only added: nothing else changes). All database work goes through one ordered
+queue to one writer task (each statement in its own transaction, in a worker thread);
+a damaged database is reported, set aside and replaced, never a crash.
 """
 
 from __future__ import annotations
@@ -43,15 +44,22 @@ CREATE TABLE IF NOT EXISTS sessions (
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL NOT NULL DEFAULT 0,
+    session_model TEXT,
     PRIMARY KEY (principal, session_id)
 )
 """
 
+# Columns added since the first schema, with their types: added to an older database
+# when it is opened (additive only, so an older server can still read the table).
+ADDED_COLUMNS = {"session_model": "TEXT"}
+
 UPSERT = """
 INSERT INTO sessions (principal, session_id, claude_session_id, workspace, model,
-                      created_at, last_active_at, turns, input_tokens, output_tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      created_at, last_active_at, turns, input_tokens, output_tokens, cost_usd,
+                      session_model)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (principal, session_id) DO UPDATE SET
+    session_model = excluded.session_model,
     claude_session_id = excluded.claude_session_id,
     workspace = excluded.workspace,
     model = COALESCE(excluded.model, model),
@@ -106,6 +114,7 @@ def _connect(path: Path) -> sqlite3.Connection:
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(SCHEMA)
         connection.executescript(LINEAGE_SCHEMA)
+        _migrate(connection)
         connection.execute("SELECT count(*) FROM sessions").fetchone()
         return connection
     except sqlite3.DatabaseError as exc:
@@ -122,6 +131,14 @@ def _connect(path: Path) -> sqlite3.Connection:
         connection.execute(SCHEMA)
         connection.executescript(LINEAGE_SCHEMA)
         return connection
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Add the columns of ``ADDED_COLUMNS`` that a database from an older server lacks."""
+    have = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in have:
+            connection.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
 
 
 @dataclass(eq=False)
@@ -221,28 +238,30 @@ class SessionStore(Observer):
     async def load(self, key: SessionKey) -> SessionRecord | None:
         """The record of ``key``, or ``None``."""
         rows = await self._run(
-            "SELECT claude_session_id, workspace, turns, created_at, last_active_at "
-            "FROM sessions WHERE principal = ? AND session_id = ?",
+            "SELECT claude_session_id, workspace, turns, created_at, last_active_at, "
+            "session_model FROM sessions WHERE principal = ? AND session_id = ?",
             key.principal,
             key.session_id,
         )
         if not rows:
             return None
-        claude_session_id, workspace, turns, created_at, last_active_at = rows[0]
+        claude_session_id, workspace, turns, created_at, last_active_at, model = rows[0]
         return SessionRecord(
-            key, Path(workspace), claude_session_id, turns, created_at, last_active_at
+            key, Path(workspace), claude_session_id, turns, created_at, last_active_at, model
         )
 
     async def records(self, principal: str) -> list[SessionRecord]:
         """Every recorded session of ``principal``."""
         rows = await self._run(
             "SELECT session_id, claude_session_id, workspace, turns, created_at, "
-            "last_active_at FROM sessions WHERE principal = ?",
+            "last_active_at, session_model FROM sessions WHERE principal = ?",
             principal,
         )
         return [
-            SessionRecord(SessionKey(session_id, principal), Path(cwd), claude, turns, t0, t1)
-            for session_id, claude, cwd, turns, t0, t1 in rows
+            SessionRecord(
+                SessionKey(session_id, principal), Path(cwd), claude, turns, t0, t1, model
+            )
+            for session_id, claude, cwd, turns, t0, t1, model in rows
         ]
 
     async def delete(self, key: SessionKey) -> None:
@@ -277,6 +296,7 @@ class SessionStore(Observer):
             usage.input_tokens if usage else 0,
             usage.output_tokens if usage else 0,
             (completed.total_cost_usd or 0.0) if completed else 0.0,
+            session.model,
         )
 
     def session_forgotten(self, key: SessionKey) -> None:

@@ -27,7 +27,8 @@ class TurnRequest:
     """What a codec makes of a request body: all a turn needs, in no API's words.
 
     Attributes:
-        model: the requested model (echoed back; the CLI runs the server's).
+        model: the requested model name (``""``: none), resolved by the pipeline
+            (``Settings.resolve_model``) into the turn's model.
         messages: instructions, user and assistant messages in order; the last is the
             user's new message.
         stream: whether to answer with a stream.

@@ -7,10 +7,12 @@ no event names, ending in ``data: [DONE]``), the model list, and the error body
 ``{"error": {"message", "type", "param", "code"}}``.
 
 Field policy (docs/openai.md says the same, with reasons). Nothing a request says reaches
-the CLI's options: model, tools and permissions come from server settings only.
+the CLI's options: tools and permissions come from server settings only; the model is
+switched through Claude Code's control protocol, among names the settings accept.
 
 =====================================  ================================================
-honoured                               ``model`` (echoed back), ``messages``, ``stream``,
+honoured                               ``model`` (the turn's model, see
+                                       ``app.wire._models``), ``messages``, ``stream``,
                                        ``stream_options.include_usage``,
                                        ``metadata.session_id`` (and the session headers)
 ignored (accepted, no effect)          ``temperature``, ``top_p``, ``max_tokens``,
@@ -33,8 +35,9 @@ rejected (400)                         ``n`` other than 1; ``tools``, ``function
 =====================================  ================================================
 
 Messages: the last one must be the user's, with text. ``system`` and ``developer``
-messages are instructions: without a session they head the one-turn prompt; with one,
-those after the last assistant message are sent with the new user message (so a
+messages are instructions (what the pipeline does with them depends on the setting
+``client_system``): by default, without a session they head the one-turn prompt; with
+one, those after the last assistant message are sent with the new user message (so a
 conversation's opening instructions go with its first turn, and the session remembers
 them). Thinking is not sent: Chat Completions has no place for it.
 """
@@ -51,9 +54,9 @@ from ._codec import Message, TurnRequest
 from ._openai_replies import Completion, error_body, error_json, error_type
 from ._problems import Problem, RequestError
 
-# What ``GET /v1/models`` lists (after ``settings.model``, if set). Informational: a
-# request's ``model`` is echoed back, and the CLI runs the model the server is set to.
-MODEL_IDS = ("claude-opus-4-8", "claude-sonnet-4-6", "claude-haiku-4-5", "opus", "sonnet", "haiku")
+# Claude model ids ``GET /v1/models`` lists (after ``settings.model``, if set, and before
+# the names of ``settings.model_aliases``). Any ``claude-*`` id is accepted, listed or not.
+MODEL_IDS = ("claude-opus-4-8", "claude-sonnet-4-6", "claude-haiku-4-5")
 
 
 class ParamError(RequestError):

@@ -76,9 +76,9 @@ async def open_client(tmp_path, settings, factory=None, **config) -> AsyncIterat
 
 
 async def test_completion_has_openai_shape_and_maps_anthropic_usage(tmp_path, settings):
-    """A non-streaming request gets a ``chat.completion`` echoing the request's model;
-    prompt tokens count uncached, cache-write and cache-read input, and the reads are
-    ``cached_tokens``."""
+    """A non-streaming request gets a ``chat.completion`` naming the model that answered
+    (``gpt-4o`` is no Claude model: the server's default ran); prompt tokens count
+    uncached, cache-write and cache-read input, and the reads are ``cached_tokens``."""
     factory = ScriptedClientFactory(script=lambda p, h: reply("one two", chunks=2))
     async with open_client(tmp_path, settings, factory) as client:
         response = await client.post(PATH, json=BODY)
@@ -88,7 +88,7 @@ async def test_completion_has_openai_shape_and_maps_anthropic_usage(tmp_path, se
     assert completion["id"].startswith("chatcmpl-")
     assert completion["object"] == "chat.completion"
     assert isinstance(completion["created"], int)
-    assert completion["model"] == "gpt-4o"
+    assert completion["model"] == "claude-test-model"
     [choice] = completion["choices"]
     assert choice["index"] == 0
     assert choice["finish_reason"] == "stop"
@@ -118,7 +118,7 @@ async def test_stream_is_role_chunk_deltas_finish_usage_then_done(tmp_path, sett
     assert done == "[DONE]"
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert len({c["id"] for c in chunks}) == 1
-    assert {c["model"] for c in chunks} == {"gpt-4o"}
+    assert {c["model"] for c in chunks} == {"claude-test-model"}  # the default ran
     choices = [c["choices"][0] for c in chunks[:-1]]
     assert [c["delta"] for c in choices] == [
         {"role": "assistant", "content": ""},

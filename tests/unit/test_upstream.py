@@ -231,6 +231,26 @@ async def test_blocks_names_the_block_types_of_the_prompt(client: httpx.AsyncCli
     assert response.json()["content"][0]["text"] == "blocks=image,document,text"
 
 
+async def test_model_and_system_describe_what_the_cli_asked_for(
+    client: httpx.AsyncClient,
+) -> None:
+    """[[model]] answers the request's model; [[system]] the length and the end of its
+    system prompt, text blocks joined by blank lines; both together, model first."""
+    system = [_text("x-billing-header"), _text("You are Claude Code."), _text("Be terse.")]
+    replies = []
+    for text in ("[[model]]", "[[system]]", "[[system]] and [[model]]"):
+        body = _request(text, model="claude-sonnet-5-5", system=system)
+        replies.append((await client.post("/v1/messages", json=body)).json())
+    joined = "x-billing-header\n\nYou are Claude Code.\n\nBe terse."
+    assert [r["content"][0]["text"] for r in replies] == [
+        "model=claude-sonnet-5-5",
+        f"system={len(joined)} chars ending: {joined}",
+        f"model=claude-sonnet-5-5 system={len(joined)} chars ending: {joined}",
+    ]
+    long = (await client.post("/v1/messages", json=_request("[[system]]", system="ab" * 80))).json()
+    assert long["content"][0]["text"] == "system=160 chars ending: " + "ab" * 50
+
+
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [

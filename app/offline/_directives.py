@@ -30,6 +30,7 @@ class Directives:
 
     count: bool = False
     blocks: bool = False
+    media: bool = False
     chunks: int | None = None
     chunk_delay: float = 0.0
     delay_first: float = 0.0
@@ -74,7 +75,7 @@ def parse_directives(text: str) -> Directives:
     found: dict[str, Any] = {}
     for match in _DIRECTIVE.finditer(text):
         name, value = match.group(1), match.group(2)
-        if name in ("count", "blocks"):
+        if name in ("count", "blocks", "media"):
             found[name] = True
         elif name == "tool":
             found["tool"] = _parse_tool(value)

@@ -16,6 +16,11 @@ Every request is answered by the same deterministic logic, driven by directives 
     The reply is ``blocks=T1,T2,...``: the types of the content blocks of the user
     message holding the directive, in order (``text`` blocks holding only what the CLI
     adds, see :func:`latest_user_text`, left out), e.g. ``blocks=image,document,text``.
+``[[media]]``
+    The reply is ``images=N documents=M``: how many ``image`` and ``document`` blocks
+    (any source: base64, URL, text) the user message holding the directive has, as the
+    CLI sent it (so an image the CLI could not read, and sent as a text note, is not
+    counted).
 ``[[chunks=N]]``
     Stream the reply as exactly N ``text_delta`` events (default 1): N contiguous
     pieces whose lengths differ by at most one, after padding a reply shorter than N

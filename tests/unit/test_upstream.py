@@ -231,6 +231,34 @@ async def test_blocks_names_the_block_types_of_the_prompt(client: httpx.AsyncCli
     assert response.json()["content"][0]["text"] == "blocks=image,document,text"
 
 
+async def test_media_counts_the_images_and_documents_of_the_prompt(
+    client: httpx.AsyncClient,
+) -> None:
+    """[[media]] counts the image and document blocks of the user message holding it,
+    whatever their source (base64, URL, text), and not those of earlier messages."""
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}
+    url_image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    url_pdf = {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+    text_document = {"type": "document", "source": {"type": "text", "media_type": "text/plain"}}
+    messages = [
+        _user(image, image, _text("first")),
+        {"role": "assistant", "content": [_text("ok")]},
+        _user(
+            _text("<system-reminder>x</system-reminder>"),
+            url_image,
+            image,
+            url_pdf,
+            text_document,
+            _text("count them [[media]]"),
+            _text("[Image: source: /tmp/claude-0/x/images/1.png]"),
+        ),
+    ]
+    response = await client.post("/v1/messages", json={"model": "m", "messages": messages})
+    assert response.json()["content"][0]["text"] == "images=2 documents=2"
+    text_only = await client.post("/v1/messages", json=_request("none here [[media]]"))
+    assert text_only.json()["content"][0]["text"] == "images=0 documents=0"
+
+
 @pytest.mark.parametrize(
     ("status", "error_type"),
     [

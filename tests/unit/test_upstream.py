@@ -13,6 +13,7 @@ import trio
 from httpx_sse import aconnect_sse
 
 from app.offline._upstream import (
+    MAX_REQUEST_BYTES,
     Directives,
     latest_user_text,
     parse_directives,
@@ -257,6 +258,25 @@ async def test_media_counts_the_images_and_documents_of_the_prompt(
     assert response.json()["content"][0]["text"] == "images=2 documents=2"
     text_only = await client.post("/v1/messages", json=_request("none here [[media]]"))
     assert text_only.json()["content"][0]["text"] == "images=0 documents=0"
+
+
+async def test_requests_up_to_the_apis_32_mib_are_read_larger_ones_are_413(
+    client: httpx.AsyncClient,
+) -> None:
+    """A conversation holding a large PDF is read (Quart's default limit, 16 MiB, would
+    refuse it, and Claude Code would report its request too large); past Anthropic's
+    32 MiB the answer is the real API's 413 ``request_too_large``."""
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf"}}
+
+    def body(size: int) -> dict[str, Any]:
+        document = {**pdf, "source": {**pdf["source"], "data": "A" * size}}
+        return {"model": "m", "messages": [_user(document, _text("[[media]]"))]}
+
+    accepted = await client.post("/v1/messages", json=body(20 * 1024 * 1024))
+    assert accepted.json()["content"][0]["text"] == "images=0 documents=1"
+    refused = await client.post("/v1/messages", json=body(MAX_REQUEST_BYTES))
+    assert refused.status_code == 413
+    assert refused.json()["error"]["type"] == "request_too_large"
 
 
 @pytest.mark.parametrize(

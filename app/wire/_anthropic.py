@@ -162,12 +162,44 @@ def to_messages(
     return messages, parts
 
 
+# What an image counts in ``estimate_tokens``: Anthropic's estimate is width x height /
+# 750 tokens, about 1,600 for the 1.15 megapixels Claude scales large images to.
+IMAGE_TOKENS = 1_600
+
+
 def estimate_tokens(body: dict[str, Any]) -> int:
     """An estimate of a request's input tokens: its messages, system and tools as compact
-    JSON, in characters, divided by 4. ccactors has no tokenizer; the exact count is
-    what the session's own Claude Code reports in each turn's usage."""
-    parts = [body.get(name) for name in ("system", "messages", "tools")]
-    return len(json.dumps(parts, separators=(",", ":"))) // 4 + 1
+    JSON, in characters, divided by 4, except that an ``image`` block counts
+    ``IMAGE_TOKENS`` and a base64 document its decoded bytes / 4 (base64 is no measure of
+    either). ccactors has no tokenizer; the exact count is what the session's own Claude
+    Code reports in each turn's usage. Not a checkpoint."""
+    media_tokens = 0
+
+    def without_media(content: Any) -> Any:
+        nonlocal media_tokens
+        if not isinstance(content, list):
+            return content
+        kept = []
+        for block in content:
+            kind = block.get("type") if isinstance(block, dict) else None
+            source = block.get("source") if kind in ("image", "document") else None
+            data = source.get("data") if isinstance(source, dict) else None
+            if kind == "image":
+                media_tokens += IMAGE_TOKENS
+            elif kind == "document" and isinstance(data, str) and source.get("type") == "base64":
+                media_tokens += len(data) * 3 // 16
+            else:
+                kept.append(block)
+        return kept
+
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        messages = [
+            {**m, "content": without_media(m.get("content"))} if isinstance(m, dict) else m
+            for m in messages
+        ]
+    parts = [body.get("system"), messages, body.get("tools")]
+    return len(json.dumps(parts, separators=(",", ":"))) // 4 + 1 + media_tokens
 
 
 # -- Responses ------------------------------------------------------------------------

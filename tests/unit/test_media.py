@@ -13,7 +13,7 @@ from actors import SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory
 from app._settings import Settings
 from app.http._app import create_app
-from app.wire._anthropic import AnthropicCodec
+from app.wire._anthropic import IMAGE_TOKENS, AnthropicCodec
 from app.wire._media import MediaPart, canonical_json
 from app.wire._openai import OpenAICodec
 from tests.media import GIF, b64, data_url, image_block, pdf, pdf_block, png
@@ -487,3 +487,20 @@ async def test_a_slash_command_before_an_image_is_still_sent_as_text(tmp_path):
         response = await client.post("/v1/chat/completions", json=body)
         assert response.status_code == 200
     assert factory.clients[0].sent == [[text(" /cost"), PNG_BLOCK]]
+
+
+async def test_count_tokens_counts_an_image_by_its_place_not_its_base64(tmp_path):
+    """``count_tokens`` counts an image as ``IMAGE_TOKENS`` and a base64 PDF by its
+    decoded bytes, so a large photo does not read as a million tokens (Claude Code, as a
+    client, would take its context for full)."""
+    photo = png()[:16].ljust(1024 * 1024, b"\0")
+    plain = anthropic_body(user(text("what is this?")))
+    with_image = anthropic_body(user(text("what is this?"), image_block(photo)))
+    with_pdf = anthropic_body(user(text("what is this?"), pdf_block(pdf(4000))))
+    async with open_client(tmp_path) as client:
+        counts = []
+        for body in (plain, with_image, with_pdf):
+            response = await client.post("/v1/messages/count_tokens", json=body)
+            counts.append((await response.get_json())["input_tokens"])
+    assert counts[1] == counts[0] + IMAGE_TOKENS
+    assert counts[2] == counts[0] + 4000 // 4

@@ -108,10 +108,11 @@ class Settings(BaseSettings):
     max_messages: int = Field(10_000, ge=1)
     # Text only: images and documents are counted by the media limits below.
     max_prompt_chars: int = Field(1_000_000, ge=1)
-    # Images and documents in one request, its history included: decoded bytes of each
-    # image (Anthropic's limit, 5 MB) and of each document (Claude Code's own PDF limit,
-    # 20 MB; a plain-text document counts its UTF-8 bytes), over which it is 413; how
-    # many in all (Anthropic's and Claude Code's limit per request), over which it is 400.
+    # Images and documents a turn sends (with a session the new message's; without one
+    # the history's too): decoded bytes of each image (Anthropic's limit, 5 MB) and of
+    # each document (Claude Code's own PDF limit, 20 MB; a plain-text document counts its
+    # UTF-8 bytes), over which it is 413; how many in all (Anthropic's and Claude Code's
+    # limit per request), over which it is 400.
     max_image_bytes: int = Field(5 * 1024 * 1024, ge=1)
     max_document_bytes: int = Field(20 * 1024 * 1024, ge=1)
     max_media_blocks: int = Field(100, ge=0)

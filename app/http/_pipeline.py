@@ -4,12 +4,12 @@ An API (Anthropic Messages, OpenAI Chat Completions) is a codec (``app.wire``) p
 thin route that calls ``serve_turn``. The pipeline owns, in this order:
 
 1. the JSON body (``json_object``) and the codec's parse into a ``TurnRequest``;
-2. request limits (``check_size``: ``max_messages``; ``check_media``: the number and
-   sizes of images and documents);
+2. request limits (``check_size``: ``max_messages``);
 3. session resolution (``resolve_session``: headers, then body fields, as README
    "Sessions" documents);
-4. the turn's prompt from the request's messages (``build_prompt``) and its limit
-   (``check_prompt``: ``max_prompt_chars``);
+4. the turn's prompt from the request's messages (``build_prompt``) and its limits
+   (``check_media``: the number and sizes of the images and documents it sends;
+   ``check_prompt``: ``max_prompt_chars`` of its text);
 5. ``Supervisor.open_turn``, then collecting the events into one response or streaming
    them, with a keep-alive after ``sse_ping_interval_s`` seconds without a byte written;
 6. every refusal and failure as a ``Problem`` (``problem_for``, ``failure_problem``,
@@ -127,19 +127,28 @@ def check_size(messages: int, settings: Settings) -> None:
         raise RequestError(f"too many messages: {messages} (at most {settings.max_messages})")
 
 
-def check_media(parts: Sequence[MediaPart], settings: Settings) -> None:
-    """Apply the media limits to a request's images and documents (its history's
-    included: they may all come along). Not a checkpoint.
+def check_media(prompt: Prompt, parts: Sequence[MediaPart], settings: Settings) -> None:
+    """Apply the media limits to the images and documents a turn's prompt sends (with a
+    session, the new message's; without one, the history's too). Not a checkpoint.
+
+    Args:
+        prompt: the turn's prompt (``build_prompt``).
+        parts: the request's ``TurnRequest.media_parts``; those whose block the prompt
+            holds are checked.
+        settings: ``max_media_blocks``, ``max_image_bytes``, ``max_document_bytes``.
 
     Raises:
         RequestError: more than ``max_media_blocks`` of them (400, ``param``
             ``messages``); an image over ``max_image_bytes`` or a document over
             ``max_document_bytes`` decoded (413 ``request_too_large``, naming its field).
     """
+    sent = {id(block) for block in prompt} if isinstance(prompt, list) else set()
+    parts = [part for part in parts if id(part.block) in sent]
     if len(parts) > settings.max_media_blocks:
         raise RequestError(
             f"too many images and documents: {len(parts)} (at most "
-            f"{settings.max_media_blocks} in a request, earlier messages included)",
+            f"{settings.max_media_blocks} in a turn, earlier messages' included when they "
+            "come along)",
             param="messages",
         )
     for part in parts:
@@ -251,7 +260,7 @@ def problem_response(problem: Problem, error_json: Callable[[Problem], dict[str,
 
 def prepare_turn(turn_request: TurnRequest, key: SessionKey | None, settings: Settings) -> Turn:
     """The turn a parsed request asks for, within the request limits (``check_size``,
-    ``check_media``, ``build_prompt``, ``check_prompt``). Every front end builds its
+    ``build_prompt``, ``check_media``, ``check_prompt``). Every front end builds its
     turns here. Not a checkpoint.
 
     Raises:
@@ -259,8 +268,8 @@ def prepare_turn(turn_request: TurnRequest, key: SessionKey | None, settings: Se
             or no user message with text or media last.
     """
     check_size(turn_request.size, settings)
-    check_media(turn_request.media_parts, settings)
     prompt = build_prompt(turn_request.messages, in_session=key is not None)
+    check_media(prompt, turn_request.media_parts, settings)
     return Turn(check_prompt(prompt, settings))
 
 

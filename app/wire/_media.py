@@ -33,10 +33,10 @@ decoded size, which the pipeline checks against the settings
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import urllib.parse
-from dataclasses import dataclass
 from typing import Any, Literal
 
 from ._problems import RequestError
@@ -62,7 +62,7 @@ MAX_URL_CHARS = 8192
 Block = dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class MediaPart:
     """One image or document of a request, for the limits.
 
@@ -71,11 +71,14 @@ class MediaPart:
             .source.data``, ``messages[1].content[0].image_url.url``).
         kind: ``image`` or ``document``.
         size: its decoded size in bytes (UTF-8 bytes for a text document; 0 for a URL).
+        block: the canonical block itself (the very object in ``Message.media``, so
+            the pipeline can tell which parts a prompt sends).
     """
 
     field: str
     kind: Literal["image", "document"]
     size: int
+    block: Block = dataclasses.field(compare=False, repr=False, default_factory=dict)
 
 
 def canonical_json(block: Block) -> bytes:
@@ -224,7 +227,8 @@ def anthropic_image(block: Block, where: str) -> tuple[Block, MediaPart]:
     source = _source(block, where)
     if source.get("type") == "url":
         field = f"{where}.source.url"
-        return url_image(source.get("url"), field), MediaPart(field, "image", 0)
+        image = url_image(source.get("url"), field)
+        return image, MediaPart(field, "image", 0, image)
     if source.get("type") != "base64":
         raise _unsupported_source("image", source, where)
     field = f"{where}.source.data"
@@ -234,7 +238,7 @@ def anthropic_image(block: Block, where: str) -> tuple[Block, MediaPart]:
         type_field=f"{where}.source.media_type",
         data_field=field,
     )
-    return image, MediaPart(field, "image", size)
+    return image, MediaPart(field, "image", size, image)
 
 
 def anthropic_document(block: Block, where: str) -> tuple[Block, MediaPart]:
@@ -251,7 +255,6 @@ def anthropic_document(block: Block, where: str) -> tuple[Block, MediaPart]:
     if kind == "base64" and media_type == PDF:
         field = f"{where}.source.data"
         document, size = base64_pdf(source.get("data"), data_field=field)
-        part = MediaPart(field, "document", size)
     elif kind == "text" and media_type == PLAIN_TEXT:
         field = f"{where}.source.data"
         text = source.get("data")
@@ -259,12 +262,12 @@ def anthropic_document(block: Block, where: str) -> tuple[Block, MediaPart]:
             raise RequestError(f"{field}: the document's text is required", param=field)
         source = {"type": "text", "media_type": PLAIN_TEXT, "data": text}
         document = {"type": "document", "source": source}
-        part = MediaPart(field, "document", len(text.encode("utf-8", "surrogatepass")))
+        size = len(text.encode("utf-8", "surrogatepass"))
     elif kind == "url":
         field = f"{where}.source.url"
         url = https_url(source.get("url"), field)
         document = {"type": "document", "source": {"type": "url", "url": url}}
-        part = MediaPart(field, "document", 0)
+        size = 0
     elif kind in ("base64", "text"):
         field = f"{where}.source.media_type"
         expected = PDF if kind == "base64" else PLAIN_TEXT
@@ -276,7 +279,8 @@ def anthropic_document(block: Block, where: str) -> tuple[Block, MediaPart]:
         )
     else:
         raise _unsupported_source("document", source, where)
-    return {**document, **_document_extras(block, where)}, part
+    document = {**document, **_document_extras(block, where)}
+    return document, MediaPart(field, "document", size, document)
 
 
 def _document_extras(block: Block, where: str) -> Block:

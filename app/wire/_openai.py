@@ -233,14 +233,15 @@ def media_part(part: dict[str, Any], where: str) -> tuple[dict[str, Any], MediaP
         if isinstance(url, str) and url[:5].lower() == "data:":
             media_type, data = data_url(url, field)
             block, size = base64_image(media_type, data, type_field=field, data_field=field)
-            return block, MediaPart(field, "image", size)
+            return block, MediaPart(field, "image", size, block)
         if isinstance(url, str) and url[:6].lower() != "https:":
             raise ParamError(
                 f"{field}: only data: URLs (base64 images) and https URLs are supported",
                 param=field,
                 code="unsupported_value",
             )
-        return url_image(url, field), MediaPart(field, "image", 0)
+        block = url_image(url, field)
+        return block, MediaPart(field, "image", 0, block)
     file = part.get("file")
     file = file if isinstance(file, dict) else {}
     if file.get("file_id") is not None:
@@ -262,7 +263,7 @@ def media_part(part: dict[str, Any], where: str) -> tuple[dict[str, Any], MediaP
     block, size = base64_pdf(data, data_field=field)
     if isinstance(file.get("filename"), str) and file["filename"]:
         block["title"] = file["filename"]
-    return block, MediaPart(field, "document", size)
+    return block, MediaPart(field, "document", size, block)
 
 
 def data_url(url: str, field: str) -> tuple[str, str]:

@@ -343,8 +343,8 @@ async def test_media_over_a_byte_limit_is_413_in_each_apis_format(tmp_path):
 
 
 async def test_more_media_than_max_media_blocks_is_a_400_on_both_apis(tmp_path):
-    """Images and documents are counted over the whole request, its history included
-    (without a session it all comes along): one more than ``max_media_blocks`` is a 400."""
+    """Without a session the history's images and documents come along, so they count:
+    one more than ``max_media_blocks`` in all is a 400 on both APIs."""
     settings = Settings(state_dir=tmp_path, max_media_blocks=2)
     anthropic = [
         user(PNG_BLOCK),
@@ -362,6 +362,25 @@ async def test_more_media_than_max_media_blocks_is_a_400_on_both_apis(tmp_path):
     assert errors[0]["message"].startswith("too many images and documents: 3 (at most 2")
     assert errors[1]["param"] == "messages"
     assert factory.clients == []
+
+
+async def test_with_a_session_only_the_new_messages_media_count(tmp_path):
+    """With a session the history is not resent, so its images neither count towards
+    ``max_media_blocks`` nor meet the byte limits: a long, image-heavy conversation
+    (here with an image over ``max_image_bytes`` long ago) goes on."""
+    settings = Settings(state_dir=tmp_path, max_media_blocks=1, max_image_bytes=len(PNG))
+    messages = [
+        user(image_block(png(4, 4)), PNG_BLOCK),
+        {"role": "assistant", "content": "ok"},
+        user(text("and this?"), PNG_BLOCK),
+    ]
+    factory = ScriptedClientFactory()
+    async with open_client(tmp_path, settings, factory) as client:
+        response = await client.post(
+            "/v1/messages", json=anthropic_body(*messages), headers={"X-Session-ID": "s"}
+        )
+        assert response.status_code == 200
+    assert factory.clients[0].sent == [[text("and this?"), PNG_BLOCK]]
 
 
 async def test_a_document_at_the_default_limit_fits_the_default_body_and_prompt_limits(tmp_path):

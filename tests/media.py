@@ -1,4 +1,5 @@
-"""Tiny valid images and documents for tests, made here (nothing downloaded)."""
+"""Tiny valid images and documents for tests, made here (nothing downloaded), and the
+request parts that carry them."""
 
 from __future__ import annotations
 
@@ -73,3 +74,30 @@ def pdf_block(data: bytes) -> dict:
 
 def data_url(data: bytes, media_type: str = "image/png") -> str:
     return f"data:{media_type};base64,{b64(data)}"
+
+
+PNG = png()
+PDF = pdf()
+PNG_BLOCK = image_block(PNG)
+PDF_BLOCK = pdf_block(PDF)
+
+
+def anthropic_body(*messages: dict, **fields) -> dict:
+    return {"model": "m", "max_tokens": 10, "messages": list(messages), **fields}
+
+
+def openai_body(*messages: dict, **fields) -> dict:
+    return {"model": "m", "messages": list(messages), **fields}
+
+
+def user(*content) -> dict:
+    return {"role": "user", "content": list(content)}
+
+
+def text(value: str) -> dict:
+    return {"type": "text", "text": value}
+
+
+def image_url(url: str) -> dict:
+    """An OpenAI ``image_url`` part."""
+    return {"type": "image_url", "image_url": {"url": url, "detail": "low"}}

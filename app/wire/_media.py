@@ -58,6 +58,7 @@ _SIGNATURES: tuple[tuple[str, re.Pattern[bytes]], ...] = (
 )
 _NAMES = {"image/png": "PNG", "image/jpeg": "JPEG", "image/gif": "GIF", "image/webp": "WebP"}
 MAX_URL_CHARS = 8192
+_CONTROL_OR_SPACE = re.compile(r"[\x00-\x20\x7f]")
 
 Block = dict[str, Any]
 
@@ -164,7 +165,8 @@ def base64_pdf(data: object, *, data_field: str) -> tuple[Block, int]:
 
 
 def https_url(url: object, field: str) -> str:
-    """``url`` if it is an ``https`` URL with a host (at most ``MAX_URL_CHARS``).
+    """``url`` if it is an ``https`` URL with a host (at most ``MAX_URL_CHARS``, without
+    spaces or control characters).
 
     Raises:
         RequestError: anything else (400): ccactors fetches nothing, and Claude reads
@@ -181,8 +183,10 @@ def https_url(url: object, field: str) -> str:
             host = parts.hostname
         except ValueError:
             parts, host = None, None
-        if parts is None or parts.scheme.lower() != "https" or not host or url != url.strip():
+        if parts is None or parts.scheme.lower() != "https" or not host:
             problem = "only https URLs with a host are supported"
+        elif _CONTROL_OR_SPACE.search(url):
+            problem = "a URL may not hold spaces or control characters"
     if problem:
         raise RequestError(f"{field}: {problem}", param=field, code=UNSUPPORTED)
     assert isinstance(url, str)

@@ -170,6 +170,10 @@ BAD_ANTHROPIC = {
         {"type": "image", "source": {"type": "url", "url": "http://example.com/a.png"}},
         "messages.0.content.0.source.url",
     ),
+    "URL with a line break": (
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/a\n.png"}},
+        "messages.0.content.0.source.url",
+    ),
     "file image URL": (
         {"type": "image", "source": {"type": "url", "url": "file:///etc/passwd"}},
         "messages.0.content.0.source.url",

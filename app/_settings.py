@@ -129,9 +129,20 @@ class Settings(BaseSettings):
     # with any other "/command" is always the user's text, never a command.
     slash_commands: list[str] = Field(default_factory=list)
 
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Anthropic's own limit on a Messages request (32 MB): room for a document at
+    # max_document_bytes, base64-encoded (4/3 of its bytes), and the rest of the request.
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_messages: int = Field(10_000, ge=1)
+    # Text only: images and documents are counted by the media limits below.
     max_prompt_chars: int = Field(1_000_000, ge=1)
+    # Images and documents a turn sends (with a session the new message's; without one
+    # the history's too): decoded bytes of each image (Anthropic's limit, 5 MB) and of
+    # each document (Claude Code's own PDF limit, 20 MB; a plain-text document counts its
+    # UTF-8 bytes), over which it is 413; how many in all (Anthropic's and Claude Code's
+    # limit per request), over which it is 400.
+    max_image_bytes: int = Field(5 * 1024 * 1024, ge=1)
+    max_document_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_media_blocks: int = Field(100, ge=0)
 
     max_turns_per_key: int = Field(16, ge=1)
     max_sessions_per_key: int = Field(200, ge=1)

@@ -46,6 +46,7 @@ from typing import Any
 from actors import SessionEvent, TextDelta
 
 from ..wire._codec import Message
+from ..wire._media import canonical_json
 from ..wire._text import without_client_additions
 
 _WHITESPACE = re.compile(r"\s+")
@@ -59,14 +60,16 @@ def normalise_text(text: str) -> str:
 
 def message_parts(message: Message) -> list[dict[str, Any]]:
     """The parts of one message that lineage compares, as JSON values: its normalised
-    text, if any. Not a checkpoint.
-
-    The one place to extend when messages carry more than text (e.g. images: one more
-    line adding a canonical form of each media block).
+    text, if any, then the SHA-256 of each image or document in its canonical form
+    (``app.wire._media.canonical_json``: documented fields only, so ``cache_control``
+    and the like never change it). Not a checkpoint.
     """
     parts: list[dict[str, Any]] = []
     if text := normalise_text(message.text):
         parts.append({"text": text})
+    parts.extend(
+        {"media": hashlib.sha256(canonical_json(block)).hexdigest()} for block in message.media
+    )
     return parts
 
 

@@ -15,6 +15,7 @@ from app.sessions._store import open_session_store
 from app.wire._anthropic import AnthropicCodec
 from app.wire._codec import Message
 from app.wire._openai import OpenAICodec
+from tests.media import PNG, data_url, image_block, png
 
 # -- Normalisation and hashes ---------------------------------------------------------
 
@@ -78,6 +79,27 @@ def test_the_same_conversation_has_the_same_lineage_through_both_apis():
         lineage_of(anthropic_messages("Hi", "Other.", "next")).hashes
         != lineage_of(anthropic).hashes
     )
+
+
+def test_attachments_are_part_of_the_lineage_whichever_api_sent_them():
+    """The same image (an Anthropic block with ``cache_control``, an OpenAI data URL)
+    gives the same hashes; another image, or none, does not."""
+    question = {"type": "text", "text": "what is it?"}
+    cached = {**image_block(PNG), "cache_control": {"type": "ephemeral"}}
+    anthropic = anthropic_messages([cached, question], "A dot.", "x")
+    openai = openai_messages(
+        [
+            {"type": "image_url", "image_url": {"url": data_url(PNG)}},
+            {"type": "text", "text": "what is it?"},
+        ],
+        "A dot.",
+        "x",
+    )
+    assert lineage_of(anthropic).hashes == lineage_of(openai).hashes
+    other = anthropic_messages([image_block(png(2, 2)), question], "A dot.", "x")
+    bare = anthropic_messages("what is it?", "A dot.", "x")
+    hashes = {lineage_of(m).hashes for m in (anthropic, other, bare)}
+    assert len(hashes) == 3
 
 
 def test_a_reply_as_streamed_hashes_as_the_client_resends_it():

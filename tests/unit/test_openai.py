@@ -197,7 +197,10 @@ async def test_fields_that_cannot_be_honoured_are_refused_with_400(
         ([{"role": "assistant", "content": "hi"}], "messages"),
         ([{"role": "user", "content": "  "}], "messages"),
         (
-            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            [
+                {"role": "assistant", "content": [{"type": "image_url", "image_url": {}}]},
+                {"role": "user", "content": "a"},
+            ],
             "messages[0].content[0].type",
         ),
         (
@@ -225,8 +228,9 @@ async def test_fields_that_cannot_be_honoured_are_refused_with_400(
     ],
 )
 async def test_unusable_messages_are_refused_with_400(tmp_path, settings, messages, param):
-    """Messages that cannot become a text turn (no final user text, non-text parts, tool
-    traffic, unknown roles) are a 400 naming the offending message or part."""
+    """Messages that cannot become a turn (no final user text, parts other than text
+    outside user messages, audio, tool traffic, unknown roles) are a 400 naming the
+    offending message or part."""
     async with open_client(tmp_path, settings) as client:
         response = await client.post(PATH, json={**BODY, "messages": messages})
         body = await response.get_json()
@@ -269,7 +273,12 @@ async def test_ignored_fields_are_accepted(tmp_path, settings):
 
 @pytest.mark.parametrize(
     ("data", "status"),
-    [(b"{not json", 400), (b"[1, 2]", 400), (b'{"model": "m"}', 400), (b"x" * 17_000_000, 413)],
+    [
+        (b"{not json", 400),
+        (b"[1, 2]", 400),
+        (b'{"model": "m"}', 400),
+        (b"x" * (Settings().max_body_bytes + 1), 413),
+    ],
 )
 async def test_malformed_bodies_get_openai_errors(tmp_path, settings, data, status):
     """Invalid JSON, a non-object, missing fields and an oversized body are client

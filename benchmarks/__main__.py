@@ -43,7 +43,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+        prog="python -m benchmarks",
+        description="ccactors side by side with the Claude Agent SDK alone (docs/benchmarks.md)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny counts (CI smoke test)")
     parser.add_argument(

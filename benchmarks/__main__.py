@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,13 @@ async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         upstream.stop()
 
 
+def keep_logs(root: Path, into: Path) -> None:
+    """Copy the servers' and the upstream's logs (``root/*.log``) to ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    for log in root.glob("*.log"):
+        shutil.copyfile(log, into / log.name)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.time()
@@ -135,18 +143,22 @@ def main(argv: list[str] | None = None) -> int:
         ),
     }
     print(f"ccactors benchmark: {meta['claude_code']}, {meta['cpus']} CPUs", flush=True)
-    with tempfile.TemporaryDirectory(prefix="ccactors-bench-") as root:
-        results = trio.run(run, args, Path(root))
+    path = args.json or RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # CLIs closing late may still write into it: its removal is best effort.
+    with tempfile.TemporaryDirectory(prefix="ccactors-bench-", ignore_cleanup_errors=True) as root:
+        try:
+            results = trio.run(run, args, Path(root))
+        finally:
+            keep_logs(Path(root), path.with_suffix(".logs"))
     meta["duration_s"] = round(time.time() - started, 1)
     meta["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     table_rows = rows(results)
     print()
     print(table(table_rows))
-    path = args.json or RESULTS / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
     document = {"meta": meta, "plan": asdict(plan_of(args)), "rows": table_rows, **results}
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False))
-    print(f"\n{meta['duration_s']} s; results: {path}")
+    print(f"\n{meta['duration_s']} s; results: {path}, logs: {path.with_suffix('.logs')}")
     return 0
 
 

@@ -18,13 +18,14 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import trio
 from claude_agent_sdk import ClaudeSDKClient, ResultMessage, StreamEvent
 
 from actors import CliOptions, SessionSpec
 from app._server import cli_options
 from app._settings import Settings
 
-from .measure import DELTA, TurnTiming
+from .measure import DELTA, TURN_LIMIT_S, TurnTiming
 from .server import upstream_env
 
 
@@ -80,9 +81,19 @@ class Session:
     claude_session_id: str | None = None
 
     async def turn(self, prompt: str) -> TurnTiming:
-        """One turn: send ``prompt``, read to the result message; its timings."""
+        """One turn: send ``prompt``, read to the result message; its timings. A turn
+        not over within ``TURN_LIMIT_S`` is given up (``error``; the client is then
+        unusable)."""
         timing = TurnTiming()
         started = time.perf_counter()
+        with trio.move_on_after(TURN_LIMIT_S) as guard:
+            await self._read_turn(prompt, timing, started)
+        if guard.cancelled_caught:
+            timing.error = f"no end of the turn within {TURN_LIMIT_S} s"
+        timing.turn_s = time.perf_counter() - started
+        return timing
+
+    async def _read_turn(self, prompt: str, timing: TurnTiming, started: float) -> None:
         await self.client.query(prompt)
         async for message in self.client.receive_response():
             if isinstance(message, StreamEvent):
@@ -100,5 +111,3 @@ class Session:
                 self.claude_session_id = message.session_id
                 if message.is_error:
                     timing.error = message.result or message.subtype
-        timing.turn_s = time.perf_counter() - started
-        return timing

@@ -15,6 +15,10 @@ import trio
 # event name through ccactors, the raw event's type through the SDK.
 DELTA = "content_block_delta"
 
+# A turn taking longer than this is given up and counted as failed (a hang guard: a
+# server that keeps a stream open with keep-alives would otherwise never let go).
+TURN_LIMIT_S = 180.0
+
 
 @dataclass
 class TurnTiming:

@@ -29,7 +29,7 @@ import trio
 from app._server import OFFLINE_API_KEY
 from app._settings import PROJECT_ROOT
 
-from .measure import DELTA, TurnTiming
+from .measure import DELTA, TURN_LIMIT_S, TurnTiming
 
 MODEL = "claude-sonnet-4-6"
 STATS_WAIT_S = 120  # a state of the server waited for (a full warm pool...) comes by then
@@ -158,7 +158,8 @@ async def served_turn(
     first_delta: trio.Event | None = None,
 ) -> TurnTiming:
     """One streamed ``POST /v1/messages`` turn; its timings. ``first_delta``, if given,
-    is set when the first text delta arrives.
+    is set when the first text delta arrives. A turn not over within ``TURN_LIMIT_S``
+    is given up (``error``).
 
     The stream is read as raw bytes and only scanned for event names, so the client's
     own work per delta stays small next to the server's.
@@ -172,6 +173,22 @@ async def served_turn(
     headers = {} if session is None else {"X-Session-ID": session}
     timing = TurnTiming()
     started = time.perf_counter()
+    with trio.move_on_after(TURN_LIMIT_S) as guard:
+        await _read_turn(http, body, headers, timing, started, first_delta)
+    if guard.cancelled_caught:
+        timing.error = f"no end of the turn within {TURN_LIMIT_S} s"
+    timing.turn_s = time.perf_counter() - started
+    return timing
+
+
+async def _read_turn(
+    http: httpx.AsyncClient,
+    body: dict[str, Any],
+    headers: dict[str, str],
+    timing: TurnTiming,
+    started: float,
+    first_delta: trio.Event | None,
+) -> None:
     tail = b""
     async with http.stream("POST", "/v1/messages", json=body, headers=headers) as response:
         timing.status = response.status_code
@@ -194,8 +211,6 @@ async def served_turn(
                     )
                 # What could be the start of a marker cut in two (never a whole one).
                 tail = window[-(len(_DELTA_MARK) - 1) :]
-    timing.turn_s = time.perf_counter() - started
-    return timing
 
 
 def open_http(url: str, connections: int = 8) -> httpx.AsyncClient:

@@ -52,6 +52,7 @@ async def warm(bench: Bench, direct: Session, http: httpx.AsyncClient) -> dict[s
     machine = await bench.quiet.wait("warm turn")
     await direct.turn("warm up")
     await served_turn(http, "warm", "warm up")
+    await wait_pool_full(http, bench.plan.pool)  # no refill competes with the timed turns
     direct_turns, served = [], []
     for n in range(bench.plan.warm_turns):
         direct_turns.append(await direct.turn(f"warm {n} {FIVE}"))
@@ -84,6 +85,7 @@ async def relay(
     plan = bench.plan
     await direct.turn("warm up")
     await served_turn(http, "warm", "warm up")
+    await wait_pool_full(http, plan.pool)
     server_ps = server.ps
     direct_turns: list[TurnTiming] = []
     served: list[TurnTiming] = []
@@ -178,6 +180,7 @@ async def head_of_line(bench: Bench, http: httpx.AsyncClient) -> dict[str, Any]:
     machine = await bench.quiet.wait("head-of-line")
     for session in ("hol-a", "hol-b"):
         await served_turn(http, session, "warm up")
+    await wait_pool_full(http, plan.pool)  # the adoptions' refills are over
     alone = [await served_turn(http, "hol-b", f"b {n} {FIVE}") for n in range(plan.hol_turns)]
     slow = f"[[chunks={plan.hol_chunks}]] [[chunk_delay={plan.hol_chunk_delay_s}]]"
     a_turns: list[TurnTiming] = []

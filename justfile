@@ -28,13 +28,14 @@ lint: setup
     uv run ruff check .
     uv run ruff format --check .
 
-# Measure new-session (cold and warm-pool), warm-turn and resume latency through the real CLI.
-bench: setup
-    uv run python benchmarks/latency.py
+# ccactors side by side with the Claude Agent SDK alone (same CLI, same offline upstream):
+# latency, relay, load, memory, with ratios and issue 12's targets; `--quick`, `--help`.
+bench *ARGS: setup
+    uv run python -m benchmarks {{ARGS}}
 
-# N sessions x M streamed turns at once through the server, or (--direct) the SDK alone.
+# N sessions x M streamed turns at once, through ccactors and through the SDK alone.
 load *ARGS: setup
-    uv run python benchmarks/load.py {{ARGS}}
+    uv run python -m benchmarks --scenario load {{ARGS}}
 
 # A warm continued turn resending the whole conversation (lineage) vs with X-Session-ID.
 bench-lineage *ARGS: setup

@@ -1,219 +1,192 @@
-"""Concurrent load through the real Claude Code CLI: N sessions x M streamed turns at once.
+"""Concurrent load, N sessions x M streamed turns all at once, side by side: N SDK clients
+opened at once in this process, then N ccactors sessions opened at once through one
+server (``max_live_sessions`` = N unless ``--live`` says otherwise). From the same run:
+opening N sessions at once (the first turns: refusals, TTFT) and the memory a
+hibernated session costs the server.
 
-Starts ``ccactors serve --offline`` as its own process (so the load generator does not
-share its CPU with the server's event loop), then has N sessions each send M streamed
-turns back to back, all sessions at once, over httpx. Reports time to first text delta
-(p50/p99/max), whole-turn time, wall time, refusals and errors by status.
-
-With ``--direct``, the same load runs without ccactors' server: N clients of the SDK
-adapter (``actors.open_sdk_client``, the same CLI and flags) opened at once in this
-process against the offline upstream: the limit any proxy is measured against (each
-session's first turn includes its CLI's start-up, as through the server).
-
-    uv run python benchmarks/load.py [--sessions 16] [--turns 10] [--live 16] [--direct]
+Each session's first turn includes its CLI's start-up for both contenders (the SDK's
+connect; a ccactors session adopting a warm actor or starting one).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import re
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
+from typing import Any
 
-import httpx
 import trio
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from .measure import CpuMeter, TurnTiming, turns_summary
+from .plan import Bench
+from .scenarios import FIVE, shifted, wait_hibernated, wait_pool_full
+from .server import Process, directory_bytes, open_http, served_turn, start_ccactors
+
+DELTAS_PER_TURN = 5
 
 
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+def _row(timing: TurnTiming, session: int, turn: int, at_s: float) -> dict[str, Any]:
+    return {"session": session, "turn": turn, "at_s": round(at_s, 4), **timing.as_dict()}
 
 
-def spawn(*args: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
-    """``python -m app <args>`` (a command that prints ``serving on <url>``); the process
-    and its URL."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", *args],
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    for line in process.stdout:  # type: ignore[union-attr]
-        if match := re.search(r"serving on (http://\S+)", line):
-            return process, match.group(1)
-    raise RuntimeError(f"`ccactors {args[0]}` did not start")
-
-
-def start_server(state: Path, live: int, pool: int) -> tuple[subprocess.Popen[str], str]:
-    """``ccactors serve --offline`` on a free port; the process and its URL."""
-    env = {
-        "CCACTORS_MAX_LIVE_SESSIONS": str(live),
-        "CCACTORS_WARM_POOL_SIZE": str(pool),
-        "CCACTORS_LOG_LEVEL": "WARNING",
+def _figures(rows: list[dict[str, Any]], wall_s: float, cpu_s: float) -> dict[str, Any]:
+    turns = [TurnTiming(**{k: r[k] for k in TurnTiming.__dataclass_fields__}) for r in rows]
+    ok = [t for t in turns if t.ok]
+    deltas = sum(t.deltas for t in ok)
+    first = [t for t, r in zip(turns, rows, strict=True) if r["turn"] == 0]
+    return {
+        **turns_summary(turns),
+        "wall_ms": round(wall_s * 1000, 1),
+        "cpu_s": round(cpu_s, 3),
+        "cpu_ms_per_turn": round(cpu_s / len(ok) * 1e3, 2) if ok else None,
+        "cpu_us_per_delta": round(cpu_s / deltas * 1e6, 1) if deltas else None,
+        "first_turns": turns_summary(first),
+        "refusals": sum(1 for t in turns if t.status in (429, 503)),
+        "first_turn_refusals": sum(1 for t in first if t.status in (429, 503)),
     }
-    return spawn("serve", "--offline", "--port", "0", "--state-dir", str(state), env=env)
 
 
-async def session(client: httpx.AsyncClient, name: str, turns: int, results: list[dict]) -> None:
-    """``turns`` streamed turns of one session, back to back."""
-    for n in range(turns):
-        body = {
-            "model": "claude-sonnet-4-6",
-            "max_tokens": 64,
-            "stream": True,
-            "messages": [{"role": "user", "content": f"turn {n} [[chunks=5]]"}],
-        }
-        started = trio.current_time()
-        first = None
-        async with client.stream(
-            "POST", "/v1/messages", json=body, headers={"X-Session-ID": name}
-        ) as response:
-            async for line in response.aiter_lines():
-                if first is None and line.startswith("event: content_block_delta"):
-                    first = trio.current_time() - started
-        results.append(
-            {
-                "session": name,
-                "status": response.status_code,
-                "ttft_s": first,
-                "turn_s": trio.current_time() - started,
-            }
-        )
+async def direct_load(bench: Bench) -> dict[str, Any]:
+    """N SDK clients connected at once, each then running M turns back to back."""
+    plan = bench.plan
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
 
-
-async def load(url: str, sessions: int, turns: int) -> tuple[list[dict], float]:
-    results: list[dict] = []
-    limits = httpx.Limits(max_connections=sessions * 2)
-    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
-        started = trio.current_time()
-        async with trio.open_nursery() as nursery:
-            for s in range(sessions):
-                nursery.start_soon(session, client, f"load-{s}", turns, results)
-        return results, trio.current_time() - started
-
-
-def start_upstream() -> tuple[subprocess.Popen[str], str]:
-    """``ccactors offline-upstream`` on a free port; the process and its URL."""
-    return spawn("offline-upstream", "--port", "0")
-
-
-async def direct_session(
-    options, workspace: Path, name: str, turns: int, results: list[dict]
-) -> None:
-    """``turns`` turns on one SDK client of its own, as a session of the server runs."""
-    from actors import SessionSpec, open_sdk_client
-    from actors._client import StreamEvent, TurnResult
-
-    opened = trio.current_time()  # a first turn includes its CLI's start, as in ccactors
-    async with open_sdk_client(options, SessionSpec(workspace)) as client:
-        for n in range(turns):
-            started = opened if n == 0 else trio.current_time()
-            first = None
-            await client.query(f"turn {n} [[chunks=5]]")
-            while not isinstance(message := await client.receive(), TurnResult):
-                if (
-                    first is None
-                    and isinstance(message, StreamEvent)
-                    and message.event.get("type") == "content_block_delta"
-                ):
-                    first = trio.current_time() - started
-            results.append(
-                {
-                    "session": name,
-                    "status": 200,
-                    "ttft_s": first,
-                    "turn_s": trio.current_time() - started,
-                }
-            )
-
-
-async def direct_load(
-    upstream: str, state: Path, sessions: int, turns: int
-) -> tuple[list[dict], float]:
-    from actors import BUNDLED_CLI, CliOptions
-
-    options = CliOptions(
-        cli_path=BUNDLED_CLI,
-        env={
-            "ANTHROPIC_BASE_URL": upstream,
-            "ANTHROPIC_API_KEY": "bench",
-            "CLAUDE_CONFIG_DIR": str(state / "claude"),
-            "CLAUDE_CODE_MAX_RETRIES": "0",
-            "DISABLE_AUTOUPDATER": "1",
-            "DISABLE_TELEMETRY": "1",
-            "DISABLE_ERROR_REPORTING": "1",
-            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
-        },
-        tools=("Read", "Glob", "Grep"),
-        disallowed_tools=("Bash", "Edit", "Write", "WebFetch", "WebSearch"),
-    )
-    results: list[dict] = []
-    started = trio.current_time()
-    async with trio.open_nursery() as nursery:
-        for s in range(sessions):
-            nursery.start_soon(
-                direct_session, options, state / f"w{s}", f"direct-{s}", turns, results
-            )
-    return results, trio.current_time() - started
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", type=int, default=16)
-    parser.add_argument("--turns", type=int, default=10)
-    parser.add_argument("--live", type=int, default=16, help="max_live_sessions")
-    parser.add_argument("--pool", type=int, default=2, help="warm_pool_size")
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--direct", action="store_true", help="the SDK alone, no server")
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="ccactors-load-") as state:
-        if args.direct:
-            for s in range(args.sessions):
-                (Path(state) / f"w{s}").mkdir()
-            process, url = start_upstream()
-            run = (direct_load, url, Path(state), args.sessions, args.turns)
-        else:
-            process, url = start_server(Path(state), args.live, args.pool)
-            time.sleep(3)  # the warm pool fills
-            run = (load, url, args.sessions, args.turns)
+    async def one(s: int) -> None:
+        opened = time.perf_counter()
         try:
-            results, wall = trio.run(*run)
-        finally:
-            process.terminate()
-            process.wait(60)
-    ok = [r for r in results if r["status"] == 200 and r["ttft_s"] is not None]
-    statuses: dict[int, int] = {}
-    for r in results:
-        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
-    ttft = [r["ttft_s"] for r in ok]
-    whole = [r["turn_s"] for r in ok]
-    summary = {
-        "mode": "direct SDK" if args.direct else "ccactors",
-        "sessions": args.sessions,
-        "turns_per_session": args.turns,
-        "max_live_sessions": args.live,
-        "warm_pool_size": args.pool,
-        "wall_s": round(wall, 2),
-        "statuses": statuses,
-        "ttft_p50_ms": round(percentile(ttft, 0.5) * 1000, 1) if ttft else None,
-        "ttft_p99_ms": round(percentile(ttft, 0.99) * 1000, 1) if ttft else None,
-        "ttft_max_ms": round(max(ttft) * 1000, 1) if ttft else None,
-        "turn_p50_ms": round(percentile(whole, 0.5) * 1000, 1) if whole else None,
-        "turn_max_ms": round(max(whole) * 1000, 1) if whole else None,
+            async with bench.direct.open() as session:
+                for n in range(plan.turns):
+                    at = time.perf_counter()
+                    timing = await session.turn(f"turn {n} {FIVE}")
+                    if n == 0:  # from before the CLI's start, as through ccactors
+                        timing, at = shifted(timing, at - opened), opened
+                    rows.append(_row(timing, s, n, at - started))
+        except Exception as exc:  # a CLI that did not start: counted, not fatal
+            rows.append(_row(TurnTiming(status=0, error=repr(exc)), s, 0, opened - started))
+
+    with CpuMeter() as cpu:
+        async with trio.open_nursery() as nursery:
+            for s in range(plan.sessions):
+                nursery.start_soon(one, s)
+    return {**_figures(rows, time.perf_counter() - started, cpu.seconds), "turns_detail": rows}
+
+
+async def served_load(bench: Bench, server: Process) -> dict[str, Any]:
+    """N ccactors sessions, each sending M streamed turns back to back, all at once;
+    the server's CPU time and its RSS (sampled every 0.25 s) beside."""
+    plan = bench.plan
+    rows: list[dict[str, Any]] = []
+    peak_rss = server.rss_bytes()
+
+    async def sample_rss() -> None:
+        nonlocal peak_rss
+        while True:
+            peak_rss = max(peak_rss, server.rss_bytes())
+            await trio.sleep(0.25)
+
+    async def one(http: Any, s: int) -> None:
+        for n in range(plan.turns):
+            at = time.perf_counter()
+            timing = await served_turn(http, f"load-{s}", f"turn {n} {FIVE}")
+            rows.append(_row(timing, s, n, at - started))
+
+    async with (
+        open_http(server.url, connections=plan.sessions + 4) as http,
+        trio.open_nursery() as sampler,
+    ):
+        sampler.start_soon(sample_rss)
+        started = time.perf_counter()
+        with CpuMeter(server.ps) as cpu, CpuMeter() as client_cpu:
+            async with trio.open_nursery() as nursery:
+                for s in range(plan.sessions):
+                    nursery.start_soon(one, http, s)
+        wall = time.perf_counter() - started
+        sampler.cancel_scope.cancel()
+    figures = _figures(rows, wall, cpu.seconds)
+    return {
+        **figures,
+        "client_cpu_s": round(client_cpu.seconds, 3),
+        "rss_peak_mib": round(peak_rss / 2**20, 1),
+        "rss_after_mib": round(server.rss_bytes() / 2**20, 1),
+        "turns_detail": rows,
     }
-    print(json.dumps(summary, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "turns": results}, indent=2))
 
 
-if __name__ == "__main__":
-    main()
+def _disk(server_state: Any) -> dict[str, int]:
+    store = sum(p.stat().st_size for p in server_state.glob("sessions.sqlite3*"))
+    return {"store": store, "transcripts": directory_bytes(server_state / "claude" / "projects")}
+
+
+async def run_load(bench: Bench) -> dict[str, Any]:
+    """The load scenario: direct, then ccactors, then the server's memory once every
+    load session has hibernated."""
+    plan = bench.plan
+    settings = {
+        "max_live_sessions": plan.max_live,
+        "warm_pool_size": min(plan.pool, plan.max_live),
+        "max_turns_per_key": max(64, 2 * plan.sessions),
+        "session_idle_ttl_s": plan.idle_ttl_s,
+    }
+    state = bench.state_dir("load")
+    server = start_ccactors(state, bench.upstream_url, settings)
+    try:
+        async with open_http(server.url) as http:
+            await wait_pool_full(http, settings["warm_pool_size"])
+            rss_before, disk_before = server.rss_bytes(), _disk(state)
+            machine = await bench.quiet.wait(f"load, {plan.sessions} x {plan.turns} SDK")
+            direct = await direct_load(bench)
+            served_machine = await bench.quiet.wait(
+                f"load, {plan.sessions} x {plan.turns} ccactors"
+            )
+            served = await served_load(bench, server)
+            with trio.fail_after(plan.idle_ttl_s + 120):
+                for s in range(plan.sessions):
+                    await wait_hibernated(http, f"load-{s}")
+            await wait_pool_full(http, settings["warm_pool_size"])
+            await trio.sleep(1)  # closing CLIs' last buffers are read and freed
+            rss_after, disk_after = server.rss_bytes(), _disk(state)
+    finally:
+        server.stop()
+    hibernated = plan.sessions
+    memory = {
+        "measured": (
+            "growth of the server process's RSS (its CLIs excluded) and of its session "
+            "store and the CLIs' transcripts, from before the load (warm pool full) to "
+            "after every load session hibernated (warm pool full again), per session"
+        ),
+        "sessions": hibernated,
+        "turns_each": plan.turns,
+        "rss_before_mib": round(rss_before / 2**20, 1),
+        "rss_after_mib": round(rss_after / 2**20, 1),
+        "rss_kib_per_session": round((rss_after - rss_before) / 1024 / hibernated, 1),
+        "store_kib_per_session": round(
+            (disk_after["store"] - disk_before["store"]) / 1024 / hibernated, 1
+        ),
+        "transcript_kib_per_session": round(
+            (disk_after["transcripts"] - disk_before["transcripts"]) / 1024 / hibernated, 1
+        ),
+    }
+    return {
+        "load": {
+            "machine": {"direct": machine, "ccactors": served_machine},
+            "sessions": plan.sessions,
+            "turns": plan.turns,
+            "settings": settings,
+            "direct": direct,
+            "ccactors": served,
+        },
+        "open": {
+            "machine": served_machine,
+            "sessions": plan.sessions,
+            "max_live_sessions": plan.max_live,
+            "warm_pool_size": settings["warm_pool_size"],
+            "direct": {
+                "ttft_ms": direct["first_turns"]["ttft_ms"],
+                "refusals": direct["first_turn_refusals"],
+            },
+            "ccactors": {
+                "ttft_ms": served["first_turns"]["ttft_ms"],
+                "refusals": served["first_turn_refusals"],
+            },
+        },
+        "memory": {"ccactors": memory},
+    }

@@ -1,0 +1,229 @@
+"""The side-by-side table: each scenario's direct-SDK and ccactors figures, their ratio,
+issue 12's figures for reference, and the issue's target with whether it is met."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Issue 12's own measurement ("ccactors today", before its work), on a 2-core machine,
+# Claude Code 2.1.332, ratios taken in one run against the direct SDK. For reference
+# only: these were not measured by this run. None: the issue gives no figure.
+ISSUE_12_TODAY: dict[str, tuple[float | None, float | None, float | None]] = {
+    # key: (direct SDK, ccactors, ratio)
+    "warm_ttft": (29.8, 42.3, 1.42),
+    "relay": (8351, 3057, 0.37),
+    "cpu_per_delta": (38, 245, 6.4),
+    "load_ttft_p99": (1260, 8400, 6.7),
+    "open": (None, 7, None),
+    "new_pool": (151, 177, 1.17),
+    "resume": (None, 600, None),
+    "hol": (None, 0.98, None),
+    "memory": (None, 12.7, None),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One of issue 12's targets: ``text`` as the issue words it, ``met(row)``."""
+
+    text: str
+    met: Callable[[dict[str, Any]], bool]
+
+
+def _ratio_at_most(limit: float) -> Target:
+    return Target(f"<= {limit:.2f}x", lambda row: row["ratio"] <= limit)
+
+
+def _ratio_at_least(limit: float) -> Target:
+    return Target(f">= {limit:.2f}x", lambda row: row["ratio"] >= limit)
+
+
+def _ours_at_most(limit: float, unit: str) -> Target:
+    return Target(f"<= {limit:g} {unit}", lambda row: row["ccactors"] <= limit)
+
+
+def _get(results: dict[str, Any], *path: str) -> Any:
+    for name in path:
+        if not isinstance(results, dict) or name not in results:
+            return None
+        results = results[name]
+    return results
+
+
+# (key, scenario words, unit, direct path, ccactors path, target or None)
+_ROWS: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...], Target | None]] = [
+    ("warm_ttft", "warm turn, time to first text, p50", "ms",
+     ("warm", "direct", "ttft_ms", "p50"), ("warm", "ccactors", "ttft_ms", "p50"),
+     _ratio_at_most(1.10)),
+    ("warm_turn", "warm turn, whole turn, p50", "ms",
+     ("warm", "direct", "turn_ms", "p50"), ("warm", "ccactors", "turn_ms", "p50"),
+     _ratio_at_most(1.10)),
+    ("relay", "relay {chunks}, deltas/s", "/s",
+     ("relay", "direct", "deltas_per_s"), ("relay", "ccactors", "deltas_per_s"),
+     _ratio_at_least(0.8)),
+    ("cpu_per_delta", "relay, CPU per delta (SDK / server)", "µs",
+     ("relay", "direct", "cpu_us_per_delta"), ("relay", "ccactors", "cpu_us_per_delta"),
+     _ours_at_most(60, "µs")),
+    ("load_ttft_p99", "{load}, TTFT p99", "ms",
+     ("load", "direct", "ttft_ms", "p99"), ("load", "ccactors", "ttft_ms", "p99"),
+     _ratio_at_most(1.5)),
+    ("load_ttft_p50", "{load}, TTFT p50", "ms",
+     ("load", "direct", "ttft_ms", "p50"), ("load", "ccactors", "ttft_ms", "p50"), None),
+    ("load_wall", "{load}, wall time", "ms",
+     ("load", "direct", "wall_ms"), ("load", "ccactors", "wall_ms"), _ratio_at_most(1.2)),
+    ("load_failures", "{load}, errors and refusals", "",
+     ("load", "direct", "failed"), ("load", "ccactors", "failed"),
+     Target("0", lambda row: row["ccactors"] == 0)),
+    ("load_cpu_turn", "{load}, CPU per turn (SDK / server)", "ms",
+     ("load", "direct", "cpu_ms_per_turn"), ("load", "ccactors", "cpu_ms_per_turn"), None),
+    ("load_cpu_delta", "{load}, CPU per delta (SDK / server)", "µs",
+     ("load", "direct", "cpu_us_per_delta"), ("load", "ccactors", "cpu_us_per_delta"), None),
+    ("load_rss", "{load}, server RSS at peak", "MiB",
+     None, ("load", "ccactors", "rss_peak_mib"), None),
+    ("open", "opening {n} sessions at once (max_live {live}), refusals", "",
+     ("open", "direct", "refusals"), ("open", "ccactors", "refusals"),
+     Target("0", lambda row: row["ccactors"] == 0)),
+    ("new_pool", "new session, first reply, warm pool (SDK: fresh CLI's 1st turn)", "ms",
+     ("new", "warm_pool", "direct", "first_turn", "turn_ms", "p50"),
+     ("new", "warm_pool", "ccactors", "first_turn", "turn_ms", "p50"), _ratio_at_most(1.0)),
+    ("new_pool_vs_warm", "new session, warm pool, vs SDK warm turn (stretch)", "ms",
+     ("warm", "direct", "turn_ms", "p50"),
+     ("new", "warm_pool", "ccactors", "first_turn", "turn_ms", "p50"), _ratio_at_most(1.5)),
+    ("new_cold", "new session, first reply, no pool (SDK: connect + 1st turn)", "ms",
+     ("new", "no_pool", "direct", "connect_and_first_turn", "turn_ms", "p50"),
+     ("new", "no_pool", "ccactors", "first_turn", "turn_ms", "p50"), None),
+    ("first_turn_extra", "fresh CLI: 1st turn minus 2nd turn, p50", "ms",
+     ("new", "warm_pool", "direct", "first_extra_ms"),
+     ("new", "warm_pool", "ccactors", "first_extra_ms"), None),
+    ("resume", "resume a hibernated session (SDK: connect --resume + turn)", "ms",
+     ("resume", "direct", "turn_ms", "p50"), ("resume", "ccactors", "turn_ms", "p50"), None),
+    ("hol", "head-of-line: B while A streams and A2 queues, / B alone", "x",
+     None, ("hol", "ccactors", "ratio"), Target("<= 1.20x", lambda row: row["ccactors"] <= 1.2)),
+    ("memory", "memory per hibernated session (server RSS)", "KiB",
+     None, ("memory", "ccactors", "rss_kib_per_session"), _ours_at_most(20, "KiB")),
+    ("memory_store", "store per hibernated session (SQLite; transcripts apart)", "KiB",
+     None, ("memory", "ccactors", "store_kib_per_session"), None),
+]  # fmt: skip
+
+
+def _derive(results: dict[str, Any]) -> None:
+    """Figures the rows need that are differences of others, added in place."""
+    for side in ("direct", "ccactors"):
+        new = _get(results, "new", "warm_pool", side)
+        if new:
+            first = _get(new, "first_turn", "turn_ms", "p50")
+            second = _get(new, "second_turn", "turn_ms", "p50")
+            if first is not None and second is not None:
+                new["first_extra_ms"] = round(first - second, 2)
+        load = _get(results, "load", side)
+        if load:
+            load["failed"] = sum(load["failures"].values())
+
+
+def _busy(results: dict[str, Any], scenario: str) -> bool:
+    machine = _get(results, scenario, "machine") or _get(results, scenario, "warm_pool", "machine")
+    if not machine:
+        return False
+    if "busy" in machine:
+        return bool(machine["busy"])
+    return any(m.get("busy") for m in machine.values() if isinstance(m, dict))
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The table's rows for whatever scenarios ran: ``scenario``, ``unit``, ``direct``,
+    ``ccactors``, ``ratio`` (ccactors / direct), ``today`` (issue 12's direct,
+    ccactors, ratio), ``target``, ``met`` (``None`` without a target), ``busy``."""
+    _derive(results)
+    load, opened = results.get("load", {}), results.get("open", {})
+    words = {
+        "chunks": f"[[chunks={_get(results, 'relay', 'chunks')}]]",
+        "load": f"{load.get('sessions')} sessions x {load.get('turns')} turns at once",
+        "n": opened.get("sessions"),
+        "live": opened.get("max_live_sessions"),
+    }
+    out = []
+    for key, scenario, unit, direct_path, ours_path, target in _ROWS:
+        ours = _get(results, *ours_path)
+        if ours is None:
+            continue
+        direct = None if direct_path is None else _get(results, *direct_path)
+        ratio = round(ours / direct, 3) if isinstance(direct, int | float) and direct else None
+        row = {
+            "key": key,
+            "scenario": scenario.format(**words),
+            "unit": unit,
+            "direct": direct,
+            "ccactors": ours,
+            "ratio": ratio,
+            "today": dict(
+                zip(("direct", "ccactors", "ratio"), ISSUE_12_TODAY.get(key, ()), strict=False)
+            ),
+            "target": target.text if target else None,
+            "busy": _busy(results, ours_path[0]),
+        }
+        try:
+            row["met"] = None if target is None else target.met(row)
+        except TypeError:  # a figure the target needs is missing (None)
+            row["met"] = None
+        out.append(row)
+    return out
+
+
+def _fmt(value: Any, unit: str = "") -> str:
+    """A figure with its unit: ``-`` for none, thousands separated, 1-2 decimals."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        text = f"{value:,.1f}" if abs(value) >= 10 else f"{value:.2f}"
+    else:
+        text = f"{value:,}"
+    if unit in ("", "/s"):
+        return text
+    return text + unit if unit == "x" else f"{text} {unit}"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+HEADER = ("scenario", "direct SDK", "ccactors", "ratio", "issue 12: SDK / ours / ratio", "target")
+
+
+def table(table_rows: list[dict[str, Any]]) -> str:
+    """The rows as a plain-text table; a row measured on a busy machine is marked ``*``."""
+    lines = [(*HEADER, "met")]
+    for row in table_rows:
+        today, unit = row["today"], row["unit"]
+        issue = " / ".join(
+            (
+                _fmt(today.get("direct"), unit),
+                _fmt(today.get("ccactors"), unit),
+                _ratio(today.get("ratio")),
+            )
+        )
+        lines.append(
+            (
+                row["scenario"] + (" *" if row["busy"] else ""),
+                _fmt(row["direct"], unit),
+                _fmt(row["ccactors"], unit),
+                _ratio(row["ratio"]),
+                issue if today else "",
+                row["target"] or "",
+                {True: "yes", False: "NO", None: ""}[row["met"]],
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    text = [
+        "  ".join(
+            cell.ljust(w) if i == 0 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        )
+        for line in lines
+    ]
+    text.insert(1, "  ".join("-" * w for w in widths))
+    if any(row["busy"] for row in table_rows):
+        text.append("* measured on a busy machine (the wait for a quiet one gave up)")
+    text.append("issue 12: the issue's own measurement of ccactors before its work, for reference")
+    return "\n".join(text)

@@ -1,0 +1,76 @@
+"""End to end: the side-by-side benchmark (``just bench --quick``) runs every scenario
+through the real CLI and writes a well-formed result. No timing is asserted: timing
+goals belong to the benchmark's own table, not to CI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app._settings import PROJECT_ROOT
+
+from .conftest import claude_cli
+
+pytestmark = pytest.mark.e2e
+
+SCENARIOS = ("warm", "relay", "new", "resume", "hol", "load", "open", "memory")
+ROWS = {
+    "warm_ttft",
+    "warm_turn",
+    "relay",
+    "cpu_per_delta",
+    "load_ttft_p99",
+    "load_ttft_p50",
+    "load_wall",
+    "load_failures",
+    "load_cpu_turn",
+    "load_cpu_delta",
+    "load_rss",
+    "open",
+    "new_pool",
+    "new_pool_vs_warm",
+    "new_cold",
+    "first_turn_extra",
+    "resume",
+    "hol",
+    "memory",
+    "memory_store",
+}
+
+
+def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path) -> None:
+    """``python -m benchmarks --quick`` completes, prints the side-by-side table, and
+    its JSON holds every scenario with figures for both contenders, every table row,
+    and every streamed delta the relay asked for."""
+    claude_cli()
+    path = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--quiet-wait", "0", "--json", str(path)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "direct SDK" in done.stdout and "ccactors" in done.stdout
+
+    result = json.loads(path.read_text())
+    assert set(SCENARIOS) <= result.keys()
+    assert {row["key"] for row in result["rows"]} == ROWS
+    for row in result["rows"]:
+        assert row["ccactors"] is not None, row
+    plan = result["plan"]
+    for scenario in ("warm", "relay", "resume", "load"):
+        assert result[scenario]["direct"]["turns"] > 0, scenario
+        assert result[scenario]["ccactors"]["turns"] > 0, scenario
+    relay = result["relay"]
+    assert relay["direct"]["deltas"] == relay["ccactors"]["deltas"]
+    assert relay["ccactors"]["deltas"] == plan["relay_turns"] * plan["relay_chunks"]
+    load = result["load"]
+    assert len(load["ccactors"]["turns_detail"]) == plan["sessions"] * plan["turns"]
+    assert len(load["direct"]["turns_detail"]) == plan["sessions"] * plan["turns"]
+    assert result["memory"]["ccactors"]["sessions"] == plan["sessions"]

@@ -485,6 +485,19 @@ def _turn_ended(
             supervisor.close_session_nowait(placement.key, "its first turn failed")
 
 
+# Frames joined into one write at most: bounds the write (and the delay of its first
+# frame) when the CLI outpaces the client.
+MAX_FRAMES_PER_WRITE = 64
+
+
+async def _next_event(events: trio.MemoryReceiveChannel[SessionEvent]) -> SessionEvent | None:
+    """The next event, or ``None`` once the channel has ended."""
+    try:
+        return await events.receive()
+    except trio.EndOfChannel:
+        return None
+
+
 async def stream_turn(
     supervisor: Supervisor,
     key: SessionKey | None,
@@ -499,44 +512,52 @@ async def stream_turn(
     queued, so the route can still answer a refusal with a status code.
 
     When ``ping_s`` seconds pass with no byte written (events the API does not show,
-    such as Claude Code's tool activity, write none), ``reply.ping()`` goes out. No
-    yield happens inside a cancel scope. A client that disconnects cancels the task
-    iterating this generator; leaving ``open_turn`` then interrupts the turn. The
-    turn's lineage is recorded from the text deltas streamed, and ``placement`` (if
-    any) released when the generator ends.
+    such as Claude Code's tool activity, write none), ``reply.ping()`` goes out. Events
+    already queued when one arrives are written with it, as one chunk (at most
+    ``MAX_FRAMES_PER_WRITE`` frames). No yield happens inside a cancel scope. A client
+    that disconnects cancels the task iterating this generator; leaving ``open_turn``
+    then interrupts the turn. The turn's lineage is recorded from the text deltas
+    streamed, and ``placement`` (if any) released when the generator ends.
     """
     fork = None if placement is None else placement.fork
     try:
         async with open_turn(supervisor, key, turn, principal=principal, fork=fork) as events:
             yield b""
-            for frame in reply.start():
-                yield frame
+            yield b"".join(reply.start())
             deadline = trio.current_time() + ping_s
             finished = False
             streamed: list[SessionEvent] = []  # the text deltas, for the lineage
+
+            def frames_for(event: SessionEvent | None) -> tuple[list[bytes], bool]:
+                match event:
+                    case TurnCompleted() | TurnFailed():
+                        _turn_ended(supervisor, placement, streamed, event)
+                        return [*reply.encode(event), *reply.end()], True
+                    case None:
+                        _turn_ended(supervisor, placement, streamed, None)
+                        return [*reply.failed(SESSION_CLOSED), *reply.end()], True
+                    case TextDelta():
+                        streamed.append(event)
+                return reply.encode(event), False
+
             while not finished:
                 frames = [reply.ping()]
                 with trio.move_on_at(deadline):
-                    try:
-                        event = await events.receive()
-                    except trio.EndOfChannel:
-                        event = None
-                    match event:
-                        case TurnCompleted() | TurnFailed():
-                            frames, finished = [*reply.encode(event), *reply.end()], True
-                            _turn_ended(supervisor, placement, streamed, event)
-                        case None:
-                            frames = [*reply.failed(SESSION_CLOSED), *reply.end()]
-                            finished = True
-                            _turn_ended(supervisor, placement, streamed, None)
-                        case TextDelta():
-                            streamed.append(event)
-                            frames = reply.encode(event)
-                        case _:
-                            frames = reply.encode(event)
-                for frame in frames:
-                    yield frame
+                    event = await _next_event(events)
+                    frames, finished = frames_for(event)
+                    # And the events already queued behind it, without a checkpoint:
+                    # a burst of deltas is one write (one ASGI send, one syscall).
+                    while not finished and len(frames) < MAX_FRAMES_PER_WRITE:
+                        try:
+                            event = events.receive_nowait()
+                        except trio.WouldBlock:
+                            break
+                        except trio.EndOfChannel:
+                            event = None
+                        more, finished = frames_for(event)
+                        frames += more
                 if frames:
+                    yield b"".join(frames)
                     deadline = trio.current_time() + ping_s
     finally:
         if placement is not None:

@@ -7,11 +7,13 @@ produces the ``ClientMessage`` types below; ``actors._sdk`` adapts the real SDK 
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import trio
 
 from ._types import PermissionDecision, Prompt
 
@@ -183,3 +185,25 @@ ClientFactory = Callable[[SessionSpec], AbstractAsyncContextManager[ClaudeClient
 Entering connects (starts the CLI); leaving closes it and its process, even when cancelled.
 Raises ``ClientError`` on entry if the CLI cannot be started.
 """
+
+
+def limit_starts(factory: ClientFactory, limiter: trio.CapacityLimiter) -> ClientFactory:
+    """``factory``, starting at most ``limiter.total_tokens`` clients at once.
+
+    A CLI's start (process spawn and the SDK's ``initialize`` handshake) costs about a
+    second of CPU. Many at once on a few cores starve each other and the running
+    sessions alike: every start takes longer than the CLIs' own timeouts allow, and
+    first-chunk timeouts then restart the CLIs, which costs more starts. Queued here,
+    each start gets its CPU. Only the start is limited, not the client's life.
+
+    A start waiting for its turn is cancelled like any other checkpoint.
+    """
+
+    @asynccontextmanager
+    async def open_limited(spec: SessionSpec) -> AsyncIterator[ClaudeClient]:
+        async with AsyncExitStack() as stack:
+            async with limiter:
+                client = await stack.enter_async_context(factory(spec))
+            yield client
+
+    return open_limited

@@ -28,6 +28,8 @@ class SupervisorConfig:
             principal may use every slot. Applies to every principal, ``""`` included:
             an embedder whose sessions all have principal ``""`` leaves it ``None``.
         warm_pool_size: idle actors kept connected, ready to be adopted by new sessions.
+        max_concurrent_starts: CLI processes starting (spawn and handshake) at once; more
+            wait their turn. ``None``: the number of CPUs.
         mailbox_size: turns that may wait behind a session's running turn.
         max_turns_per_principal: turns one principal (API key) may have under way (queued
             or running) at once; one more is refused with ``PrincipalLimitError``.
@@ -43,6 +45,7 @@ class SupervisorConfig:
     live_slot_wait_s: float = 10.0
     max_live_sessions_per_principal: int | None = None
     warm_pool_size: int = 0
+    max_concurrent_starts: int | None = None
     mailbox_size: int = 4
     max_turns_per_principal: int = 1000
     max_sessions_per_principal: int = 1000

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -13,7 +14,7 @@ from typing import Any, Protocol
 import trio
 
 from ._actor import SessionActor
-from ._client import ClientFactory
+from ._client import ClientFactory, limit_starts
 from ._config import SessionInfo, SupervisorConfig, session_info
 from ._fanout import Notice
 from ._pool import WarmPool
@@ -93,6 +94,8 @@ class Supervisor:
       whatever the model; a new session whose opening turn adds to the system prompt
       (``Turn.system``) is not: its own CLI starts, reading the text from a file in its
       workspace. Later turns' ``system`` changes nothing.
+    * Start-ups: at most ``max_concurrent_starts`` CLIs start at once (``limit_starts``);
+      the others wait their turn, holding their live slot.
     * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
       leaving ``open_supervisor`` cancels every actor, failing running turns with
       ``session_closed`` and closing every CLI process before it returns.
@@ -110,7 +113,8 @@ class Supervisor:
         self.dead_letters = 0
         self.sessions_failed = 0
         self.forks = 0  # sessions started as forks
-        self._client_factory = client_factory
+        starts = config.max_concurrent_starts or os.cpu_count() or 2
+        self._client_factory = limit_starts(client_factory, trio.CapacityLimiter(starts))
         self._nursery = nursery
         self._sessions: dict[SessionKey, SessionActor] = {}
         self._starting: dict[SessionKey, _Start] = {}

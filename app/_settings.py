@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # with API keys: with auth off every session has one principal, so no share applies.
     max_live_sessions_per_key: int | None = Field(None, ge=1)
     warm_pool_size: int = Field(2, ge=0)
+    # CLIs starting at once (each start is about a second of CPU); None: one per CPU.
+    max_concurrent_starts: int | None = Field(None, ge=1)
     session_idle_ttl_s: float = Field(900.0, gt=0)
     session_retention_s: float = Field(86_400.0, gt=0)
     first_chunk_timeout_s: float = Field(10.0, gt=0)
@@ -296,6 +298,7 @@ class Settings(BaseSettings):
             live_slot_wait_s=self.live_slot_wait_s,
             max_live_sessions_per_principal=self.live_share(),
             warm_pool_size=min(self.warm_pool_size, self.max_live_sessions),
+            max_concurrent_starts=self.max_concurrent_starts,
             mailbox_size=self.mailbox_size,
             max_turns_per_principal=self.max_turns_per_key,
             max_sessions_per_principal=self.max_sessions_per_key,

@@ -479,3 +479,22 @@ async def test_interrupted_turn_that_never_ends_gets_its_cli_killed_and_replaced
         assert len(factory.clients) == 2
         assert factory.live == 1
         assert sup.session(key).restarts == 1
+
+
+async def test_at_most_max_concurrent_starts_clis_start_at_once(tmp_path, autojump_clock):
+    """Five new sessions at once, two starts at a time, each start 1 s: the CLIs are
+    connected in waves of two (at 1, 2 and 3 s), never three at once, and every
+    session is answered."""
+    factory = ScriptedClientFactory(connect_delay=1)
+    answered: list[tuple[str, float]] = []
+    async with open_supervisor(config(tmp_path, max_concurrent_starts=2), factory) as sup:
+
+        async def one(name: str) -> None:
+            events = await ask(sup, SessionKey(name), name)
+            answered.append((text_of(events), trio.current_time()))
+
+        async with trio.open_nursery() as nursery:
+            for name in "abcde":
+                nursery.start_soon(one, name)
+    assert sorted(t for _, t in answered) == [1, 1, 2, 2, 3]
+    assert sorted(text for text, _ in answered) == [f"echo: {n} #1" for n in "abcde"]

@@ -115,7 +115,8 @@ from ..wire._websocket import (
     turn_request,
 )
 from ._limits import PerKeyCap
-from ._pipeline import open_turn, prepare_turn, session_key
+from ._pipeline import open_turn, session_key
+from ._turns import prepare_turn
 
 # Frames waiting for the socket, per connection. Past this, event forwarding waits
 # and a slow client's listener lags (it never slows the session).

@@ -27,7 +27,7 @@ client sent it; ``canonical_json`` is its byte form, for hashing.
 
 Sizes are measured, not limited, here: each block comes with a ``MediaPart`` saying its
 decoded size, which the pipeline checks against the settings
-(``app.http._pipeline.check_media``).
+(``app.http._turns.check_media``).
 """
 
 from __future__ import annotations

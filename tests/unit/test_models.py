@@ -14,7 +14,7 @@ from actors import open_supervisor
 from actors.testing import ScriptedClientFactory
 from app._settings import Settings
 from app.http._app import create_app
-from app.http._pipeline import prepare_turn
+from app.http._turns import prepare_turn
 from app.wire._codec import Message, TurnRequest
 from app.wire._problems import RequestError
 

@@ -111,8 +111,6 @@ class TurnResult:
 ClientMessage = StreamEvent | AssistantText | ToolCall | ToolOutput | SessionInit | TurnResult
 
 
-
-
 class ClientError(Exception):
     """The client's CLI process is gone or its stream broke; the client is unusable."""
 

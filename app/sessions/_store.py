@@ -56,6 +56,7 @@ ON CONFLICT (principal, session_id) DO UPDATE SET
     cost_usd = cost_usd + excluded.cost_usd
 """
 DELETE = "DELETE FROM sessions WHERE principal = ? AND session_id = ?"
+PRINCIPALS = "SELECT DISTINCT principal FROM sessions"
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -193,6 +194,10 @@ class SessionStore(Observer):
             SessionRecord(SessionKey(session_id, principal), Path(cwd), claude, turns, t0, t1)
             for session_id, claude, cwd, turns, t0, t1 in rows
         ]
+
+    async def principals(self) -> list[str]:
+        """Every principal with a recorded session (for operators' views)."""
+        return [principal for (principal,) in await self._run(PRINCIPALS)]
 
     async def delete(self, key: SessionKey) -> None:
         """Forget ``key``'s record, after every record of it queued before."""

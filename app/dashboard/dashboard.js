@@ -109,7 +109,7 @@ function showOnly(id) {
 
 function setStatus(text, live = false) {
   $("status").textContent = text;
-  $("status").classList.toggle("live", live);
+  $("status").classList.toggle("connected", live);
 }
 
 function when(iso) {

@@ -197,11 +197,14 @@ async def test_the_page_and_its_assets_are_open_and_allow_only_their_own_scripts
 # -- Sessions of any key, by owner and id ---------------------------------------------
 
 
-async def test_an_operator_reaches_any_keys_session_by_owner_and_id(tmp_path, autojump_clock):
+async def test_an_operator_reaches_any_keys_session_by_owner_and_id(tmp_path):
     """Two keys each have a session named ``s``: the operator reads each (with its
     conversation from the transcript) at ``<owner>/s``, interrupts one and deletes the
     other; the owners see exactly that. The same id through the management API is the
-    operator's own namespace (404). Malformed owners or ids are 400, unknown 404."""
+    operator's own namespace (404). Malformed owners or ids are 400, unknown 404.
+
+    On the real clock: reading the transcript waits on a worker thread, during which a
+    virtual clock would jump to the busy turn's first-chunk deadline."""
     settings = keyed(tmp_path)
     factory = ScriptedClientFactory(
         script=lambda p, h: text_reply("x", first_delay=math.inf if p == "long" else 0)

@@ -184,3 +184,37 @@ def test_an_operator_watches_and_interrupts_streaming_sessions_in_a_real_browser
     assert isinstance(interrupted.error, anthropic.APIStatusError), interrupted.error
     assert "interrupt" in str(interrupted.error), interrupted.error
     assert interrupted.text, "the client saw the turn stream before it was interrupted"
+
+
+def test_the_page_needs_no_key_on_a_server_without_keys(tmp_path):
+    """On a loopback server without API keys the page shows the overview at once, with
+    no login prompt (it tries without a key first). No CLI runs: no warm pool, no turn."""
+    if not CHROMIUM.exists():
+        pytest.skip("Chromium is not installed (apt-get install -y chromium)")
+    from playwright.sync_api import expect, sync_playwright
+
+    server = start_server(
+        tmp_path / "state", tmp_path / "server.log", env={"CCACTORS_WARM_POOL_SIZE": "0"}
+    )
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM),
+                headless=True,
+                timeout=TIMEOUT_MS,
+                args=["--no-sandbox", "--disable-gpu", "--no-first-run"],
+            )
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(TIMEOUT_MS)
+                page.goto(f"{server.url}/dashboard")
+                page.wait_for_selector("#no-sessions", state="visible")
+                expect(page.locator("#cards")).to_contain_text("Live CLIs")
+                assert page.is_hidden("#login")
+                assert page.is_hidden("#logout")
+            finally:
+                browser.close()
+        assert server.cli_pids() == set()
+    finally:
+        code = stop_server(server)
+    assert code == 0, server.log()

@@ -35,3 +35,7 @@ bench: setup
 # N sessions x M streamed turns at once through the server, or (--direct) the SDK alone.
 load *ARGS: setup
     uv run python benchmarks/load.py {{ARGS}}
+
+# A warm continued turn resending the whole conversation (lineage) vs with X-Session-ID.
+bench-lineage *ARGS: setup
+    uv run python benchmarks/lineage.py {{ARGS}}

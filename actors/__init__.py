@@ -7,6 +7,7 @@ from ._actor import SessionFailedError as SessionFailedError
 from ._client import ClaudeClient as ClaudeClient
 from ._client import ClientError as ClientError
 from ._client import ClientFactory as ClientFactory
+from ._client import ModelRefusedError as ModelRefusedError
 from ._client import Prompt as Prompt
 from ._client import SessionSpec as SessionSpec
 from ._config import SessionInfo as SessionInfo
@@ -20,6 +21,7 @@ from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor
 from ._types import CapacityError as CapacityError
 from ._types import FailureReason as FailureReason
+from ._types import ForkPoint as ForkPoint
 from ._types import InvalidSessionIdError as InvalidSessionIdError
 from ._types import Lagged as Lagged
 from ._types import MailboxFullError as MailboxFullError

@@ -25,6 +25,7 @@ from ._permissions import PermissionBroker
 from ._policy import ActorPolicy
 from ._turn import CliWedgedError, Envelope, TurnDeadlines, TurnRunner
 from ._types import (
+    ForkPoint,
     Observer,
     PermissionRequest,
     RetryLaterError,
@@ -35,6 +36,7 @@ from ._types import (
     TurnFailed,
     TurnRecord,
 )
+from ._workspaces import system_prompt_file
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +97,15 @@ class SessionActor:
         state: ``starting``, ``idle``, ``busy`` or ``closing``.
         live: a CLI process is running for this session (else it is hibernated).
         cli_pid, claude_session_id, turns, restarts, last_error, timeouts: for stats.
+        model: the model the session runs, as named to its CLI (``policy.launch_model``
+            until a turn asks for another); a resumed CLI is switched to it before its
+            first turn.
         created_at, last_active_at: wall-clock times (seconds since the epoch).
         fanout: the session's listeners.
         done: set once the actor's task has ended.
         forgotten: it ended for good (retention, failures, deletion), not just stopped.
+        fork_from: the conversation this session branches off, while it has no Claude
+            session of its own yet (its CLI then resumes there as a fork).
     """
 
     def __init__(
@@ -112,6 +119,7 @@ class SessionActor:
         fanout_buffer: int = 256,
         slots: LiveSlots,
         one_turn: bool = False,
+        fork_from: ForkPoint | None = None,
         on_retire: Callable[[SessionActor], None] = lambda actor: None,
         on_idle: Callable[[], None] = lambda: None,
         observer: Observer | None = None,
@@ -124,6 +132,7 @@ class SessionActor:
         self.live = False
         self.cli_pid: int | None = None
         self.claude_session_id: str | None = None
+        self.model: str | None = policy.launch_model
         self.turns = 0
         self.restarts = 0
         self.dead_letters = 0
@@ -135,6 +144,8 @@ class SessionActor:
         self.done = trio.Event()
         self.closing_reason = "the server is shutting down"
         self.forgotten = False
+        self.fork_from = fork_from
+        self._runner: TurnRunner | None = None  # of the live CLI, if any
         self._client_factory = client_factory
         self._policy = policy
         self._slots = slots
@@ -170,6 +181,25 @@ class SessionActor:
         self.created_at = self.last_active_at = time.time()
         self._idle_since = trio.current_time()
         self._served = False  # not evictable before the turn that adopted it
+
+    def rekey(self, key: SessionKey) -> None:
+        """Serve as session ``key`` from now on (the supervisor renames a session that is
+        ``unoccupied``); its CLI, conversation, workspace and listeners stay. Not a
+        checkpoint."""
+        self.key = key
+        if self._runner is not None:
+            self._runner.rename(key.session_id)
+
+    @property
+    def unoccupied(self) -> bool:
+        """Waiting for a turn (live or hibernated) with none running, in hand or queued."""
+        return (
+            self.started
+            and self.state == "idle"
+            and self._current is None
+            and self._carry is None
+            and not self.mailbox_depth
+        )
 
     def interrupt(self) -> bool:
         """Interrupt the running turn, if any; its caller gets ``TurnFailed(interrupted)``.
@@ -266,7 +296,9 @@ class SessionActor:
                     if not self.started:
                         raise
                     self._count_restart(exc)
-                    if isinstance(exc, _StartFailedError) and self.claude_session_id:
+                    if isinstance(exc, _StartFailedError) and (
+                        self.claude_session_id or self.fork_from
+                    ):
                         self._start_afresh(exc)
                     continue
                 except RetryLaterError as exc:  # no live slot (or not within its key's share)
@@ -288,16 +320,16 @@ class SessionActor:
             self._retire()
 
     def _start_afresh(self, exc: ClientError) -> None:
-        """The CLI would not even start resuming: the transcript is gone or broken. Go on
-        with a new conversation rather than fail every turn; say so in last_error."""
-        log.warning(
-            "session %s: could not resume %s; starting afresh", self.key, self.claude_session_id
-        )
+        """The CLI would not even start resuming (or forking): the transcript is gone or
+        broken. Go on with a new conversation rather than fail every turn; say so in
+        last_error."""
+        resumed = self.claude_session_id or (self.fork_from and self.fork_from.claude_session_id)
+        log.warning("session %s: could not resume %s; starting afresh", self.key, resumed)
         self.last_error = (
-            f"conversation {self.claude_session_id} could not be resumed ({exc}); "
-            "a new one was started"
+            f"conversation {resumed} could not be resumed ({exc}); a new one was started"
         )
         self.claude_session_id = None
+        self.fork_from = None
 
     async def _lifetime(self, task_status: trio.TaskStatus[SessionActor]) -> None:
         """One CLI lifetime: take a live slot, open a client (resuming), serve turns, and
@@ -309,16 +341,23 @@ class SessionActor:
             CapacityError, PrincipalLimitError: no live slot.
         """
         await self._slots.acquire(self)
+        # A fork resumes the conversation it branches off until it has one of its own.
+        fork = self.fork_from if self.claude_session_id is None else None
         spec = SessionSpec(
             self.cwd,
-            resume=self.claude_session_id,
+            resume=fork.claude_session_id if fork else self.claude_session_id,
+            resume_at=fork.assistant_uuid if fork else None,
+            fork=fork is not None,
             can_use_tool=self._permissions.ask if self._policy.ask_permissions else None,
+            system_prompt_file=system_prompt_file(self.cwd),
         )
+        # A new CLI runs the launch model; a resumed one its conversation's (not known).
+        cli_model = self._policy.launch_model if spec.resume is None else None
         connected = False
         try:
             async with self._client_factory(spec) as client:
                 connected = True
-                failure = await self._connected(client, task_status)
+                failure = await self._connected(client, task_status, cli_model)
             if failure is not None:
                 raise failure
         except ClientError as exc:
@@ -330,11 +369,14 @@ class SessionActor:
             self._slots.release(self)
 
     async def _connected(
-        self, client: ClaudeClient, task_status: trio.TaskStatus[SessionActor]
+        self,
+        client: ClaudeClient,
+        task_status: trio.TaskStatus[SessionActor],
+        cli_model: str | None,
     ) -> ClientError | None:
-        """Serve turns on a connected client until the session hibernates (``None``) or
-        the client fails (the ``ClientError``, returned so it does not travel through a
-        nursery)."""
+        """Serve turns on a connected client (running ``cli_model``, if known) until the
+        session hibernates (``None``) or the client fails (the ``ClientError``, returned
+        so it does not travel through a nursery)."""
         self._observer.cli_started(self._session_id or None, client.pid)
         self.live, self.cli_pid, self._served = True, client.pid, False
         self.state = "idle"
@@ -342,7 +384,7 @@ class SessionActor:
         if not self.started:
             self.started = True
             task_status.started(self)
-        runner = TurnRunner(
+        runner = self._runner = TurnRunner(
             client,
             TurnDeadlines(
                 prompt_write_s=self._policy.prompt_write_s,
@@ -356,6 +398,7 @@ class SessionActor:
             timeouts=self.timeouts,
             slash_commands=self._policy.slash_commands,
             finish_on_disconnect=self._policy.finish_on_disconnect,
+            model=cli_model,
         )
         async with trio.open_nursery() as watch:
             watch.start_soon(self._watch_exit, client)
@@ -365,6 +408,7 @@ class SessionActor:
             except ClientError as exc:
                 return exc
             finally:
+                self._runner = None
                 watch.cancel_scope.cancel()
 
     async def _serve(self, client: ClaudeClient, runner: TurnRunner) -> None:
@@ -480,7 +524,8 @@ class SessionActor:
         turn_id_var.set(envelope.turn.turn_id)
         outcome: SessionEvent | None = None
         try:
-            outcome = await runner.run(envelope)
+            # The turn's model, else the session's: a resumed CLI is switched to it.
+            outcome = await runner.run(envelope, envelope.turn.model or self.model)
         except trio.Cancelled:
             outcome = envelope.abandon("session_closed", self.closing_reason, self.fanout)
             raise
@@ -500,6 +545,9 @@ class SessionActor:
         finally:
             self._current = None
             self.claude_session_id = runner.claude_session_id or self.claude_session_id
+            if self.claude_session_id is not None:
+                self.fork_from = None  # it has a conversation of its own now
+            self.model = runner.model or self.model
             self.turns += isinstance(outcome, TurnCompleted)
             self._record(envelope, outcome, started_at)
             self.last_active_at = time.time()
@@ -534,12 +582,14 @@ class SessionActor:
             self.turns,
             self.created_at,
             self.last_active_at,
+            self.model,
         )
 
     def restore(self, record: SessionRecord) -> None:
         """Continue a session known from before (e.g. a previous server run): its next
         CLI resumes ``record.claude_session_id``. Not a checkpoint."""
         self.claude_session_id = record.claude_session_id
+        self.model = record.model or self.model
         self.turns = record.turns
         self.created_at = record.created_at
         self.last_active_at = record.last_active_at

@@ -29,6 +29,9 @@ class SessionSpec:
             ``SessionInit`` and ``TurnResult``), leaving the resumed transcript untouched.
         can_use_tool: if given, asked before each tool use that needs approval (the
             ``ask`` permission mode); ``None`` leaves it to the CLI's permission mode.
+        system_prompt_file: a file (inside the session's workspace, named by the actor,
+            never by a request) whose text the CLI appends to its system prompt, before
+            any text the server settings append; ``None``: none.
     """
 
     cwd: Path
@@ -36,6 +39,7 @@ class SessionSpec:
     resume_at: str | None = None
     fork: bool = False
     can_use_tool: Callable[[str, dict[str, Any]], Awaitable[PermissionDecision]] | None = None
+    system_prompt_file: Path | None = None
 
 
 # -- What a client yields ------------------------------------------------------------
@@ -115,6 +119,11 @@ class ClientError(Exception):
     """The client's CLI process is gone or its stream broke; the client is unusable."""
 
 
+class ModelRefusedError(Exception):
+    """The CLI answered that it will not switch to a model (e.g. one the account may not
+    use); it runs the model it ran before and the client is still usable."""
+
+
 class ClaudeClient(Protocol):
     """One connected Claude Code CLI conversation, used by exactly one task.
 
@@ -136,8 +145,10 @@ class ClaudeClient(Protocol):
 
     async def set_model(self, model: str | None) -> None:
         """Use ``model`` (``None``: the CLI's default) from the next turn on, in the same
-        CLI process. Call between turns. Raises ``ClientError`` if the CLI refuses or is
-        gone."""
+        CLI process. Call between turns. Raises ``ModelRefusedError`` if the CLI refuses
+        the model (the client stays usable), ``ClientError`` if it is gone. Cancelling
+        it may leave a half-written request: as for ``query``, the caller must then give
+        up on the client."""
         ...
 
     async def receive(self) -> ClientMessage:

@@ -69,6 +69,7 @@ class SessionInfo:
     mailbox_depth: int
     listeners: int
     one_turn: bool
+    model: str | None = None  # the model the session runs, as named to its CLI
 
 
 def session_info(actor: SessionActor) -> SessionInfo:
@@ -88,4 +89,5 @@ def session_info(actor: SessionActor) -> SessionInfo:
         mailbox_depth=actor.mailbox_depth,
         listeners=len(actor.fanout),
         one_turn=actor.one_turn,
+        model=actor.model,
     )

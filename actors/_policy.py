@@ -31,6 +31,9 @@ class ActorPolicy:
             count towards ``stream_idle_timeout_s``.
         slash_commands: Claude Code slash commands a prompt may run (names without the
             ``/``); a prompt starting with any other command is sent as plain text.
+        launch_model: the model every new CLI starts with (``CliOptions.model``, or
+            ``"default"``, the CLI's name for its own default), as ``set_model`` names
+            it; ``None``: not known. A turn for this model on a new CLI needs no switch.
     """
 
     idle_ttl_s: float = 900.0
@@ -45,3 +48,4 @@ class ActorPolicy:
     ask_permissions: bool = False
     permission_timeout_s: float = 60.0
     slash_commands: frozenset[str] = frozenset()
+    launch_model: str | None = None

@@ -56,6 +56,7 @@ from ._client import (
     ClaudeClient,
     ClientError,
     ClientMessage,
+    ModelRefusedError,
     Prompt,
     SessionInit,
     SessionSpec,
@@ -93,8 +94,13 @@ class CliOptions:
         allowed_tools: tools that run without asking (``--allowedTools``).
         disallowed_tools: tools that are always refused (``--disallowedTools``).
         permission_mode: the CLI's ``--permission-mode``.
-        model: the model the CLI uses, or ``None`` for its default.
-        append_system_prompt: text appended to Claude Code's system prompt.
+        model: the model the CLI starts with, or ``None`` for its default (a session
+            may switch its CLI to another with ``set_model``).
+        system_prompt: text that replaces Claude Code's own system prompt
+            (``--system-prompt``); ``None`` keeps Claude Code's.
+        append_system_prompt: text appended to the system prompt
+            (``--append-system-prompt``), after a session's own addition
+            (``SessionSpec.system_prompt_file``), so the operator's text comes last.
         close_timeout_s: seconds a CLI gets to exit after SIGTERM before SIGKILL.
     """
 
@@ -105,15 +111,29 @@ class CliOptions:
     disallowed_tools: tuple[str, ...] = ()
     permission_mode: str = "default"
     model: str | None = None
+    system_prompt: str | None = None
     append_system_prompt: str | None = None
     close_timeout_s: float = 5.0
 
     def sdk_options(self, spec: SessionSpec) -> ClaudeAgentOptions:
         """The SDK options for one session. Never sets ``continue_conversation``: it picks
-        the directory's latest conversation, which may be another session's."""
-        system_prompt: dict[str, Any] = {"type": "preset", "preset": "claude_code"}
-        if self.append_system_prompt is not None:
+        the directory's latest conversation, which may be another session's.
+
+        The system prompt, as the CLI assembles it: Claude Code's own (or
+        ``system_prompt`` instead), then the text of ``spec.system_prompt_file``
+        (``--append-system-prompt-file``: a request's text is read from a file, never
+        passed as an argument), then ``append_system_prompt``. Only settings' text is
+        ever an argument."""
+        system_prompt: str | dict[str, Any] = {"type": "preset", "preset": "claude_code"}
+        extra_args: dict[str, str | None] = {}
+        if self.system_prompt is not None:
+            system_prompt = self.system_prompt
+            if self.append_system_prompt is not None:
+                extra_args["append-system-prompt"] = self.append_system_prompt
+        elif self.append_system_prompt is not None:
             system_prompt["append"] = self.append_system_prompt
+        if spec.system_prompt_file is not None:
+            extra_args["append-system-prompt-file"] = str(spec.system_prompt_file)
         return ClaudeAgentOptions(
             cli_path=self.cli_path,
             cwd=spec.cwd,
@@ -140,6 +160,7 @@ class CliOptions:
             # No app label derived from this process's packages (it would ride in the
             # CLI's user agent), and no disk scan for it at every start.
             client_app="",
+            extra_args=extra_args,
         )
 
 
@@ -229,8 +250,13 @@ class _SdkClient:
     async def set_model(self, model: str | None) -> None:
         try:
             await self._client.set_model(model)
+        except CLIConnectionError as exc:
+            raise ClientError(f"cannot send to Claude Code: {exc}") from exc
         except Exception as exc:
-            raise ClientError(f"Claude Code did not switch to model {model!r}: {exc}") from exc
+            # The SDK raises a plain Exception with the CLI's error for a refused model.
+            if not self.alive:
+                raise ClientError(f"Claude Code exited: {exc}") from exc
+            raise ModelRefusedError(f"Claude Code refused model {model!r}: {exc}") from exc
 
     async def receive(self) -> ClientMessage:
         while not self._ready:

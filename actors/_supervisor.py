@@ -21,6 +21,7 @@ from ._slots import BUSY_RETRY_AFTER_S, LiveSlots
 from ._turn import Envelope
 from ._types import (
     CapacityError,
+    ForkPoint,
     MailboxFullError,
     Observer,
     PrincipalLimitError,
@@ -34,7 +35,7 @@ from ._types import (
     Turn,
     TurnRecord,
 )
-from ._workspaces import make_workspace, remove_workspace, workspace_name
+from ._workspaces import make_workspace, remove_workspace, set_system_prompt, workspace_name
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class Supervisor:
       and it is forgotten (its next turn starts a new conversation).
     * Start: an actor is registered only once its CLI is connected (``nursery.start``),
       or at once when it adopts a warm-pool actor. Concurrent first turns share a start.
+      A session started as a fork (``open_turn(..., fork=...)``) never adopts a warm
+      actor: its CLI must start resuming the conversation it branches off.
     * Hibernation: a session idle for ``idle_ttl_s`` closes its CLI but keeps its
       Claude session id and workspace; its next turn resumes it. After ``retention_s``
       without a turn it is forgotten.
@@ -84,6 +87,12 @@ class Supervisor:
       idle session; if none of its sessions is idle it is refused
       (``PrincipalLimitError``, HTTP 429), while other principals are still served.
       Warm-pool actors belong to no principal until adopted.
+    * Models and system prompts: a turn naming a model its session's CLI does not run
+      switches that CLI first (``set_model``, no restart; a resumed CLI is switched to
+      the session's model), and the session stays on it. A warm actor is adopted
+      whatever the model; a new session whose opening turn adds to the system prompt
+      (``Turn.system``) is not: its own CLI starts, reading the text from a file in its
+      workspace. Later turns' ``system`` changes nothing.
     * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
       leaving ``open_supervisor`` cancels every actor, failing running turns with
       ``session_closed`` and closing every CLI process before it returns.
@@ -100,6 +109,7 @@ class Supervisor:
         self._directory = directory
         self.dead_letters = 0
         self.sessions_failed = 0
+        self.forks = 0  # sessions started as forks
         self._client_factory = client_factory
         self._nursery = nursery
         self._sessions: dict[SessionKey, SessionActor] = {}
@@ -122,7 +132,12 @@ class Supervisor:
 
     @asynccontextmanager
     async def open_turn(
-        self, key: SessionKey | None, turn: Turn, *, principal: str = ""
+        self,
+        key: SessionKey | None,
+        turn: Turn,
+        *,
+        principal: str = "",
+        fork: ForkPoint | None = None,
     ) -> AsyncIterator[trio.MemoryReceiveChannel[SessionEvent]]:
         """Queue a turn for a session and yield the channel its events arrive on.
 
@@ -130,6 +145,12 @@ class Supervisor:
         ``TurnCompleted`` or ``TurnFailed``; then the channel ends. With ``key=None`` the
         turn runs on a new one-turn session (owned by ``principal``) that is closed
         afterwards.
+
+        With ``fork``, a session that this turn starts (``key`` not registered, not being
+        started) begins as a branch of that conversation: its CLI resumes it up to the
+        fork point as a new Claude session, in the new session's own working directory;
+        the conversation forked from is untouched. For a session that exists, ``fork``
+        is ignored.
 
         Raises:
             CapacityError: no room for a new session, or no live slot to be had.
@@ -159,6 +180,7 @@ class Supervisor:
                 key or SessionKey(f"one-turn-{uuid.uuid4().hex}", owner),
                 envelope,
                 one_turn=key is None,
+                fork=fork,
             )
             with receive:
                 yield receive
@@ -169,13 +191,18 @@ class Supervisor:
             send.close()
             receive.close()
 
-    async def _submit(self, key: SessionKey, envelope: Envelope, *, one_turn: bool) -> None:
+    async def _submit(
+        self, key: SessionKey, envelope: Envelope, *, one_turn: bool, fork: ForkPoint | None
+    ) -> None:
         while True:
             if self._closed:
                 raise SupervisorClosedError("the server is shutting down")
             actor = self._sessions.get(key)
             if actor is None:
-                await self._start_session(key, one_turn=one_turn)
+                await self._start_session(
+                    key, one_turn=one_turn, fork=fork, system=envelope.turn.system
+                )
+                fork = None  # started (as a fork or not): from now on it exists
                 continue
             if not actor.live:
                 # Hibernated: its key must be within its share of live CLIs (else 429
@@ -197,6 +224,36 @@ class Supervisor:
                 ) from None
             except trio.BrokenResourceError:
                 self._sessions.pop(key, None)  # retired: start another
+
+    def rename_session(self, old: SessionKey, new: SessionKey) -> bool:
+        """Give session ``old`` the key ``new``: its actor, CLI (live or hibernated),
+        conversation, workspace and listeners go with it, and ``old`` is free for a new
+        session. Observers see the session's later turns under ``new``; keeping records
+        made under ``old`` in step (e.g. a store's) is the caller's.
+
+        Returns:
+            Whether it was renamed: ``False`` (nothing changed) while ``old`` is being
+            started, has a turn running, in hand or queued, or if ``new`` is taken.
+
+        Raises:
+            SessionNotFoundError: ``old`` is not registered (it may still be known to the
+                session directory, which the caller renames).
+            ValueError: ``new`` has another principal.
+
+        Not a checkpoint.
+        """
+        if new.principal != old.principal:
+            raise ValueError("a session keeps its principal when renamed")
+        if old in self._starting or new in self._starting or new in self._sessions:
+            return False
+        actor = self._actor(old)
+        if not actor.unoccupied:
+            return False
+        del self._sessions[old]
+        actor.rekey(new)
+        self._sessions[new] = actor
+        self._wake_session_waiters(new)
+        return True
 
     def interrupt(self, key: SessionKey) -> bool:
         """Interrupt the session's running turn. Returns whether one was running.
@@ -278,10 +335,21 @@ class Supervisor:
         """
         actor = self._actor(key)
         info = session_info(actor)
-        actor.close("the session was deleted")
-        self._forget(actor)
+        self.close_session_nowait(key)
         await actor.done.wait()
         return info
+
+    def close_session_nowait(
+        self, key: SessionKey, reason: str = "the session was deleted"
+    ) -> None:
+        """``close_session`` without waiting for the CLI to be gone. Not a checkpoint.
+
+        Raises:
+            SessionNotFoundError: no such session.
+        """
+        actor = self._actor(key)
+        actor.close(reason)
+        self._forget(actor)
 
     def answer_permission(
         self, key: SessionKey, request_id: str, allow: bool, message: str = ""
@@ -302,9 +370,16 @@ class Supervisor:
 
     # -- Starting sessions ------------------------------------------------------------
 
-    async def _start_session(self, key: SessionKey, *, one_turn: bool) -> None:
+    async def _start_session(
+        self,
+        key: SessionKey,
+        *,
+        one_turn: bool,
+        fork: ForkPoint | None = None,
+        system: str | None = None,
+    ) -> None:
         """Start the actor for ``key`` (adopting a warm one if any), or wait for the
-        start already under way.
+        start already under way. ``system`` is the opening turn's ``Turn.system``.
 
         Raises:
             CapacityError, PrincipalLimitError, SupervisorClosedError: as for
@@ -328,7 +403,7 @@ class Supervisor:
                 )
             self._slots.check_share(key.principal)
             start = self._starting[key] = _Start()
-            self._nursery.start_soon(self._spawn, key, start, one_turn)
+            self._nursery.start_soon(self._spawn, key, start, one_turn, fork, system)
         await start.done.wait()
         if isinstance(start.error, RetryLaterError):
             raise start.error
@@ -337,7 +412,9 @@ class Supervisor:
                 start.error
             )
 
-    def _new_actor(self, key: SessionKey | None, cwd: Path, one_turn: bool) -> SessionActor:
+    def _new_actor(
+        self, key: SessionKey | None, cwd: Path, one_turn: bool, fork: ForkPoint | None = None
+    ) -> SessionActor:
         make_workspace(cwd)
         return SessionActor(
             key,
@@ -348,28 +425,45 @@ class Supervisor:
             fanout_buffer=self.config.fanout_buffer_size,
             slots=self._slots,
             one_turn=one_turn,
+            fork_from=fork,
             on_retire=self._forget,
             on_idle=self._actor_idle,
             observer=self._observers,
         )
 
-    async def _spawn(self, key: SessionKey, start: _Start, one_turn: bool) -> None:
+    async def _spawn(
+        self,
+        key: SessionKey,
+        start: _Start,
+        one_turn: bool,
+        fork: ForkPoint | None,
+        system: str | None,
+    ) -> None:
         """Get the session an actor and register it: a session known from before resumes
         in its own workspace; otherwise a warm actor is adopted if there is one, else a
-        new actor is started (registered once its client is connected)."""
+        new actor is started (registered once its client is connected).
+
+        A fork never adopts a warm actor: its CLI must start by resuming the parent's
+        conversation. Nor does a new session whose opening turn adds to the system
+        prompt (``system``): a running CLI cannot take a system prompt any more. Its own
+        CLI reads the text from a file in the session's workspace."""
         try:
-            known = None if one_turn else await self._load(key)
+            known = None if one_turn or fork else await self._load(key)
             await self._slots.take_share(key.principal)  # adopting a warm actor takes a slot too
-            if known is None and (actor := self._pool.take()) is not None:
+            adoptable = known is None and fork is None and system is None
+            if adoptable and (actor := self._pool.take()) is not None:
                 actor.adopt(key, one_turn=one_turn)
                 self._slots.notify()
             else:
                 await self._slots.wait_for_room(None)
-                cwd = known.cwd if known else self.config.workspace_root / workspace_name(key)
-                actor = self._new_actor(key, cwd, one_turn)
+                cwd = known.cwd if known else self._fresh_workspace(key)
+                actor = self._new_actor(key, cwd, one_turn, fork)
                 if known is not None:
                     actor.restore(known)
+                else:
+                    set_system_prompt(cwd, system)
                 await self._nursery.start(self._supervise, actor)
+                self.forks += fork is not None
         except Exception as exc:
             log.warning("session %s could not start: %r", key.session_id, exc)
             start.error = exc
@@ -380,6 +474,15 @@ class Supervisor:
             del self._starting[key]
             start.done.set()
             self._pool.notify()  # the pool holds off while sessions are starting
+
+    def _fresh_workspace(self, key: SessionKey) -> Path:
+        """The working directory of a new session: named by ``workspace_name``, or, if a
+        directory of that name is still there (e.g. it went with a renamed session),
+        that name with a random suffix. Not a checkpoint."""
+        path = self.config.workspace_root / workspace_name(key)
+        if path.exists():
+            path = path.with_name(f"{path.name}-{uuid.uuid4().hex[:8]}")
+        return path
 
     async def _supervise(
         self, actor: SessionActor, *, task_status: trio.TaskStatus[SessionActor]
@@ -490,6 +593,7 @@ class Supervisor:
             "max_mailbox_depth": max((a.mailbox_depth for a in actors), default=0),
             "restarts": self._totals["restarts"] + sum(a.restarts for a in actors),
             "sessions_failed": self.sessions_failed,
+            "forks": self.forks,
             "dead_letters": self.dead_letters + sum(a.dead_letters for a in actors),
             "listener_drops": sum(a.fanout.dropped_total for a in actors),
             "timeouts": {kind: timeouts[kind] for kind in ("first_chunk", "stream_idle")},

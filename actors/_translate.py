@@ -90,4 +90,5 @@ class Translator:
             claude_session_id=result.claude_session_id,
             duration_ms=result.duration_ms,
             model=self.model,
+            assistant_uuid=result.assistant_uuid,
         )

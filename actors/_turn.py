@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import trio
 
-from ._client import ClaudeClient, ClientError, SessionInit, TurnResult
+from ._client import ClaudeClient, ClientError, ModelRefusedError, SessionInit, TurnResult
 from ._fanout import FanOut
 from ._permissions import PermissionBroker
 from ._prompt import as_user_text
@@ -123,9 +123,13 @@ class TurnRunner:
         claude_session_id: the Claude session id the CLI last reported (``None`` before
             its first turn); kept by the actor to resume the conversation.
         completed: turns completed on this client.
+        model: the model the CLI runs, as last named to it (``None``: not known, e.g. a
+            resumed CLI, which takes up its conversation's model).
+        model_switches: ``set_model`` calls that succeeded on this client.
 
     Args:
         timeouts: counts ``"first_chunk"`` and ``"stream_idle"`` timeouts (the actor's).
+        model: the model the CLI was started with, if known.
     """
 
     def __init__(
@@ -139,10 +143,13 @@ class TurnRunner:
         timeouts: collections.Counter[str],
         slash_commands: Collection[str] = (),
         finish_on_disconnect: bool = False,
+        model: str | None = None,
     ) -> None:
         self.client = client
         self.claude_session_id: str | None = None
         self.completed = 0
+        self.model = model
+        self.model_switches = 0
         self._timeouts = timeouts
         self._deadlines = deadlines
         self._fanout = fanout
@@ -152,9 +159,20 @@ class TurnRunner:
         self._finish_on_disconnect = finish_on_disconnect
         self._awaiting_result = False  # a prompt went out and its TurnResult is unread
 
-    async def run(self, envelope: Envelope) -> SessionEvent:
+    def rename(self, session_id: str) -> None:
+        """Name events and logs with ``session_id`` from now on (the session was
+        renamed). Not a checkpoint."""
+        self._session_id = session_id
+
+    async def run(self, envelope: Envelope, model: str | None = None) -> SessionEvent:
         """Run one turn to its final event, which is delivered to the caller and
         returned; afterwards the client is ready for the next turn.
+
+        First, if ``model`` is given and is not the model the CLI runs, the CLI is
+        switched to it (``set_model``, bounded by ``prompt_write_s`` like the prompt: a
+        CLI that does not answer in time is killed). A model the CLI refuses fails the
+        turn with ``TurnFailed(model_refused)`` before its prompt is sent; the CLI is
+        kept and runs its model as before.
 
         The prompt write is bounded by ``prompt_write_s`` and not cancelled by the caller
         leaving (half a prompt would corrupt the CLI's input). Then the turn runs inside
@@ -170,6 +188,10 @@ class TurnRunner:
         If cancelled (the session closes), the CLI may be left mid-turn: its client must
         then be closed.
         """
+        if model is not None and model != self.model:
+            refused = await self._switch_model(envelope, model)
+            if refused is not None:
+                return refused
         await self._send_prompt(envelope)
         outcome: SessionEvent | None = None
         wedged = False
@@ -183,6 +205,36 @@ class TurnRunner:
         if self._awaiting_result:
             await self._interrupt_and_drain(outcome)
         return outcome
+
+    async def _switch_model(self, envelope: Envelope, model: str) -> SessionEvent | None:
+        """Switch the CLI to ``model`` before the turn, for at most ``prompt_write_s``.
+
+        Returns the turn's failure (reported) if the CLI refused the model, else None.
+
+        Raises:
+            CliWedgedError: the CLI did not answer in time and was killed; the turn has
+                been reported failed (``cli_error``), never to run on another CLI.
+            ClientError: the CLI is gone; the turn, not started, may run on the next one.
+        """
+        with trio.move_on_after(self._deadlines.prompt_write_s):
+            try:
+                await self.client.set_model(model)
+            except ModelRefusedError as exc:
+                log.warning("session %s: model %r refused: %s", self._session_id, model, exc)
+                failed = envelope.abandon("model_refused", str(exc), self._fanout)
+                return failed or TurnFailed(envelope.turn.turn_id, "model_refused", str(exc))
+            self.model = model
+            self.model_switches += 1
+            return None
+        seconds = self._deadlines.prompt_write_s
+        log.warning(
+            "session %s: the CLI did not switch model in %ss: killing it", self._session_id, seconds
+        )
+        self.client.abort()
+        message = f"Claude Code did not switch to model {model!r} within {seconds}s; it was killed"
+        failed = envelope.abandon("cli_error", message, self._fanout)
+        outcome = failed or TurnFailed(envelope.turn.turn_id, "cli_error", message)
+        raise CliWedgedError(message, outcome)
 
     async def _send_prompt(self, envelope: Envelope) -> None:
         """Write the prompt, for at most ``prompt_write_s`` (a stopped CLI with a full

@@ -64,12 +64,20 @@ class Turn:
             CLI process (or transcript).
         turn_id: identifies the turn in events and logs.
         model: the Claude model to answer this turn (an id or a Claude Code alias such as
-            ``sonnet``), or ``None`` for the session's current model.
+            ``sonnet``), or ``None`` for the session's current model. The session's CLI
+            switches to it before the turn (``set_model``, no restart) if it runs
+            another, and the session stays on it for later turns.
+        system: text to append to Claude Code's system prompt if this turn starts its
+            session's conversation (a new session, never one known from before);
+            ignored otherwise: a session's system prompt is fixed by its opening turn.
+            It never reaches the CLI's arguments or environment: it is written to a file
+            in the session's workspace, which the CLI reads at start-up.
     """
 
     prompt: Prompt
     turn_id: str = field(default_factory=new_turn_id)
     model: str | None = None
+    system: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +173,9 @@ class TurnCompleted:
 
     ``stop_reason`` uses Anthropic's values (``end_turn``, ``max_tokens``, ...).
     ``total_cost_usd`` is the CLI's own estimate for this turn, or ``None``.
+    ``assistant_uuid`` is the CLI transcript uuid of the turn's last assistant message
+    (``None`` if the CLI did not say): a later session can fork the conversation there
+    (``ForkPoint``).
     """
 
     turn_id: str
@@ -174,6 +185,7 @@ class TurnCompleted:
     claude_session_id: str | None
     duration_ms: int
     model: str | None
+    assistant_uuid: str | None = None
 
 
 FailureReason = Literal[
@@ -183,6 +195,7 @@ FailureReason = Literal[
     "cli_error",  # the CLI process failed or died
     "session_closed",  # the session closed before the turn could run
     "overloaded",  # no live CLI slot could be had to wake the session
+    "model_refused",  # Claude Code would not switch to the turn's model
 ]
 
 
@@ -231,11 +244,26 @@ class Lagged:
 
 
 @dataclass(frozen=True, slots=True)
+class ForkPoint:
+    """Where a new session branches off an existing Claude Code conversation.
+
+    The new session's first CLI resumes ``claude_session_id`` up to and including the
+    transcript message ``assistant_uuid`` (a ``TurnCompleted.assistant_uuid``) as a new
+    Claude session: the conversation it forks from is left as it was, and stays
+    continuable by its own session.
+    """
+
+    claude_session_id: str
+    assistant_uuid: str
+
+
+@dataclass(frozen=True, slots=True)
 class SessionRecord:
     """What it takes to resume a session later, by this server or a restarted one.
 
     Wall-clock times (seconds since the epoch). ``cwd`` is the session's workspace: the
-    CLI finds a conversation by its working directory and Claude session id.
+    CLI finds a conversation by its working directory and Claude session id. ``model``
+    is the model the session runs (as named to the CLI), ``None`` if it never chose one.
     """
 
     key: SessionKey
@@ -244,6 +272,7 @@ class SessionRecord:
     turns: int
     created_at: float
     last_active_at: float
+    model: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,6 +4,7 @@ session id can steer it."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,9 @@ from ._types import SessionKey
 
 # Seconds a retired actor's workspace removal may hold up its supervisor.
 REMOVE_TIMEOUT_S = 10.0
+
+# Where a session's own addition to Claude Code's system prompt (``Turn.system``) lives.
+SYSTEM_PROMPT_FILE = ".ccactors-system-prompt.md"
 
 
 def workspace_name(key: SessionKey) -> str:
@@ -29,6 +33,29 @@ def make_workspace(path: Path) -> None:
     than a thread hop, and it keeps the spawn path free of threads (which would make
     virtual-clock tests inexact)."""
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def set_system_prompt(workspace: Path, text: str | None) -> None:
+    """Write ``text`` as the session's addition to Claude Code's system prompt (0600,
+    never through a symlink), or remove any such file when ``text`` is None (a stale one
+    must not reach a new session). Not a checkpoint, like ``make_workspace``.
+
+    Raises:
+        OSError: the file could not be written.
+    """
+    path = workspace / SYSTEM_PROMPT_FILE
+    if text is None:
+        path.unlink(missing_ok=True)
+        return
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    with os.fdopen(os.open(path, flags, 0o600), "w", encoding="utf-8") as file:
+        file.write(text)
+
+
+def system_prompt_file(workspace: Path) -> Path | None:
+    """The session's system prompt addition, if it has one. Not a checkpoint."""
+    path = workspace / SYSTEM_PROMPT_FILE
+    return path if path.is_file() else None
 
 
 async def remove_workspace(path: Path) -> None:

@@ -23,6 +23,7 @@ from ._client import (
     ClaudeClient,
     ClientError,
     ClientMessage,
+    ModelRefusedError,
     Prompt,
     SessionSpec,
     StreamEvent,
@@ -136,6 +137,8 @@ class ScriptedClient:
         sent: every prompt this client was sent, as sent (text or content blocks).
         model: the model set by ``set_model`` (``None``: the default); a text reply's
             ``message_start`` names it.
+        set_model_calls: every ``set_model`` call, in order (refused ones included).
+        set_model_delay: seconds each ``set_model`` takes (``math.inf``: no answer ever).
     """
 
     def __init__(
@@ -148,6 +151,8 @@ class ScriptedClient:
         message_ids: list[str] | None = None,
         can_use_tool: Any = None,
         nursery: trio.Nursery | None = None,
+        refused_models: frozenset[str] = frozenset(),
+        set_model_delay: float = 0.0,
     ) -> None:
         self.claude_session_id = claude_session_id
         self._can_use_tool = can_use_tool
@@ -158,6 +163,9 @@ class ScriptedClient:
         self.message_ids: list[str] = [] if message_ids is None else message_ids
         self.sent: list[Prompt] = []
         self.model: str | None = None
+        self.set_model_calls: list[str | None] = []
+        self._refused_models = refused_models
+        self.set_model_delay = set_model_delay
         self.interrupts = 0
         self.aborted = False
         self._script = script
@@ -211,9 +219,13 @@ class ScriptedClient:
             self._pending.append((due, message))
 
     async def set_model(self, model: str | None) -> None:
+        self.set_model_calls.append(model)
         await trio.lowlevel.checkpoint()
         if self._broken:
             raise ClientError("the fake CLI is gone")
+        await trio.sleep(self.set_model_delay)
+        if model in self._refused_models:
+            raise ModelRefusedError(f"the fake CLI refuses model {model!r}")
         self.model = model
 
     async def receive(self) -> ClientMessage:
@@ -270,6 +282,9 @@ class ScriptedClientFactory:
         connect_delay: seconds a connect takes.
         interrupt_delay: seconds from ``interrupt()`` to the turn's end.
         fail_connect: if true, connecting raises ``ClientError``.
+        refused_models: models whose ``set_model`` raises ``ModelRefusedError``.
+        set_model_delay: seconds a ``set_model`` takes (``math.inf``: it never returns,
+            as with a stopped CLI).
 
     Attributes:
         clients: every client opened, in order.
@@ -288,6 +303,8 @@ class ScriptedClientFactory:
     connect_delay: float = 0.0
     interrupt_delay: float = 0.0
     fail_connect: bool = False
+    refused_models: frozenset[str] = frozenset()
+    set_model_delay: float = 0.0
     clients: list[ScriptedClient] = field(default_factory=list)
     specs: list[SessionSpec] = field(default_factory=list)
     transcripts: dict[str, list[str]] = field(default_factory=dict)
@@ -328,6 +345,8 @@ class ScriptedClientFactory:
             message_ids=ids,
             can_use_tool=spec.can_use_tool,
             nursery=nursery,
+            refused_models=self.refused_models,
+            set_model_delay=self.set_model_delay,
         )
         self.clients.append(client)
         self.live += 1

@@ -18,6 +18,7 @@ from ._state_dir import prepare_state_dir
 from .http._app import create_app
 from .offline._upstream import serve_upstream
 from .security._environment import confine_environment
+from .sessions._lineage_index import LineageIndex
 from .sessions._store import open_session_store
 
 log = logging.getLogger("ccactors")
@@ -56,6 +57,7 @@ def cli_options(settings: Settings, extra_env: dict[str, str]) -> CliOptions:
         # "ask" is ours: the CLI runs in its default mode and asks us (can_use_tool).
         permission_mode=settings.permission_mode.replace("ask", "default"),
         model=settings.model,
+        system_prompt=settings.system_prompt,
         append_system_prompt=settings.append_system_prompt,
         close_timeout_s=settings.cli_close_timeout_s,
     )
@@ -141,6 +143,8 @@ async def serve(
             open_supervisor(settings.supervisor_config(), factory, directory=store) as supervisor,
         ):
             supervisor.add_observer(store)
+            lineage = LineageIndex(store)
+            lineage.load(*await store.lineage())  # conversations survive a restart
 
             async def drain_then_stop() -> None:
                 await shutdown_trigger()
@@ -154,7 +158,7 @@ async def serve(
                 binds = await http.start(
                     functools.partial(
                         hypercorn.trio.serve,
-                        create_app(supervisor, settings, store=store),
+                        create_app(supervisor, settings, store=store, lineage=lineage),
                         config,
                         shutdown_trigger=drain_then_stop,
                     )

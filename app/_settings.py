@@ -20,6 +20,13 @@ from actors import BUNDLED_CLI, ActorPolicy, SupervisorConfig
 
 from .security._auth import is_loopback, load_key_hashes
 from .security._origin import origin_of
+from .wire._models import (
+    CLAUDE_CODE_ALIASES,
+    DEFAULT_MODEL,
+    REQUEST_MODEL,
+    UnknownModel,
+    resolve_model,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,7 +99,13 @@ class Settings(BaseSettings):
     body_read_timeout_s: float = Field(30.0, gt=0)
     keep_alive_timeout_s: float = Field(5.0, gt=0)
 
+    # The model every CLI starts with (None: the CLI's default); a request's model is
+    # resolved by model_aliases (name -> Claude model id or Claude Code alias; any
+    # claude-* id is taken as is) and unknown_model (a name that is neither: "default"
+    # runs the default model, "refuse" is a 400). See docs/operations.md, "Models".
     model: str | None = None
+    model_aliases: dict[str, str] = Field(default_factory=lambda: dict(CLAUDE_CODE_ALIASES))
+    unknown_model: UnknownModel = "default"
     tools: list[str] = Field(default_factory=lambda: list(READ_ONLY_TOOLS))
     # Nothing pre-approved: reads inside the session's workspace need no approval, and
     # anything else (another session's files, the state directory) is refused.
@@ -103,14 +116,33 @@ class Settings(BaseSettings):
         "default"
     )
     permission_timeout_s: float = Field(60.0, gt=0)
+    # Claude Code's system prompt: its own (default), the operator's text instead
+    # (system_prompt), and/or the operator's text appended (append_system_prompt).
+    system_prompt: str | None = None
     append_system_prompt: str | None = None
+    # What a client's system prompt (Anthropic "system", OpenAI system/developer
+    # messages) does: "instructions" (ahead of the opening turn's message), "append"
+    # (appended to the session's system prompt, from a file the CLI reads; a session
+    # with one starts its own CLI rather than a warm one), or "ignore".
+    client_system: Literal["instructions", "append", "ignore"] = "instructions"
     # Claude Code slash commands users may run (e.g. ["compact"]); a prompt starting
     # with any other "/command" is always the user's text, never a command.
     slash_commands: list[str] = Field(default_factory=list)
 
-    max_body_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # Anthropic's own limit on a Messages request (32 MB): room for a document at
+    # max_document_bytes, base64-encoded (4/3 of its bytes), and the rest of the request.
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     max_messages: int = Field(10_000, ge=1)
+    # Text only: images and documents are counted by the media limits below.
     max_prompt_chars: int = Field(1_000_000, ge=1)
+    # Images and documents a turn sends (with a session the new message's; without one
+    # the history's too): decoded bytes of each image (Anthropic's limit, 5 MB) and of
+    # each document (Claude Code's own PDF limit, 20 MB; a plain-text document counts its
+    # UTF-8 bytes), over which it is 413; how many in all (Anthropic's and Claude Code's
+    # limit per request), over which it is 400.
+    max_image_bytes: int = Field(5 * 1024 * 1024, ge=1)
+    max_document_bytes: int = Field(20 * 1024 * 1024, ge=1)
+    max_media_blocks: int = Field(100, ge=0)
 
     max_turns_per_key: int = Field(16, ge=1)
     max_sessions_per_key: int = Field(200, ge=1)
@@ -155,6 +187,35 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
         return [origin_of(origin) for origin in origins]
+
+    @field_validator("model_aliases")
+    @classmethod
+    def _aliases(cls, aliases: dict[str, str]) -> dict[str, str]:
+        for name, target in aliases.items():
+            for value in (name, target):
+                if not REQUEST_MODEL.fullmatch(value):
+                    raise ValueError(f"model_aliases: {value!r} is not a model name")
+        return aliases
+
+    @property
+    def default_model(self) -> str:
+        """The model a CLI starts with, as ``set_model`` names it: ``model``, else
+        Claude Code's ``"default"``."""
+        return self.model or DEFAULT_MODEL
+
+    def resolve_model(self, requested: str) -> str | None:
+        """A request's model name resolved by ``model_aliases`` and ``unknown_model``
+        (``app.wire._models.resolve_model``); ``None`` for no name.
+
+        Raises:
+            RequestError: malformed, or unknown under ``refuse`` (400).
+        """
+        return resolve_model(
+            requested,
+            aliases=self.model_aliases,
+            unknown=self.unknown_model,
+            default=self.default_model,
+        )
 
     @property
     def workspace_root(self) -> Path:
@@ -251,6 +312,7 @@ class Settings(BaseSettings):
                 ask_permissions=self.permission_mode == "ask",
                 permission_timeout_s=self.permission_timeout_s,
                 slash_commands=frozenset(name.lstrip("/") for name in self.slash_commands),
+                launch_model=self.default_model,
             ),
         )
 

@@ -75,14 +75,20 @@ class SessionClient:
         self.session = session
         self._ws = ws
 
-    async def send_turn(self, content: str, *, id: str | None = None) -> None:
-        """Send a turn (a new user message). The server replies ``turn_accepted`` (with
-        the turn's ``turn_id``) or ``error``, carrying ``id`` if given.
+    async def send_turn(
+        self, content: str, *, id: str | None = None, model: str | None = None
+    ) -> None:
+        """Send a turn (a new user message), on ``model`` if given (else the session's
+        current model). The server replies ``turn_accepted`` (with the turn's
+        ``turn_id``) or ``error``, carrying ``id`` if given.
 
         Raises:
             trio_websocket.ConnectionClosed: the connection is closed.
         """
-        await self._send({"type": "turn", "content": content, **({"id": id} if id else {})})
+        message = {"type": "turn", "content": content}
+        message |= {"id": id} if id else {}
+        message |= {"model": model} if model else {}
+        await self._send(message)
 
     async def interrupt(self) -> None:
         """Ask the server to stop the session's running turn (whoever sent it). It
@@ -122,11 +128,11 @@ class SessionClient:
                 return
             yield frame
 
-    async def stream_turn(self, content: str) -> AsyncIterator[Frame]:
-        """Send a turn and yield its frames: ``turn_accepted`` then the turn's events up
-        to its ``turn_completed`` or ``turn_failed``; or a single ``error`` if it was
-        refused. ``lagged`` frames are yielded too; frames of other turns (other clients'
-        on the same session) are skipped.
+    async def stream_turn(self, content: str, *, model: str | None = None) -> AsyncIterator[Frame]:
+        """Send a turn (on ``model``, if given) and yield its frames: ``turn_accepted``
+        then the turn's events up to its ``turn_completed`` or ``turn_failed``; or a
+        single ``error`` if it was refused. ``lagged`` frames are yielded too; frames of
+        other turns (other clients' on the same session) are skipped.
 
         Raises:
             trio_websocket.ConnectionClosed: the connection closed before the turn ended.
@@ -134,7 +140,7 @@ class SessionClient:
         If cancelled (or closed early), the turn goes on: call ``interrupt`` to stop it.
         """
         request_id = uuid.uuid4().hex
-        await self.send_turn(content, id=request_id)
+        await self.send_turn(content, id=request_id, model=model)
         turn_id = None
         while True:
             frame = await self.receive()

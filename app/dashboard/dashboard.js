@@ -125,10 +125,25 @@ function seconds(value) {
   return value < 1 ? `${Math.round(value * 1000)} ms` : `${value.toFixed(2)} s`;
 }
 
+// A fork's parent, as the management API gives it: {id, turn} (same owner), or null.
 function parentText(parent) {
   if (parent === null || parent === undefined) return "";
-  if (typeof parent === "object") return parent.address || parent.id || JSON.stringify(parent);
-  return String(parent);
+  if (typeof parent !== "object") return String(parent);
+  return parent.turn === undefined ? String(parent.id) : `${parent.id} @ turn ${parent.turn}`;
+}
+
+// A cell or fact showing the parent, linked to its page (it has the same owner).
+function parentNode(tag, className, session) {
+  const node = el(tag, className);
+  const parent = session.parent;
+  if (parent && typeof parent === "object" && parent.id) {
+    const link = el("a", "", parentText(parent));
+    link.href = sessionHref({ owner: session.owner, id: parent.id });
+    node.append(link);
+  } else {
+    node.textContent = parentText(parent);
+  }
+  return node;
 }
 
 function sessionHref(session) {
@@ -239,7 +254,7 @@ function sessionRow(s) {
     el("td", "", s.model || ""),
     el("td", "", s.turns),
     el("td", "mono", s.cli_pid || ""),
-    el("td", "mono", parentText(s.parent)),
+    parentNode("td", "mono", s),
     el("td", "", when(s.last_active_at)),
     el("td", "error-cell", s.last_error || ""),
   );
@@ -325,7 +340,7 @@ function renderFacts(s) {
   fact(list, "CLI", s.live ? `live (pid ${s.cli_pid ?? "?"})` : "hibernated");
   fact(list, "model", s.model);
   fact(list, "turns", s.turns);
-  fact(list, "parent", parentText(s.parent));
+  if (s.parent) list.append(el("dt", "", "forked from"), parentNode("dd", "", s));
   fact(list, "Claude session", s.claude_session_id);
   fact(list, "restarts", s.restarts);
   fact(list, "waiting turns", s.mailbox_depth);

@@ -23,6 +23,7 @@ from .._settings import Settings
 from ..security._auth import AuthError, is_admin, principal_for
 from ..security._origin import RequestPolicy
 from ..sessions._catalogue import SessionCatalogue
+from ..sessions._lineage_index import LineageIndex
 from ..sessions._store import SessionStore
 from ..wire._anthropic import AnthropicCodec, error_body, error_json, estimate_tokens
 from ..wire._problems import RequestError, problem_for, request_problem
@@ -47,7 +48,10 @@ ANTHROPIC = AnthropicCodec()
 
 
 def create_app(
-    supervisor: Supervisor, settings: Settings, store: SessionStore | None = None
+    supervisor: Supervisor,
+    settings: Settings,
+    store: SessionStore | None = None,
+    lineage: LineageIndex | None = None,
 ) -> QuartTrio:
     """Build the quart-trio application serving ``supervisor``'s sessions.
 
@@ -64,6 +68,10 @@ def create_app(
     tells nothing but that the server answers; the dashboard's page and assets hold no
     data and need no key. A body not received within ``body_read_timeout_s`` is
     answered 408.
+
+    Both HTTP APIs place each turn by its conversation's lineage (``app.http._lineage``)
+    in ``lineage``, which the caller loads from ``store`` (``LineageIndex.load``); by
+    default a new index over ``store``, empty.
     """
     app = QuartTrio(__name__)
     # Host, Origin and content-type checks against web pages, before any route or hook.
@@ -74,8 +82,10 @@ def create_app(
     app.config["KEY_HASHES"] = key_hashes = settings.key_hashes()
     app.asgi_app = shield_last_send(app.asgi_app)  # type: ignore[method-assign]
     admin_hashes = settings.admin_key_hashes()
-    catalogue = SessionCatalogue(supervisor, settings.claude_config_dir, store)
-    app.register_blueprint(openai_blueprint(supervisor, settings))
+    lineage = LineageIndex(store) if lineage is None else lineage
+    supervisor.add_observer(lineage)  # a session forgotten leaves the lineage too
+    catalogue = SessionCatalogue(supervisor, settings.claude_config_dir, store, lineage)
+    app.register_blueprint(openai_blueprint(supervisor, settings, lineage))
     app.register_blueprint(management_blueprint(supervisor, catalogue, settings))
     app.register_blueprint(websocket_blueprint(supervisor, settings))
     metrics = Metrics(supervisor)
@@ -132,7 +142,7 @@ def create_app(
 
     @app.post("/v1/messages")
     async def messages() -> Response:
-        return await serve_turn(ANTHROPIC, supervisor, settings)
+        return await serve_turn(ANTHROPIC, supervisor, settings, lineage)
 
     @app.post("/v1/messages/count_tokens")
     async def count_tokens() -> dict[str, Any]:

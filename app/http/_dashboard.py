@@ -48,6 +48,7 @@ from actors import SessionInfo, SessionKey, Supervisor
 from .._settings import Settings
 from ..security._auth import PRINCIPAL_BYTES
 from ..sessions._catalogue import SessionCatalogue
+from ..sessions._lineage_index import LineageIndex
 from ..wire._anthropic import error_body
 from ..wire._problems import RequestError
 from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
@@ -119,12 +120,16 @@ def dashboard_blueprint(
     def figures() -> dict[str, Any]:
         return overview(supervisor, settings, metrics.time_to_first_token, rate)
 
+    def render(info: SessionInfo) -> dict[str, Any]:
+        return _dashboard_json(info, catalogue.lineage)
+
     async def snapshot(args: dict[str, str]) -> dict[str, Any]:
         sessions = _page(
             await catalogue.all_sessions(),
             args,
+            catalogue.lineage,
             ident=_address,
-            render=_dashboard_json,
+            render=render,
             max_limit=MAX_SNAPSHOT_PAGE,
         )
         return {"overview": figures(), "sessions": sessions}
@@ -162,7 +167,7 @@ def dashboard_blueprint(
     @blueprint.get("/v1/dashboard/sessions/<owner>/<session_id>")
     async def session(owner: str, session_id: str) -> dict[str, Any]:
         info = await catalogue.session(_key(owner, session_id))
-        return {"session": _dashboard_json(info), "messages": await catalogue.messages(info)}
+        return {"session": render(info), "messages": await catalogue.messages(info)}
 
     @blueprint.get("/v1/dashboard/sessions/<owner>/<session_id>/events")
     async def session_events(owner: str, session_id: str) -> Response:
@@ -252,6 +257,11 @@ def _address(info: SessionInfo) -> str:
     return f"{owner_of(info.principal)}/{info.session_id}"
 
 
-def _dashboard_json(info: SessionInfo) -> dict[str, Any]:
-    """The management API's session JSON with ``owner`` and ``address``."""
-    return {**_session_json(info), "owner": owner_of(info.principal), "address": _address(info)}
+def _dashboard_json(info: SessionInfo, lineage: LineageIndex | None) -> dict[str, Any]:
+    """The management API's session JSON (with its ``parent``, from ``lineage``) plus
+    ``owner`` and ``address``."""
+    return {
+        **_session_json(info, lineage),
+        "owner": owner_of(info.principal),
+        "address": _address(info),
+    }

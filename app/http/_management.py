@@ -22,6 +22,7 @@ from actors import SessionInfo, SessionKey, Supervisor
 
 from .._settings import Settings
 from ..sessions._catalogue import SessionCatalogue
+from ..sessions._lineage_index import LineageIndex
 from ..wire._events import event_json, event_type
 from ..wire._problems import RequestError
 from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
@@ -51,11 +52,11 @@ def management_blueprint(
 
     @blueprint.get("/v1/sessions")
     async def list_sessions() -> dict[str, Any]:
-        return _page(await catalogue.sessions(current_principal()), request.args)
+        return _page(await catalogue.sessions(current_principal()), request.args, catalogue.lineage)
 
     @blueprint.get("/v1/sessions/<session_id>")
     async def get_session(session_id: str) -> dict[str, Any]:
-        return _session_json(await catalogue.session(_key(session_id)))
+        return _session_json(await catalogue.session(_key(session_id)), catalogue.lineage)
 
     @blueprint.delete("/v1/sessions/<session_id>")
     async def delete_session(session_id: str) -> dict[str, Any]:
@@ -129,6 +130,7 @@ MAX_PAGE = 1000
 def _page(
     infos: list[SessionInfo],
     args: Any,
+    lineage: LineageIndex | None,
     *,
     ident: Callable[[SessionInfo], str] = lambda info: info.session_id,
     render: Callable[[SessionInfo], dict[str, Any]] | None = None,
@@ -140,8 +142,8 @@ def _page(
     smaller), ``after_id`` (the last id of the previous page), ``state`` (one of
     ``SESSION_STATES``; ``live`` and ``hibernated`` filter on whether a CLI is running).
     ``ident`` names a session for ``after_id``, ``first_id`` and ``last_id`` (default its
-    id); ``render`` makes its JSON (default ``_session_json``). Raises ``RequestError``
-    for bad values.
+    id); ``render`` makes its JSON (default ``_session_json`` with ``lineage``). Raises
+    ``RequestError`` for bad values.
     """
     state = args.get("state")
     if state is not None and state not in SESSION_STATES:
@@ -163,7 +165,7 @@ def _page(
         infos = infos[ids.index(after) + 1 :]
     page = infos[:limit]
     return {
-        "data": [(render or _session_json)(info) for info in page],
+        "data": [render(info) if render else _session_json(info, lineage) for info in page],
         "has_more": len(infos) > limit,
         "first_id": ident(page[0]) if page else None,
         "last_id": ident(page[-1]) if page else None,
@@ -180,7 +182,14 @@ def _iso(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
-def _session_json(info: SessionInfo) -> dict[str, Any]:
+def _session_json(info: SessionInfo, lineage: LineageIndex | None = None) -> dict[str, Any]:
+    """A session as the management API shows it. With a lineage index: ``parent`` (the
+    session ``id`` and ``turn`` it forked from, or ``null``) and ``lineage_head`` (its
+    latest completed turn's ``turn`` count and lineage ``hash``, or ``null``)."""
+    parent = head = None
+    if lineage is not None:
+        parent = lineage.parent(info.principal, info.session_id)
+        head = lineage.head(info.principal, info.session_id)
     return {
         "id": info.session_id,
         "state": info.state,
@@ -188,6 +197,7 @@ def _session_json(info: SessionInfo) -> dict[str, Any]:
         "hibernated": not info.live,
         "cli_pid": info.cli_pid,
         "claude_session_id": info.claude_session_id,
+        "model": info.model,
         "turns": info.turns,
         "restarts": info.restarts,
         "last_error": info.last_error,
@@ -195,4 +205,6 @@ def _session_json(info: SessionInfo) -> dict[str, Any]:
         "created_at": _iso(info.created_at),
         "last_active_at": _iso(info.last_active_at),
         "mailbox_depth": info.mailbox_depth,
+        "parent": None if parent is None else {"id": parent.session_id, "turn": parent.turn},
+        "lineage_head": None if head is None else {"turn": head.turn, "hash": head.hash},
     }

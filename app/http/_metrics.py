@@ -120,6 +120,11 @@ class _SupervisorCollector(Collector):
             "ccactors_restarts", "CLI restarts (one-for-one).", value=stats["restarts"]
         )
         yield CounterMetricFamily(
+            "ccactors_forks",
+            "Sessions started as forks of a conversation (an edited or regenerated turn).",
+            value=stats["forks"],
+        )
+        yield CounterMetricFamily(
             "ccactors_dead_letters",
             "Turns failed unrun because their session closed.",
             value=stats["dead_letters"],

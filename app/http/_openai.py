@@ -16,6 +16,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from actors import SessionError, Supervisor
 
 from .._settings import Settings
+from ..sessions._lineage_index import LineageIndex
 from ..wire._openai import MODEL_IDS, OpenAICodec, error_json
 from ..wire._problems import ERROR_TYPES, Problem, RequestError, problem_for, request_problem
 from ._pipeline import problem_response, serve_turn
@@ -37,13 +38,17 @@ def _error_response(
     return response
 
 
-def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Blueprint:
+def openai_blueprint(
+    supervisor: Supervisor, settings: Settings, lineage: LineageIndex | None = None
+) -> quart.Blueprint:
     """The OpenAI-compatible routes, as a blueprint for ``create_app`` to register.
 
     Args:
         supervisor: runs the turns.
-        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment)
-            and ``model`` (listed first by ``/v1/models``).
+        settings: ``sse_ping_interval_s`` (seconds of quiet before a keep-alive comment),
+            ``model`` (listed first by ``/v1/models``) and ``model_aliases`` (listed
+            last), and what the pipeline reads.
+        lineage: places each turn by its conversation (as for ``/v1/messages``).
 
     Returns:
         A new ``quart.Blueprint`` named ``openai``, with its own error handlers.
@@ -51,7 +56,8 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
     ``POST /v1/chat/completions`` runs one turn (sessions as for ``/v1/messages``: the
     ``X-Session-ID`` or ``X-Claude-Code-Session-Id`` header, or ``metadata.session_id``;
     the response echoes ``X-Session-ID``). ``GET /v1/models`` and ``GET /v1/models/<id>``
-    list ``settings.model`` and ``MODEL_IDS``.
+    list ``settings.model``, ``MODEL_IDS`` and the names of ``settings.model_aliases``:
+    each a name a request may send (any other ``claude-*`` id is accepted too).
 
     Every error from these routes is OpenAI error JSON: a refused or malformed request is
     a 400, a full mailbox 429, no capacity 503 (both with ``Retry-After``), a failed turn
@@ -59,7 +65,8 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
     stream's body); leaving ``open_turn`` then interrupts the turn.
     """
     blueprint = quart.Blueprint("openai", __name__)
-    listed = tuple(dict.fromkeys([*([settings.model] if settings.model else []), *MODEL_IDS]))
+    default = [settings.model] if settings.model else []
+    listed = tuple(dict.fromkeys([*default, *MODEL_IDS, *settings.model_aliases]))
     started = int(time.time())
 
     def model_json(model_id: str) -> dict[str, Any]:
@@ -87,7 +94,7 @@ def openai_blueprint(supervisor: Supervisor, settings: Settings) -> quart.Bluepr
 
     @blueprint.post("/v1/chat/completions")
     async def chat_completions() -> quart.Response:
-        return await serve_turn(CODEC, supervisor, settings)
+        return await serve_turn(CODEC, supervisor, settings, lineage)
 
     @blueprint.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
     async def chat_completions_other_methods() -> quart.Response:

@@ -6,9 +6,15 @@ thin route that calls ``serve_turn``. The pipeline owns, in this order:
 1. the JSON body (``json_object``) and the codec's parse into a ``TurnRequest``;
 2. request limits (``check_size``: ``max_messages``);
 3. session resolution (``resolve_session``: headers, then body fields, as README
-   "Sessions" documents);
-4. the turn's prompt from the request's messages (``build_prompt``) and its limit
-   (``check_prompt``: ``max_prompt_chars``);
+   "Sessions" documents), then, for the HTTP APIs, the conversation's lineage
+   (``app.http._lineage.place_turn``): continue the session whose head the request's
+   history is, fork one at the turn where it branched off, or start a new one (with a
+   server-minted id when the client gave none);
+4. the turn's prompt from the request's messages (``build_prompt``: what the session
+   does not hold goes along as context) and its limits (``check_media``: the number
+   and sizes of the images and documents it sends; ``check_prompt``:
+   ``max_prompt_chars`` of its text); its model (``Settings.resolve_model``) and what the
+   client's system prompt does (``client_system``, setting ``client_system``);
 5. ``Supervisor.open_turn``, then collecting the events into one response or streaming
    them, with a keep-alive after ``sse_ping_interval_s`` seconds without a byte written;
 6. every refusal and failure as a ``Problem`` (``problem_for``, ``failure_problem``,
@@ -30,7 +36,9 @@ and a refusal is worded from the same problem table.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import logging
 import re
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -39,18 +47,25 @@ import trio
 from quart import Response, make_response, request
 
 from actors import (
+    ForkPoint,
     InvalidSessionIdError,
+    Prompt,
     SessionEvent,
     SessionKey,
+    SessionNotFoundError,
+    SessionStartError,
     Supervisor,
+    TextDelta,
     Turn,
     TurnCompleted,
     TurnFailed,
 )
 
 from .._settings import Settings
+from ..sessions._lineage_index import LineageIndex
 from ..wire import _json
 from ..wire._codec import Codec, Message, Reply, TurnRequest
+from ..wire._media import MediaPart
 from ..wire._problems import (
     SESSION_CLOSED,
     Problem,
@@ -58,7 +73,10 @@ from ..wire._problems import (
     failure_problem,
 )
 from ..wire._sse import SSE_HEADERS
+from ._lineage import Placement, place_turn
 from ._requests import current_principal, json_object
+
+log = logging.getLogger(__name__)
 
 # -- Sessions -------------------------------------------------------------------------
 
@@ -124,31 +142,80 @@ def check_size(messages: int, settings: Settings) -> None:
         raise RequestError(f"too many messages: {messages} (at most {settings.max_messages})")
 
 
-def check_prompt(prompt: str, settings: Settings) -> str:
-    """The prompt, if within ``max_prompt_chars``; else ``RequestError`` (400)."""
-    if len(prompt) > settings.max_prompt_chars:
+def check_media(prompt: Prompt, parts: Sequence[MediaPart], settings: Settings) -> None:
+    """Apply the media limits to the images and documents a turn's prompt sends (with a
+    session, the new message's; without one, the history's too). Not a checkpoint.
+
+    Args:
+        prompt: the turn's prompt (``build_prompt``).
+        parts: the request's ``TurnRequest.media_parts``; those whose block the prompt
+            holds are checked.
+        settings: ``max_media_blocks``, ``max_image_bytes``, ``max_document_bytes``.
+
+    Raises:
+        RequestError: more than ``max_media_blocks`` of them (400, ``param``
+            ``messages``); an image over ``max_image_bytes`` or a document over
+            ``max_document_bytes`` decoded (413 ``request_too_large``, naming its field).
+    """
+    sent = {id(block) for block in prompt} if isinstance(prompt, list) else set()
+    parts = [part for part in parts if id(part.block) in sent]
+    if len(parts) > settings.max_media_blocks:
         raise RequestError(
-            f"the message is too long: {len(prompt)} characters "
-            f"(at most {settings.max_prompt_chars})"
+            f"too many images and documents: {len(parts)} (at most "
+            f"{settings.max_media_blocks} in a turn, earlier messages' included when they "
+            "come along)",
+            param="messages",
+        )
+    for part in parts:
+        limit = settings.max_image_bytes if part.kind == "image" else settings.max_document_bytes
+        if part.size > limit:
+            raise RequestError(
+                f"{part.field}: the {part.kind} is {part.size} bytes, over the limit of "
+                f"{limit} bytes (decoded)",
+                413,
+                param=part.field,
+            )
+
+
+def check_prompt(prompt: Prompt, settings: Settings) -> Prompt:
+    """The prompt, if its text is within ``max_prompt_chars`` (images and documents do
+    not count: ``check_media`` limits them); else ``RequestError`` (400)."""
+    if isinstance(prompt, str):
+        length = len(prompt)
+    else:
+        length = sum(len(block["text"]) for block in prompt if block["type"] == "text")
+    if length > settings.max_prompt_chars:
+        raise RequestError(
+            f"the message is too long: {length} characters (at most {settings.max_prompt_chars})"
         )
     return prompt
 
 
-def build_prompt(messages: Sequence[Message], *, in_session: bool) -> str:
+def build_prompt(messages: Sequence[Message], *, in_session: bool) -> Prompt:
     """The prompt of the turn a request asks for. Not a checkpoint.
 
-    The last message, which must be the user's with text, is the new message.
+    The last message, which must be the user's with text or media, is the new message.
     Instructions are placed before it: all of them without a session; with one, those
     after the last assistant message (earlier ones went with an earlier turn). Without a
     session, earlier user and assistant messages come along as context too; with one,
     the session's CLI already holds them.
 
+    Without images or documents the prompt is that text. With them it is a list of
+    Anthropic content blocks: the text first (so a slash command in it is still seen,
+    and neutralised, by ``actors._prompt.as_user_text``), then the media blocks in
+    request order: the new message's, and without a session the earlier messages'
+    before them. When the text has sections, each message's media are named where the
+    message is (``[attached below: image 1, document 2]``, numbered in block order).
+
     Raises:
-        RequestError: the last message is not a user message with text (``param``
-            ``messages``).
+        RequestError: the last message is not a user message with text or media
+            (``param`` ``messages``).
     """
-    if not messages or messages[-1].role != "user" or not messages[-1].text:
-        raise RequestError("the last message must be a user message with text", param="messages")
+    if not messages or messages[-1].role != "user" or not (messages[-1].text or messages[-1].media):
+        raise RequestError(
+            "the last message must be a user message with text (or an image or document)",
+            param="messages",
+        )
     *earlier, last = messages
     since = max((i for i, m in enumerate(earlier) if m.role == "assistant"), default=-1) + 1
     instructions = [
@@ -156,19 +223,42 @@ def build_prompt(messages: Sequence[Message], *, in_session: bool) -> str:
         for i, m in enumerate(earlier)
         if m.role == "instructions" and m.text and (not in_session or i >= since)
     ]
+    history = [] if in_session else [m for m in earlier if m.role != "instructions"]
+    notes = _attachment_notes([*history, last])
     context = [
-        f"{'User' if m.role == 'user' else 'Assistant'}: {m.text}"
-        for m in earlier
-        if m.role != "instructions" and m.text and not in_session
+        f"{'User' if m.role == 'user' else 'Assistant'}: {_joined(m.text, note)}"
+        for m, note in zip(history, notes, strict=False)
+        if m.text or m.media
     ]
     sections = []
     if instructions:
         sections.append("Instructions:\n\n" + "\n\n".join(instructions))
     if context:
         sections.append("The conversation so far:\n\n" + "\n\n".join(context))
-    if not sections:
-        return last.text
-    return "\n\n".join([*sections, f"The user's new message:\n\n{last.text}"])
+    if sections:
+        new = _joined(last.text, notes[-1])
+        text = "\n\n".join([*sections, f"The user's new message:\n\n{new}"])
+    else:
+        text = last.text
+    media = [block for m in (*history, last) for block in m.media]
+    if not media:
+        return text
+    return [*([{"type": "text", "text": text}] if text else []), *media]
+
+
+def _attachment_notes(messages: Sequence[Message]) -> list[str]:
+    """For each message, ``[attached below: image 1, document 2]`` naming its media by
+    their place among all these messages' media (``""`` for a message without)."""
+    notes, count = [], 0
+    for m in messages:
+        names = [f"{block['type']} {count + n}" for n, block in enumerate(m.media, 1)]
+        count += len(names)
+        notes.append(f"[attached below: {', '.join(names)}]" if names else "")
+    return notes
+
+
+def _joined(text: str, note: str) -> str:
+    return "\n".join(part for part in (text, note) if part)
 
 
 # -- Responses ----------------------------------------------------------------------
@@ -183,35 +273,89 @@ def problem_response(problem: Problem, error_json: Callable[[Problem], dict[str,
 # -- Turns ----------------------------------------------------------------------------
 
 
-def prepare_turn(turn_request: TurnRequest, key: SessionKey | None, settings: Settings) -> Turn:
+def client_system(messages: Sequence[Message], mode: str) -> tuple[Sequence[Message], str | None]:
+    """What a request's instructions (its system prompt) become, by setting
+    ``client_system``: the messages to build the prompt from, and the text to append to
+    the session's system prompt (``Turn.system``). Not a checkpoint.
+
+    ``instructions``: the messages as they are (``build_prompt`` places them); ``ignore``:
+    without them; ``append``: without them, their texts (in order, blank lines between)
+    as the system prompt's addition, which takes effect if the turn opens its session.
+    """
+    if mode == "instructions":
+        return messages, None
+    kept = [m for m in messages if m.role != "instructions"]
+    texts = [m.text for m in messages if m.role == "instructions" and m.text]
+    return kept, ("\n\n".join(texts) if mode == "append" and texts else None)
+
+
+def prepare_turn(
+    turn_request: TurnRequest,
+    key: SessionKey | None,
+    settings: Settings,
+    *,
+    context_from: int | None = None,
+) -> Turn:
     """The turn a parsed request asks for, within the request limits (``check_size``,
-    ``build_prompt``, ``check_prompt``). Every front end builds its turns here. Not a
-    checkpoint.
+    ``build_prompt``, ``check_media``, ``check_prompt``), on the model it names
+    (``resolve_model``), with its system prompt as ``client_system`` says. Every front
+    end builds its turns here. Not a checkpoint.
+
+    ``context_from``: the session holds the conversation only up to this index of the
+    request's messages; those from it on (but the last) go along as context. ``None``:
+    with a key the session holds all of it, without one nothing.
 
     Raises:
-        RequestError: over a limit, or no user message with text last.
+        RequestError: over a limit (400, or 413 for an image or document too large),
+            no user message with text or media last, or a model name that is malformed
+            or refused (``param`` ``model``).
     """
     check_size(turn_request.size, settings)
-    prompt = build_prompt(turn_request.messages, in_session=key is not None)
-    return Turn(check_prompt(prompt, settings))
+    model = settings.resolve_model(turn_request.model)
+    _, system = client_system(turn_request.messages, settings.client_system)
+    if context_from is None:
+        messages, in_session = turn_request.messages, key is not None
+    else:
+        messages, in_session = turn_request.messages[context_from:], False
+    kept, _ = client_system(messages, settings.client_system)
+    prompt = build_prompt(kept, in_session=in_session)
+    check_media(prompt, turn_request.media_parts, settings)
+    if system is not None and len(system) > settings.max_prompt_chars:
+        raise RequestError(
+            f"the system prompt is too long: {len(system)} characters "
+            f"(at most {settings.max_prompt_chars})",
+            param="system",
+        )
+    return Turn(check_prompt(prompt, settings), model=model, system=system)
 
 
 @contextlib.asynccontextmanager
 async def open_turn(
-    supervisor: Supervisor, key: SessionKey | None, turn: Turn, *, principal: str = ""
+    supervisor: Supervisor,
+    key: SessionKey | None,
+    turn: Turn,
+    *,
+    principal: str = "",
+    fork: ForkPoint | None = None,
 ) -> AsyncIterator[trio.MemoryReceiveChannel[SessionEvent]]:
-    """``Supervisor.open_turn`` for every front end: queue ``turn`` and yield its events.
+    """``Supervisor.open_turn`` for every front end: queue ``turn`` and yield its events
+    (``fork``: a session this turn starts branches off there).
 
     Raises the supervisor's ``SessionError`` (worded by ``problem_for``) if the turn is
     refused. Entering has no checkpoint after the turn is queued, so a caller can still
     act before the session's actor sees the turn (the WebSocket attaches its listeners
     there). Leaving early, cancellation included, interrupts the turn.
     """
-    async with supervisor.open_turn(key, turn, principal=principal) as events:
+    async with supervisor.open_turn(key, turn, principal=principal, fork=fork) as events:
         yield events
 
 
-async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -> Response:
+async def serve_turn(
+    codec: Codec,
+    supervisor: Supervisor,
+    settings: Settings,
+    lineage: LineageIndex | None = None,
+) -> Response:
     """Run the turn the current request asks for and answer it in ``codec``'s format.
 
     Args:
@@ -219,10 +363,12 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
         supervisor: runs the turn.
         settings: ``max_messages``, ``max_prompt_chars`` and ``sse_ping_interval_s``
             (seconds without a byte written before a keep-alive).
+        lineage: the lineage index that places the turn (``app.http._lineage``); without
+            one, a request without a session id runs on a one-turn session.
 
     Returns:
         The response: the whole answer, a stream of it, or the turn's failure. With a
-        session, it carries ``X-Session-ID``.
+        session (with ``lineage``: always), it carries ``X-Session-ID``.
 
     Raises:
         RequestError: the request is malformed or over a limit.
@@ -235,20 +381,81 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
     turn_request = codec.parse(body, request.headers)
     principal = current_principal()
     key = resolve_session(request.headers, body, principal)
-    turn = prepare_turn(turn_request, key, settings)
+    turn = prepare_turn(turn_request, key, settings)  # refuses a bad request before placing
+    placement = None
+    if lineage is not None:
+        session_id = None if key is None else key.session_id
+        placement = await place_turn(
+            lineage, supervisor, principal, session_id, turn_request.messages
+        )
+    try:
+        if placement is None:
+            return await _answer(codec, supervisor, settings, key, turn, turn_request, None)
+        turn = prepare_turn(
+            turn_request, placement.key, settings, context_from=placement.context_from
+        )
+        try:
+            return await _answer(
+                codec, supervisor, settings, placement.key, turn, turn_request, placement
+            )
+        except SessionStartError:
+            if placement.fork is None:
+                raise
+            # The conversation to fork could not be resumed (its transcript is gone):
+            # a new conversation given the history as context, rather than an error on
+            # every edit before that point.
+            log.warning("could not fork for %s: giving the history as context", placement.key)
+            placement.drop_fork()
+            turn = prepare_turn(turn_request, placement.key, settings, context_from=0)
+            return await _answer(
+                codec, supervisor, settings, placement.key, turn, turn_request, placement
+            )
+    except BaseException:
+        if placement is not None:
+            placement.release()
+        raise
+
+
+async def _answer(
+    codec: Codec,
+    supervisor: Supervisor,
+    settings: Settings,
+    key: SessionKey | None,
+    turn: Turn,
+    turn_request: TurnRequest,
+    placement: Placement | None,
+) -> Response:
+    """``serve_turn`` once the turn is placed; ``placement`` is released when the turn
+    is over (when its stream ends, for a stream)."""
+    principal = current_principal()
     headers = {} if key is None else {"X-Session-ID": key.session_id}
-    reply = codec.reply(turn.turn_id, turn_request)
+    # Until the CLI says which model answered, the reply names the model asked of it.
+    asked = dataclasses.replace(turn_request, model=turn.model or turn_request.model)
+    reply = codec.reply(turn.turn_id, asked)
     if turn_request.stream:
         stream = stream_turn(
-            supervisor, key, turn, reply, settings.sse_ping_interval_s, principal=principal
+            supervisor,
+            key,
+            turn,
+            reply,
+            settings.sse_ping_interval_s,
+            principal=principal,
+            placement=placement,
         )
         await anext(stream)  # queues the turn: refusals become plain error responses
         response = Response(stream, 200, {**SSE_HEADERS, **headers})
         response.timeout = None  # Quart would cut the stream after 60 s
         return response
-    async with open_turn(supervisor, key, turn, principal=principal) as events:
-        collected = [event async for event in events]
-    match collected[-1] if collected else None:
+    fork = None if placement is None else placement.fork
+    try:
+        async with open_turn(supervisor, key, turn, principal=principal, fork=fork) as events:
+            collected = [event async for event in events]
+        outcome = collected[-1] if collected else None
+        _turn_ended(supervisor, placement, collected, outcome)
+    finally:
+        if placement is not None:
+            placement.release()
+    match outcome:
         case TurnCompleted() as done:
             return await make_response(reply.message(collected, done), 200, headers)
         case TurnFailed() as failed:
@@ -260,6 +467,24 @@ async def serve_turn(codec: Codec, supervisor: Supervisor, settings: Settings) -
     return response
 
 
+def _turn_ended(
+    supervisor: Supervisor,
+    placement: Placement | None,
+    events: list[SessionEvent],
+    outcome: SessionEvent | None,
+) -> None:
+    """Record a completed turn's lineage; close a session the turn created for nothing
+    (its first turn failed), so that failing retries do not pile sessions up. Not a
+    checkpoint."""
+    if placement is None:
+        return
+    if isinstance(outcome, TurnCompleted):
+        placement.completed(events, outcome)
+    elif placement.disposable:
+        with contextlib.suppress(SessionNotFoundError):
+            supervisor.close_session_nowait(placement.key, "its first turn failed")
+
+
 async def stream_turn(
     supervisor: Supervisor,
     key: SessionKey | None,
@@ -268,6 +493,7 @@ async def stream_turn(
     ping_s: float,
     *,
     principal: str = "",
+    placement: Placement | None = None,
 ) -> AsyncIterator[bytes]:
     """The body of a streaming turn. Its first (empty) item is yielded once the turn is
     queued, so the route can still answer a refusal with a status code.
@@ -275,29 +501,43 @@ async def stream_turn(
     When ``ping_s`` seconds pass with no byte written (events the API does not show,
     such as Claude Code's tool activity, write none), ``reply.ping()`` goes out. No
     yield happens inside a cancel scope. A client that disconnects cancels the task
-    iterating this generator; leaving ``open_turn`` then interrupts the turn.
+    iterating this generator; leaving ``open_turn`` then interrupts the turn. The
+    turn's lineage is recorded from the text deltas streamed, and ``placement`` (if
+    any) released when the generator ends.
     """
-    async with open_turn(supervisor, key, turn, principal=principal) as events:
-        yield b""
-        for frame in reply.start():
-            yield frame
-        deadline = trio.current_time() + ping_s
-        finished = False
-        while not finished:
-            frames = [reply.ping()]
-            with trio.move_on_at(deadline):
-                try:
-                    event = await events.receive()
-                except trio.EndOfChannel:
-                    event = None
-                match event:
-                    case TurnCompleted() | TurnFailed():
-                        frames, finished = [*reply.encode(event), *reply.end()], True
-                    case None:
-                        frames, finished = [*reply.failed(SESSION_CLOSED), *reply.end()], True
-                    case _:
-                        frames = reply.encode(event)
-            for frame in frames:
+    fork = None if placement is None else placement.fork
+    try:
+        async with open_turn(supervisor, key, turn, principal=principal, fork=fork) as events:
+            yield b""
+            for frame in reply.start():
                 yield frame
-            if frames:
-                deadline = trio.current_time() + ping_s
+            deadline = trio.current_time() + ping_s
+            finished = False
+            streamed: list[SessionEvent] = []  # the text deltas, for the lineage
+            while not finished:
+                frames = [reply.ping()]
+                with trio.move_on_at(deadline):
+                    try:
+                        event = await events.receive()
+                    except trio.EndOfChannel:
+                        event = None
+                    match event:
+                        case TurnCompleted() | TurnFailed():
+                            frames, finished = [*reply.encode(event), *reply.end()], True
+                            _turn_ended(supervisor, placement, streamed, event)
+                        case None:
+                            frames = [*reply.failed(SESSION_CLOSED), *reply.end()]
+                            finished = True
+                            _turn_ended(supervisor, placement, streamed, None)
+                        case TextDelta():
+                            streamed.append(event)
+                            frames = reply.encode(event)
+                        case _:
+                            frames = reply.encode(event)
+                for frame in frames:
+                    yield frame
+                if frames:
+                    deadline = trio.current_time() + ping_s
+    finally:
+        if placement is not None:
+            placement.release()

@@ -7,8 +7,10 @@ Client to server:
 
 * ``{"type": "turn", "content": "text"}``: a new user message for the session, held to
   the same limits as over HTTP (it goes through ``app.http._pipeline``). Optional
-  ``"id"`` (a string of the client's choosing) is echoed in the reply. ``"model"`` is
-  refused (``model switching is not supported yet``): the session's CLI has one model.
+  ``"id"`` (a string of the client's choosing) is echoed in the reply. Optional
+  ``"model"`` is resolved as the HTTP APIs' ``model`` is (``Settings.resolve_model``):
+  the session's CLI switches to it before the turn (``set_model``, no restart) and the
+  session stays on it; without one, the turn runs on the session's current model.
 * ``{"type": "interrupt"}``: stop the session's running turn, whoever sent it. Optional
   ``"id"`` as above.
 
@@ -24,9 +26,10 @@ Server to client:
   events.
 * ``{"type": "interrupt_result", "interrupted": bool, "id"?}``: reply to ``interrupt``.
 * ``{"type": "error", "error": {"type", "message", "retry_after_s"?}, "id"?}``: a bad
-  client message (``invalid_request_error``) or a refused turn (``rate_limit_error``:
-  mailbox full, ``overloaded_error``: no capacity or shutting down, ``api_error``: the
-  CLI could not start), with Anthropic's error types. The connection stays open.
+  client message (``invalid_request_error``, also for a malformed or refused
+  ``model``) or a refused turn (``rate_limit_error``: mailbox full,
+  ``overloaded_error``: no capacity or shutting down, ``api_error``: the CLI could not
+  start), with Anthropic's error types. The connection stays open.
 
 Each turn message gets exactly one reply, ``turn_accepted`` or ``error``, in the order
 the messages were sent. A turn is held to the same limits as over HTTP: a prompt over

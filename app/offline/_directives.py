@@ -30,6 +30,9 @@ class Directives:
 
     count: bool = False
     blocks: bool = False
+    model: bool = False
+    system: bool = False
+    media: bool = False
     chunks: int | None = None
     chunk_delay: float = 0.0
     delay_first: float = 0.0
@@ -74,7 +77,7 @@ def parse_directives(text: str) -> Directives:
     found: dict[str, Any] = {}
     for match in _DIRECTIVE.finditer(text):
         name, value = match.group(1), match.group(2)
-        if name in ("count", "blocks"):
+        if name in ("count", "blocks", "model", "system", "media"):
             found[name] = True
         elif name == "tool":
             found["tool"] = _parse_tool(value)

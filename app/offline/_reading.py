@@ -97,21 +97,33 @@ def latest_user_text(messages: Sequence[object]) -> str:
     return ""
 
 
-def _block_types(messages: Sequence[object]) -> list[str]:
-    """The content block types of the latest user message with text (see
-    :func:`latest_user_text`), reminder-only text blocks left out."""
+def _prompt_blocks(messages: Sequence[object]) -> list[dict[str, Any]]:
+    """The content blocks of the latest user message with text (see
+    :func:`latest_user_text`): a string content as one text block."""
     for message in reversed(messages):
         if _user_text(message):
             content = message["content"]  # type: ignore[index]
             if isinstance(content, str):
-                return ["text"]
-            return [
-                str(block.get("type"))
-                for block in content
-                if isinstance(block, dict)
-                and not (block.get("type") == "text" and not _typed(str(block.get("text", ""))))
-            ]
+                return [{"type": "text", "text": content}]
+            return [block for block in content if isinstance(block, dict)]
     return []
+
+
+def _block_types(messages: Sequence[object]) -> list[str]:
+    """The content block types of the latest user message with text (see
+    :func:`latest_user_text`), reminder-only text blocks left out."""
+    return [
+        str(block.get("type"))
+        for block in _prompt_blocks(messages)
+        if not (block.get("type") == "text" and not _typed(str(block.get("text", ""))))
+    ]
+
+
+def _media_counts(messages: Sequence[object]) -> str:
+    """``images=N documents=M``: the ``image`` and ``document`` blocks of the latest user
+    message with text, whatever their sources (base64, URL, text)."""
+    kinds = [block.get("type") for block in _prompt_blocks(messages)]
+    return f"images={kinds.count('image')} documents={kinds.count('document')}"
 
 
 def reply_text(messages: Sequence[object], directives: Directives) -> str:
@@ -119,10 +131,43 @@ def reply_text(messages: Sequence[object], directives: Directives) -> str:
         return " | ".join(_result_text(block) for block in results)
     if directives.blocks:
         return f"blocks={','.join(_block_types(messages))}"
+    if directives.media:
+        return _media_counts(messages)
     if directives.count:
         texts = (_user_text(message) for message in messages)
         return f"count={sum(1 for text in texts if text and COUNT_TOKEN in text)}"
     return f"echo: {latest_user_text(messages)}"
+
+
+SYSTEM_TAIL = 100  # characters of the system prompt a [[system]] reply shows
+
+
+def system_text(body: JSONObject) -> str:
+    """The request's system prompt as text: the string, or its text blocks joined by
+    blank lines (Claude Code sends a list: a billing header, its identity, the prompt)."""
+    system = body.get("system")
+    if isinstance(system, str):
+        return system
+    if not isinstance(system, list):
+        return ""
+    return "\n\n".join(
+        block["text"]
+        for block in system
+        if isinstance(block, dict) and isinstance(block.get("text"), str)
+    )
+
+
+def request_text(body: JSONObject, directives: Directives) -> str | None:
+    """The reply to ``[[model]]`` and ``[[system]]`` (``model=<the request's model>``,
+    ``system=<N> chars ending: <its last SYSTEM_TAIL characters>``, in that order and
+    space-separated), or None if neither is asked for."""
+    parts = []
+    if directives.model:
+        parts.append(f"model={body.get('model')}")
+    if directives.system:
+        text = system_text(body)
+        parts.append(f"system={len(text)} chars ending: {text[-SYSTEM_TAIL:]}")
+    return " ".join(parts) or None
 
 
 def output_schema(body: JSONObject) -> JSONObject | None:

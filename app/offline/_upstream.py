@@ -16,6 +16,17 @@ Every request is answered by the same deterministic logic, driven by directives 
     The reply is ``blocks=T1,T2,...``: the types of the content blocks of the user
     message holding the directive, in order (``text`` blocks holding only what the CLI
     adds, see :func:`latest_user_text`, left out), e.g. ``blocks=image,document,text``.
+``[[model]]``
+    The reply is ``model=<the request's model field>``: the model the CLI asked for.
+``[[system]]``
+    The reply is ``system=<N> chars ending: <tail>``: the length of the request's system
+    prompt (a string, or its text blocks joined by blank lines) and its last 100
+    characters. With ``[[model]]`` too, both, ``model=...`` first.
+``[[media]]``
+    The reply is ``images=N documents=M``: how many ``image`` and ``document`` blocks
+    (any source: base64, URL, text) the user message holding the directive has, as the
+    CLI sent it (so an image the CLI could not read, and sent as a text note, is not
+    counted).
 ``[[chunks=N]]``
     Stream the reply as exactly N ``text_delta`` events (default 1): N contiguous
     pieces whose lengths differ by at most one, after padding a reply shorter than N
@@ -73,11 +84,13 @@ from ._reading import (
     latest_user_text,
     output_schema,
     reply_text,
+    request_text,
     tool_results,
 )
 from ._replies import Reply, stream_reply, tool_use_block
 
 __all__ = [
+    "MAX_REQUEST_BYTES",
     "Directives",
     "create_upstream_app",
     "latest_user_text",
@@ -86,6 +99,9 @@ __all__ = [
 ]
 
 _LOGGER = logging.getLogger(__name__)
+# The most a Messages request may hold (32 MB, as Anthropic documents; Claude Code's
+# own constant is 32 MiB).
+MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
 def _error_response(status: int, message: str) -> quart.Response:
@@ -112,6 +128,8 @@ def _reply_for(body: JSONObject) -> Reply:
     messages = body["messages"]
     directives = parse_directives(latest_user_text(messages))
     text = reply_text(messages, directives)
+    if not tool_results(messages):
+        text = request_text(body, directives) or text
     schema = output_schema(body)
     if schema is not None:
         text = json.dumps(fit_schema(schema, text), ensure_ascii=False)
@@ -172,13 +190,17 @@ def create_upstream_app() -> quart_trio.QuartTrio:
     """Build the offline upstream's ASGI app.
 
     Routes: ``POST /v1/messages`` and ``POST /v1/messages/count_tokens``. Query
-    parameters and auth headers are ignored. Any other path or method gets the
+    parameters and auth headers are ignored. A body over ``MAX_REQUEST_BYTES`` is a
+    413, as from the real API. Any other path or method gets the
     matching HTTP error with an Anthropic error body. The app holds no state.
 
     Returns:
         A fresh QuartTrio app, to be served by hypercorn's trio worker.
     """
     app = quart_trio.QuartTrio(__name__)
+    # Anthropic's limit on a Messages request (Quart's default, 16 MiB, would refuse a
+    # conversation holding a large PDF that the real API takes).
+    app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.add_url_rule("/v1/messages", view_func=_messages, methods=["POST"])
     app.add_url_rule("/v1/messages/count_tokens", view_func=_count_tokens, methods=["POST"])
     app.register_error_handler(HTTPException, _http_error)

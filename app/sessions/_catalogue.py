@@ -11,6 +11,7 @@ import trio
 
 from actors import SessionInfo, SessionKey, SessionNotFoundError, SessionRecord, Supervisor
 
+from ._lineage_index import LineageIndex
 from ._store import SessionStore
 from ._transcripts import delete_conversation, read_conversation
 
@@ -23,14 +24,20 @@ class SessionCatalogue:
         supervisor: runs the sessions.
         claude_config_dir: the CLI's config directory, where transcripts live.
         store: the session store, if the server keeps one.
+        lineage: the lineage index (a deleted session leaves it), if any.
     """
 
     def __init__(
-        self, supervisor: Supervisor, claude_config_dir: Path, store: SessionStore | None = None
+        self,
+        supervisor: Supervisor,
+        claude_config_dir: Path,
+        store: SessionStore | None = None,
+        lineage: LineageIndex | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._config_dir = claude_config_dir
         self._store = store
+        self.lineage = lineage
 
     async def sessions(self, principal: str) -> list[SessionInfo]:
         """The principal's sessions, oldest first (then by id)."""
@@ -74,7 +81,9 @@ class SessionCatalogue:
 
     async def delete(self, key: SessionKey) -> int:
         """Delete a session everywhere: its CLI and actor (if running), its working
-        directory, its record in the store, and its transcripts.
+        directory, its record and lineage in the store, and its transcripts. Its forks
+        keep their own conversations (a fork's transcript holds its whole history) and
+        name it as their parent still; the session it forked from is not touched.
 
         Returns:
             How many transcript files were deleted.
@@ -93,6 +102,8 @@ class SessionCatalogue:
                 raise
             claude_session_id = known.claude_session_id
             await trio.to_thread.run_sync(shutil.rmtree, known.cwd, True)
+        if self.lineage is not None:
+            self.lineage.forget(key.principal, key.session_id)
         if self._store is not None:
             await self._store.delete(key)
         if not claude_session_id:
@@ -119,4 +130,5 @@ def resting(record: SessionRecord) -> SessionInfo:
         mailbox_depth=0,
         listeners=0,
         one_turn=False,
+        model=record.model,
     )

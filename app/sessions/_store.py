@@ -1,11 +1,16 @@
 """Session records in SQLite, so a restarted server resumes known sessions.
 
 One row per session: (principal, session id) -> Claude session id, workspace, turn
-count, usage and cost totals, and times. Written after every turn (an ``Observer``) and
-read when a turn arrives for a session that is not running (a ``SessionDirectory``). All
-database work goes through one ordered queue to one writer task (each statement in its
-own transaction, in a worker thread); a damaged database is reported, set aside and
-replaced, never a crash.
+count, usage and cost totals, times, the model that last answered (``model``) and the
+model the session runs (``session_model``, as named to its CLI). Written after every
+turn (an ``Observer``) and read when a turn arrives for a session that is not running
+(a ``SessionDirectory``). Beside them, the lineage of each session (``lineage``: one
+row per completed turn, see ``app.sessions._lineage_index``) and the parent of each
+fork (``forks``); they go with their session's row when it is deleted, forgotten or
+renamed. A database from before these tables and columns gets them when opened (they
+are only added: nothing else changes). All database work goes through one ordered
+queue to one writer task (each statement in its own transaction, in a worker thread);
+a damaged database is reported, set aside and replaced, never a crash.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ import trio
 
 from actors import Observer, SessionKey, SessionRecord, TurnCompleted, TurnRecord
 
+from ._lineage_index import Mark, Parent
+
 log = logging.getLogger(__name__)
 
 SCHEMA = """
@@ -37,15 +44,22 @@ CREATE TABLE IF NOT EXISTS sessions (
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL NOT NULL DEFAULT 0,
+    session_model TEXT,
     PRIMARY KEY (principal, session_id)
 )
 """
 
+# Columns added since the first schema, with their types: added to an older database
+# when it is opened (additive only, so an older server can still read the table).
+ADDED_COLUMNS = {"session_model": "TEXT"}
+
 UPSERT = """
 INSERT INTO sessions (principal, session_id, claude_session_id, workspace, model,
-                      created_at, last_active_at, turns, input_tokens, output_tokens, cost_usd)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      created_at, last_active_at, turns, input_tokens, output_tokens, cost_usd,
+                      session_model)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (principal, session_id) DO UPDATE SET
+    session_model = excluded.session_model,
     claude_session_id = excluded.claude_session_id,
     workspace = excluded.workspace,
     model = COALESCE(excluded.model, model),
@@ -58,6 +72,39 @@ ON CONFLICT (principal, session_id) DO UPDATE SET
 DELETE = "DELETE FROM sessions WHERE principal = ? AND session_id = ?"
 PRINCIPALS = "SELECT DISTINCT principal FROM sessions"
 
+LINEAGE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS lineage (
+    principal TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    assistant_uuid TEXT,
+    claude_session_id TEXT,
+    recorded_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lineage_by_session ON lineage (principal, session_id);
+CREATE TABLE IF NOT EXISTS forks (
+    principal TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    parent_session_id TEXT NOT NULL,
+    parent_turn INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (principal, session_id)
+);
+"""
+# The statements that go with DELETE (same arguments), in its transaction.
+DELETE_LINEAGE = (
+    "DELETE FROM lineage WHERE principal = ? AND session_id = ?",
+    "DELETE FROM forks WHERE principal = ? AND session_id = ?",
+)
+# Renaming a session: arguments (new, principal, old) for each, in one transaction.
+RENAME = (
+    "UPDATE sessions SET session_id = ? WHERE principal = ? AND session_id = ?",
+    "UPDATE lineage SET session_id = ? WHERE principal = ? AND session_id = ?",
+    "UPDATE forks SET session_id = ? WHERE principal = ? AND session_id = ?",
+    "UPDATE forks SET parent_session_id = ? WHERE principal = ? AND parent_session_id = ?",
+)
+
 
 def _connect(path: Path) -> sqlite3.Connection:
     """Open (creating) the database; a damaged one is renamed aside and replaced."""
@@ -67,6 +114,8 @@ def _connect(path: Path) -> sqlite3.Connection:
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute(SCHEMA)
+        connection.executescript(LINEAGE_SCHEMA)
+        _migrate(connection)
         connection.execute("SELECT count(*) FROM sessions").fetchone()
         return connection
     except sqlite3.DatabaseError as exc:
@@ -81,16 +130,27 @@ def _connect(path: Path) -> sqlite3.Connection:
         path.rename(aside)
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         connection.execute(SCHEMA)
+        connection.executescript(LINEAGE_SCHEMA)
         return connection
+
+
+def _migrate(connection: sqlite3.Connection) -> None:
+    """Add the columns of ``ADDED_COLUMNS`` that a database from an older server lacks."""
+    have = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
+    for name, kind in ADDED_COLUMNS.items():
+        if name not in have:
+            connection.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
 
 
 @dataclass(eq=False)
 class _Operation:
-    """One statement for the writer; ``done`` is set once it was applied (or failed)."""
+    """One statement for the writer (and ``more``, applied after it in the same
+    transaction); ``done`` is set once it was applied (or failed)."""
 
     sql: str
     args: tuple[object, ...]
     done: trio.Event | None = None
+    more: tuple[tuple[str, tuple[object, ...]], ...] = ()
     rows: list[tuple] = field(default_factory=list)
     error: sqlite3.Error | None = None
 
@@ -110,14 +170,17 @@ class SessionStore(Observer):
         self.errors = 0
         self.dropped = 0  # records not queued because the queue was full
 
-    async def _run(self, sql: str, *args: object) -> list[tuple]:
-        """Queue a statement behind every earlier one and wait for its rows.
+    async def _run(
+        self, sql: str, *args: object, more: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    ) -> list[tuple]:
+        """Queue a statement (and ``more`` in its transaction) behind every earlier one
+        and wait for its rows.
 
         Raises:
             sqlite3.Error: the statement failed.
             trio.ClosedResourceError: the store is closed.
         """
-        operation = _Operation(sql, args, trio.Event())
+        operation = _Operation(sql, args, trio.Event(), more)
         await self._queue.send(operation)
         assert operation.done is not None
         await operation.done.wait()
@@ -125,10 +188,12 @@ class SessionStore(Observer):
             raise operation.error
         return operation.rows
 
-    def _enqueue(self, sql: str, *args: object) -> None:
+    def _enqueue(
+        self, sql: str, *args: object, more: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    ) -> None:
         """Queue a write without waiting (from an ``Observer`` method). Not a checkpoint."""
         try:
-            self._queue.send_nowait(_Operation(sql, args))
+            self._queue.send_nowait(_Operation(sql, args, more=more))
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.dropped += 1
             log.error("the session database queue is full or closed: a record was dropped")
@@ -155,7 +220,10 @@ class SessionStore(Observer):
     async def _apply(self, operation: _Operation) -> None:
         def work() -> list[tuple]:
             with self._connection:  # one transaction
-                return self._connection.execute(operation.sql, operation.args).fetchall()
+                rows = self._connection.execute(operation.sql, operation.args).fetchall()
+                for sql, args in operation.more:
+                    self._connection.execute(sql, args)
+                return rows
 
         try:
             operation.rows = await trio.to_thread.run_sync(work)
@@ -171,28 +239,30 @@ class SessionStore(Observer):
     async def load(self, key: SessionKey) -> SessionRecord | None:
         """The record of ``key``, or ``None``."""
         rows = await self._run(
-            "SELECT claude_session_id, workspace, turns, created_at, last_active_at "
-            "FROM sessions WHERE principal = ? AND session_id = ?",
+            "SELECT claude_session_id, workspace, turns, created_at, last_active_at, "
+            "session_model FROM sessions WHERE principal = ? AND session_id = ?",
             key.principal,
             key.session_id,
         )
         if not rows:
             return None
-        claude_session_id, workspace, turns, created_at, last_active_at = rows[0]
+        claude_session_id, workspace, turns, created_at, last_active_at, model = rows[0]
         return SessionRecord(
-            key, Path(workspace), claude_session_id, turns, created_at, last_active_at
+            key, Path(workspace), claude_session_id, turns, created_at, last_active_at, model
         )
 
     async def records(self, principal: str) -> list[SessionRecord]:
         """Every recorded session of ``principal``."""
         rows = await self._run(
             "SELECT session_id, claude_session_id, workspace, turns, created_at, "
-            "last_active_at FROM sessions WHERE principal = ?",
+            "last_active_at, session_model FROM sessions WHERE principal = ?",
             principal,
         )
         return [
-            SessionRecord(SessionKey(session_id, principal), Path(cwd), claude, turns, t0, t1)
-            for session_id, claude, cwd, turns, t0, t1 in rows
+            SessionRecord(
+                SessionKey(session_id, principal), Path(cwd), claude, turns, t0, t1, model
+            )
+            for session_id, claude, cwd, turns, t0, t1, model in rows
         ]
 
     async def principals(self) -> list[str]:
@@ -200,8 +270,12 @@ class SessionStore(Observer):
         return [principal for (principal,) in await self._run(PRINCIPALS)]
 
     async def delete(self, key: SessionKey) -> None:
-        """Forget ``key``'s record, after every record of it queued before."""
-        await self._run(DELETE, key.principal, key.session_id)
+        """Forget ``key``'s record and lineage, after every record of it queued before."""
+        await self._run(DELETE, key.principal, key.session_id, more=self._with_lineage(key))
+
+    @staticmethod
+    def _with_lineage(key: SessionKey) -> tuple[tuple[str, tuple[object, ...]], ...]:
+        return tuple((sql, (key.principal, key.session_id)) for sql in DELETE_LINEAGE)
 
     async def count(self) -> int:
         return (await self._run("SELECT count(*) FROM sessions"))[0][0]
@@ -227,10 +301,62 @@ class SessionStore(Observer):
             usage.input_tokens if usage else 0,
             usage.output_tokens if usage else 0,
             (completed.total_cost_usd or 0.0) if completed else 0.0,
+            session.model,
         )
 
     def session_forgotten(self, key: SessionKey) -> None:
-        self._enqueue(DELETE, key.principal, key.session_id)
+        self._enqueue(DELETE, key.principal, key.session_id, more=self._with_lineage(key))
+
+    # -- Lineage (a ``LineageStore`` for ``app.sessions._lineage_index``) --------------
+
+    def record_mark(self, principal: str, mark: Mark) -> None:
+        """Queue a completed turn's lineage mark. Not a checkpoint."""
+        self._enqueue(
+            "INSERT INTO lineage (principal, session_id, turn, hash, assistant_uuid, "
+            "claude_session_id, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            principal,
+            mark.session_id,
+            mark.turn,
+            mark.hash,
+            mark.assistant_uuid,
+            mark.claude_session_id,
+            time.time(),
+        )
+
+    def record_parent(self, principal: str, session_id: str, parent: Parent) -> None:
+        """Queue the parent of a fork. Not a checkpoint."""
+        self._enqueue(
+            "INSERT OR REPLACE INTO forks (principal, session_id, parent_session_id, "
+            "parent_turn, created_at) VALUES (?, ?, ?, ?, ?)",
+            principal,
+            session_id,
+            parent.session_id,
+            parent.turn,
+            time.time(),
+        )
+
+    def rename_session(self, principal: str, old: str, new: str) -> None:
+        """Queue renaming a session everywhere (its record, lineage and fork rows, and
+        forks' parent rows), in one transaction. Not a checkpoint."""
+        first, *rest = RENAME
+        self._enqueue(
+            first, new, principal, old, more=tuple((sql, (new, principal, old)) for sql in rest)
+        )
+
+    async def lineage(self) -> tuple[list[tuple[str, Mark]], list[tuple[str, str, Parent]]]:
+        """Every lineage mark (``(principal, mark)``, oldest first) and every fork's parent
+        (``(principal, session id, parent)``), for ``LineageIndex.load``."""
+        marks = await self._run(
+            "SELECT principal, session_id, turn, hash, assistant_uuid, claude_session_id "
+            "FROM lineage ORDER BY rowid"
+        )
+        parents = await self._run(
+            "SELECT principal, session_id, parent_session_id, parent_turn FROM forks"
+        )
+        return (
+            [(p, Mark(sid, turn, h, uuid_, claude)) for p, sid, turn, h, uuid_, claude in marks],
+            [(p, sid, Parent(parent, turn)) for p, sid, parent, turn in parents],
+        )
 
 
 # Records waiting for the writer at most; beyond, a record is dropped and counted.

@@ -23,6 +23,7 @@ from actors import (
 )
 
 from ._codec import Message, TurnRequest
+from ._media import MediaPart, anthropic_document, anthropic_image
 from ._problems import ERROR_TYPES, Problem, RequestError, describe, failure_problem
 from ._sse import encode_sse, sse_comment
 from ._text import without_client_additions
@@ -99,27 +100,106 @@ def reject_unsupported(body: dict[str, Any]) -> None:
         )
 
 
-def to_messages(request: MessagesRequest, *, from_claude_code: bool) -> list[Message]:
-    """The request's messages as the pipeline's: ``system`` first as instructions (not
-    from Claude Code, whose system prompt is about its own tools), then the messages
-    without their ``system`` entries (Claude Code may put some after the user's message:
-    they address its own tools), their text as ``text_of`` gives it. Not a checkpoint."""
+def media_of(
+    content: str | list[dict[str, Any]], where: str, role: str
+) -> tuple[tuple[dict[str, Any], ...], list[MediaPart]]:
+    """The ``image`` and ``document`` blocks of a message's content, in order, checked
+    and canonical (``app.wire._media``), with their ``MediaPart``s. Other block types
+    are not media (text is read by ``text_of``; Claude Code's ``tool_result`` and the
+    like are its own). Not a checkpoint.
+
+    Args:
+        content: the message's content.
+        where: the message's path (``messages.2``), for errors.
+        role: the message's role: only a user message may hold media.
+
+    Raises:
+        RequestError: a media block is malformed or unsupported, or not in a user
+            message (400, naming the field).
+    """
+    if isinstance(content, str):
+        return (), []
+    blocks, parts = [], []
+    for j, block in enumerate(content):
+        kind = block.get("type")
+        if kind not in ("image", "document"):
+            continue
+        if role != "user":
+            raise RequestError(
+                f"{where}.content.{j}: {kind} blocks can only be in user messages",
+                param=f"{where}.content.{j}",
+            )
+        check = anthropic_image if kind == "image" else anthropic_document
+        made, part = check(block, f"{where}.content.{j}")
+        blocks.append(made)
+        parts.append(part)
+    return tuple(blocks), parts
+
+
+def to_messages(
+    request: MessagesRequest, *, from_claude_code: bool
+) -> tuple[list[Message], list[MediaPart]]:
+    """The request's messages as the pipeline's, and their media's ``MediaPart``s:
+    ``system`` first as instructions (not from Claude Code, whose system prompt is about
+    its own tools), then the messages without their ``system`` entries (Claude Code may
+    put some after the user's message: they address its own tools), their text as
+    ``text_of`` gives it, a user message's images and documents as ``media_of`` gives
+    them. Not a checkpoint.
+
+    Raises:
+        RequestError: as ``media_of``.
+    """
     messages = []
+    parts: list[MediaPart] = []
     system = "" if request.system is None else text_of(request.system)
     if system and not from_claude_code:
         messages.append(Message("instructions", system))
-    for m in request.messages:
+    for i, m in enumerate(request.messages):
         if m.role != "system":
-            messages.append(Message(m.role, text_of(m.content)))
-    return messages
+            media, found = media_of(m.content, f"messages.{i}", m.role)
+            messages.append(Message(m.role, text_of(m.content), media))
+            parts += found
+    return messages, parts
+
+
+# What an image counts in ``estimate_tokens``: Anthropic's estimate is width x height /
+# 750 tokens, about 1,600 for the 1.15 megapixels Claude scales large images to.
+IMAGE_TOKENS = 1_600
 
 
 def estimate_tokens(body: dict[str, Any]) -> int:
     """An estimate of a request's input tokens: its messages, system and tools as compact
-    JSON, in characters, divided by 4. ccactors has no tokenizer; the exact count is
-    what the session's own Claude Code reports in each turn's usage."""
-    parts = [body.get(name) for name in ("system", "messages", "tools")]
-    return len(json.dumps(parts, separators=(",", ":"))) // 4 + 1
+    JSON, in characters, divided by 4, except that an ``image`` block counts
+    ``IMAGE_TOKENS`` and a base64 document its decoded bytes / 4 (base64 is no measure of
+    either). ccactors has no tokenizer; the exact count is what the session's own Claude
+    Code reports in each turn's usage. Not a checkpoint."""
+    media_tokens = 0
+
+    def without_media(content: Any) -> Any:
+        nonlocal media_tokens
+        if not isinstance(content, list):
+            return content
+        kept = []
+        for block in content:
+            kind = block.get("type") if isinstance(block, dict) else None
+            source = block.get("source") if kind in ("image", "document") else None
+            data = source.get("data") if isinstance(source, dict) else None
+            if kind == "image":
+                media_tokens += IMAGE_TOKENS
+            elif kind == "document" and isinstance(data, str) and source.get("type") == "base64":
+                media_tokens += len(data) * 3 // 16
+            else:
+                kept.append(block)
+        return kept
+
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        messages = [
+            {**m, "content": without_media(m.get("content"))} if isinstance(m, dict) else m
+            for m in messages
+        ]
+    parts = [body.get("system"), messages, body.get("tools")]
+    return len(json.dumps(parts, separators=(",", ":"))) // 4 + 1 + media_tokens
 
 
 # -- Responses ------------------------------------------------------------------------
@@ -280,7 +360,8 @@ class AnthropicCodec:
 
         Raises:
             RequestError: a field is missing or malformed, or refused
-                (``reject_unsupported``).
+                (``reject_unsupported``); an image or document is malformed or of an
+                unsupported type (``media_of``).
         """
         try:
             request = MessagesRequest.model_validate(body)
@@ -288,11 +369,13 @@ class AnthropicCodec:
             raise RequestError(describe(exc)) from None
         reject_unsupported(body)
         from_claude_code = headers.get("User-Agent", "").startswith("claude-cli/")
+        messages, media_parts = to_messages(request, from_claude_code=from_claude_code)
         return TurnRequest(
             model=request.model,
-            messages=to_messages(request, from_claude_code=from_claude_code),
+            messages=messages,
             stream=request.stream,
             size=len(request.messages),
+            media_parts=media_parts,
         )
 
     def error_json(self, problem: Problem) -> dict[str, Any]:

@@ -10,16 +10,31 @@ from typing import Any, Literal, Protocol
 
 from actors import SessionEvent, TurnCompleted
 
+from ._media import MediaPart
 from ._problems import Problem
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One message of a request, as text: ``instructions`` (a system prompt, developer
-    message...), ``user`` or ``assistant``."""
+    """One message of a request: ``instructions`` (a system prompt, developer
+    message...), ``user`` or ``assistant``.
+
+    Attributes:
+        role: as above.
+        text: all its text parts, joined by newlines.
+        media: its images and documents (user messages only), in request order, as
+            Anthropic ``image`` / ``document`` content blocks in the canonical form of
+            ``app.wire._media``: only the fields Anthropic documents, in a fixed order
+            (``type``, ``source`` with ``type`` then ``media_type`` and ``data``, or
+            ``url``; then a document's ``title``, ``context``, ``citations`` if given);
+            ``cache_control`` and unknown fields dropped. Both APIs give the same dict
+            for the same attachment; ``app.wire._media.canonical_json`` is its stable
+            byte form (compact, sorted keys) for hashing.
+    """
 
     role: Literal["instructions", "user", "assistant"]
     text: str
+    media: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(slots=True)
@@ -27,12 +42,16 @@ class TurnRequest:
     """What a codec makes of a request body: all a turn needs, in no API's words.
 
     Attributes:
-        model: the requested model (echoed back; the CLI runs the server's).
+        model: the requested model name (``""``: none), resolved by the pipeline
+            (``Settings.resolve_model``) into the turn's model.
         messages: instructions, user and assistant messages in order; the last is the
             user's new message.
         stream: whether to answer with a stream.
         size: how many messages the request carried (for ``max_messages``).
         options: codec-specific choices for encoding the reply (``include_usage``).
+        media_parts: every image and document of the request, in order, with where it
+            is and its decoded size (for ``max_media_blocks``, ``max_image_bytes``,
+            ``max_document_bytes``).
     """
 
     model: str
@@ -40,6 +59,7 @@ class TurnRequest:
     stream: bool = False
     size: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    media_parts: list[MediaPart] = field(default_factory=list)
 
 
 class Reply(Protocol):

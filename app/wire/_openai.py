@@ -7,10 +7,13 @@ no event names, ending in ``data: [DONE]``), the model list, and the error body
 ``{"error": {"message", "type", "param", "code"}}``.
 
 Field policy (docs/openai.md says the same, with reasons). Nothing a request says reaches
-the CLI's options: model, tools and permissions come from server settings only.
+the CLI's options: tools and permissions come from server settings only; the model is
+switched through Claude Code's control protocol, among names the settings accept.
 
 =====================================  ================================================
-honoured                               ``model`` (echoed back), ``messages``, ``stream``,
+honoured                               ``model`` (the turn's model, see
+                                       ``app.wire._models``), ``messages`` (text,
+                                       images, PDFs), ``stream``,
                                        ``stream_options.include_usage``,
                                        ``metadata.session_id`` (and the session headers)
 ignored (accepted, no effect)          ``temperature``, ``top_p``, ``max_tokens``,
@@ -29,12 +32,19 @@ rejected (400)                         ``n`` other than 1; ``tools``, ``function
                                        ``["text"]``; ``stream_options`` without
                                        ``stream``; ``tool``/``function`` messages,
                                        assistant ``tool_calls``; content parts other than
-                                       ``text`` (and an assistant's ``refusal``)
+                                       ``text`` (and an assistant's ``refusal``), except
+                                       a user message's images and PDFs (below)
 =====================================  ================================================
 
-Messages: the last one must be the user's, with text. ``system`` and ``developer``
-messages are instructions: without a session they head the one-turn prompt; with one,
-those after the last assistant message are sent with the new user message (so a
+Images and PDFs: a user message's ``image_url`` parts (a ``data:`` URL of a base64 JPEG,
+PNG, GIF or WebP image, or an ``https`` URL) and ``file`` parts (``file_data``: a base64
+PDF) become Anthropic ``image`` and ``document`` blocks (``media_part``); the pipeline
+limits their number and sizes.
+
+Messages: the last one must be the user's, with text or media. ``system`` and ``developer``
+messages are instructions (what the pipeline does with them depends on the setting
+``client_system``): by default, without a session they head the one-turn prompt; with
+one, those after the last assistant message are sent with the new user message (so a
 conversation's opening instructions go with its first turn, and the session remembers
 them). Thinking is not sent: Chat Completions has no place for it.
 """
@@ -48,12 +58,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ._codec import Message, TurnRequest
+from ._media import PDF, MediaPart, base64_image, base64_pdf, url_image
 from ._openai_replies import Completion, error_body, error_json, error_type
 from ._problems import Problem, RequestError
 
-# What ``GET /v1/models`` lists (after ``settings.model``, if set). Informational: a
-# request's ``model`` is echoed back, and the CLI runs the model the server is set to.
-MODEL_IDS = ("claude-opus-4-8", "claude-sonnet-4-6", "claude-haiku-4-5", "opus", "sonnet", "haiku")
+# Claude model ids ``GET /v1/models`` lists (after ``settings.model``, if set, and before
+# the names of ``settings.model_aliases``). Any ``claude-*`` id is accepted, listed or not.
+MODEL_IDS = ("claude-opus-4-8", "claude-sonnet-4-6", "claude-haiku-4-5")
 
 
 class ParamError(RequestError):
@@ -152,11 +163,16 @@ def check_supported(body: dict[str, Any]) -> None:
         raise ParamError(message, param="stream_options", code="unsupported_value")
 
 
-def message_text(message: ChatMessage, index: int) -> str:
-    """The text of ``messages[index]``: its string, or its text parts joined by newlines.
+def message_content(
+    message: ChatMessage, index: int
+) -> tuple[str, tuple[dict[str, Any], ...], list[MediaPart]]:
+    """The text of ``messages[index]`` (its string, or its text parts joined by
+    newlines), and for a user message its ``image_url`` and ``file`` parts as Anthropic
+    blocks with their ``MediaPart``s (``media_part``).
 
     Raises:
-        ParamError: a tool message, tool calls, or a non-text content part.
+        ParamError: a tool message, tool calls, or a part that is not text (or, in a
+            user message, an image or file part that ``media_part`` refuses).
     """
     where = f"messages[{index}]"
     if message.role in ("tool", "function"):
@@ -172,18 +188,24 @@ def message_text(message: ChatMessage, index: int) -> str:
             code="unsupported_parameter",
         )
     if message.content is None or isinstance(message.content, str):
-        return message.content or ""
+        return message.content or "", (), []
     if not isinstance(message.content, list):
         raise ParamError(
             "content must be a string or a list of content parts", param=f"{where}.content"
         )
-    texts = []
+    texts, media, parts = [], [], []
     for n, part in enumerate(message.content):
         kind = part.get("type") if isinstance(part, dict) else None
+        if message.role == "user" and kind in ("image_url", "file"):
+            block, found = media_part(part, f"{where}.content[{n}]")
+            media.append(block)
+            parts.append(found)
+            continue
         field = "refusal" if message.role == "assistant" and kind == "refusal" else "text"
         if kind != field:
+            allowed = "text, image_url, file" if message.role == "user" else "text"
             raise ParamError(
-                f"content parts of type {kind!r} are not supported: only text",
+                f"content parts of type {kind!r} are not supported here: only {allowed}",
                 param=f"{where}.content[{n}].type",
                 code="unsupported_value",
             )
@@ -192,23 +214,91 @@ def message_text(message: ChatMessage, index: int) -> str:
                 f"a {kind} part needs a string {field!r}", param=f"{where}.content[{n}].{field}"
             )
         texts.append(part[field])
-    return "\n".join(texts)
+    return "\n".join(texts), tuple(media), parts
 
 
-def to_messages(request: ChatCompletionRequest) -> list[Message]:
-    """The request's messages as the pipeline's: ``system`` and ``developer`` messages
-    are instructions. Not a checkpoint.
+def media_part(part: dict[str, Any], where: str) -> tuple[dict[str, Any], MediaPart]:
+    """An ``image_url`` or ``file`` content part as an Anthropic block (``app.wire._media``).
+
+    ``image_url.url`` is a ``data:`` URL of a base64 image (its media type one Anthropic
+    accepts) or an ``https`` URL (passed on for Claude to read). ``file.file_data`` is a
+    base64 PDF, as a ``data:application/pdf;base64,`` URL or bare; its ``filename``
+    becomes the document's ``title``. Not a checkpoint.
 
     Raises:
-        ParamError: as ``message_text``, for any message.
+        ParamError: anything else, naming the field (``file.file_id``: there is no file
+            store here).
     """
-    return [
-        Message(
-            "instructions" if m.role in ("system", "developer") else m.role,
-            message_text(m, i).strip(),
+    if part["type"] == "image_url":
+        image_url = part.get("image_url")
+        url = image_url.get("url") if isinstance(image_url, dict) else None
+        field = f"{where}.image_url.url"
+        if isinstance(url, str) and url[:5].lower() == "data:":
+            media_type, data = data_url(url, field)
+            block, size = base64_image(media_type, data, type_field=field, data_field=field)
+            return block, MediaPart(field, "image", size, block)
+        if isinstance(url, str) and url[:6].lower() != "https:":
+            raise ParamError(
+                f"{field}: only data: URLs (base64 images) and https URLs are supported",
+                param=field,
+                code="unsupported_value",
+            )
+        block = url_image(url, field)
+        return block, MediaPart(field, "image", 0, block)
+    file = part.get("file")
+    file = file if isinstance(file, dict) else {}
+    if file.get("file_id") is not None:
+        raise ParamError(
+            f"{where}.file.file_id: uploaded files are not available here; send file_data",
+            param=f"{where}.file.file_id",
+            code="unsupported_parameter",
         )
-        for i, m in enumerate(request.messages)
-    ]
+    field = f"{where}.file.file_data"
+    data = file.get("file_data")
+    if isinstance(data, str) and data[:5].lower() == "data:":
+        media_type, data = data_url(data, field)
+        if media_type != PDF:
+            raise ParamError(
+                f"{field}: unsupported file type {media_type!r}; supported: {PDF}",
+                param=field,
+                code="unsupported_value",
+            )
+    block, size = base64_pdf(data, data_field=field)
+    if isinstance(file.get("filename"), str) and file["filename"]:
+        block["title"] = file["filename"]
+    return block, MediaPart(field, "document", size, block)
+
+
+def data_url(url: str, field: str) -> tuple[str, str]:
+    """The media type (lower case) and base64 data of a ``data:`` URL (RFC 2397)
+    declared ``;base64``. Not a checkpoint.
+
+    Raises:
+        ParamError: no comma, or not base64 (400).
+    """
+    comma = url.find(",")
+    params = url[5:comma].split(";") if comma >= 0 else []
+    if len(params) < 2 or params[-1].strip().lower() != "base64":
+        raise ParamError(
+            f"{field}: a data URL must be data:<media type>;base64,<data>", param=field
+        )
+    return params[0].strip().lower(), url[comma + 1 :]
+
+
+def to_messages(request: ChatCompletionRequest) -> tuple[list[Message], list[MediaPart]]:
+    """The request's messages as the pipeline's (``system`` and ``developer`` messages
+    are instructions), and their media's ``MediaPart``s. Not a checkpoint.
+
+    Raises:
+        ParamError: as ``message_content``, for any message.
+    """
+    messages, parts = [], []
+    for i, m in enumerate(request.messages):
+        text, media, found = message_content(m, i)
+        role = "instructions" if m.role in ("system", "developer") else m.role
+        messages.append(Message(role, text.strip(), media))
+        parts += found
+    return messages, parts
 
 
 def _validate(body: dict[str, Any]) -> ChatCompletionRequest:
@@ -238,12 +328,14 @@ class OpenAICodec:
             ParamError: naming the first bad or refused field.
         """
         request = _validate(body)
+        messages, media_parts = to_messages(request)
         return TurnRequest(
             model=request.model,
-            messages=to_messages(request),
+            messages=messages,
             stream=bool(request.stream),
             size=len(request.messages),
             options={"include_usage": request.include_usage},
+            media_parts=media_parts,
         )
 
     def error_json(self, problem: Problem) -> dict[str, Any]:

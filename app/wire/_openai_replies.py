@@ -95,6 +95,7 @@ class Completion:
         self._joiner = _Joiner()
 
     def object(self, events: list[SessionEvent], done: TurnCompleted) -> dict[str, Any]:
+        self.model = done.model or self.model  # the model that answered, when known
         text = "".join(self._joiner.piece(e) for e in events if isinstance(e, TextDelta))
         message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
         choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": _finish(done)}
@@ -108,6 +109,7 @@ class Completion:
             case TextDelta() if event.text:
                 return [self._chunk({"content": self._joiner.piece(event)})]
             case TurnCompleted():
+                self.model = event.model or self.model  # from here on: the one that answered
                 frames = [self._chunk({}, _finish(event))]
                 if self.include_usage:
                     usage = {**self._head("chat.completion.chunk"), "choices": []}

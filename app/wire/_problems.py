@@ -101,6 +101,7 @@ FAILURE_STATUS = {
     "session_closed": (503, "overloaded_error"),
     "interrupted": (409, "api_error"),
     "overloaded": (503, "overloaded_error"),
+    "model_refused": (400, "invalid_request_error"),
 }
 
 SESSION_CLOSED = Problem(503, "overloaded_error", "the session closed", code="session_closed")
@@ -147,7 +148,10 @@ def failure_problem(failed: TurnFailed) -> Problem:
         status = 502 if upstream in (401, 403, 404) else upstream
         kind = ERROR_TYPES[status]
     retry = failed.reason == "upstream_error"
-    return Problem(status, kind, failed.message, should_retry=retry, code=failed.reason)
+    param = "model" if failed.reason == "model_refused" else None
+    return Problem(
+        status, kind, failed.message, should_retry=retry, param=param, code=failed.reason
+    )
 
 
 def request_problem(exc: RequestError) -> Problem:

@@ -12,7 +12,7 @@ from actors import SessionError
 from . import _json
 from ._anthropic import error_body
 from ._codec import Message, TurnRequest
-from ._problems import RequestError, describe, problem_for
+from ._problems import describe, problem_for
 
 Frame = dict[str, Any]
 
@@ -83,14 +83,10 @@ def parse_client_message(data: str | bytes | None) -> AnyClientMessage:
 
 def turn_request(message: TurnMessage) -> TurnRequest:
     """The pipeline's request for a ``turn`` message: its content as the user's new
-    message in the connection's session. Not a checkpoint.
-
-    Raises:
-        RequestError: the message asks for a ``model`` (one CLI, one model, for now).
-    """
-    if message.model is not None:
-        raise RequestError("model switching is not supported yet: omit 'model'", param="model")
-    return TurnRequest(model="", messages=[Message("user", message.content)], size=1)
+    message in the connection's session, on its ``model`` if it names one (else the
+    session's current model). Not a checkpoint."""
+    model = message.model or ""
+    return TurnRequest(model=model, messages=[Message("user", message.content)], size=1)
 
 
 def error_frame(

@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from .conftest import MODEL, ask, wait_until
+from .conftest import MODEL, ask
 
 pytestmark = pytest.mark.e2e
 
@@ -99,30 +99,26 @@ def test_disconnect_mid_stream_leaves_the_session_usable_with_one_cli(server, cl
     server.wait_until_every_cli_is_accounted_for()
 
 
-def test_request_without_session_runs_on_a_closed_one_turn_session(server, client):
-    """Without a session id the turn runs on its own CLI, which is closed right after;
-    earlier messages of the request reach it as context."""
-    raw = client.messages.with_raw_response.create(
-        model=MODEL,
-        max_tokens=256,
-        messages=[
-            {"role": "user", "content": "my name is Ada"},
-            {"role": "assistant", "content": "Hello Ada"},
-            {"role": "user", "content": "what is my name?"},
-        ],
-    )
+def test_request_without_session_starts_one_with_its_history_as_context(server, client):
+    """Without a session id, a history no session holds starts a new session (with a
+    server-minted id, in ``X-Session-ID``) and reaches it as context, once; the next
+    request resending that conversation continues the session with only its new
+    message (docs/explanation/lineage.md)."""
+    history = [
+        {"role": "user", "content": "my name is Ada"},
+        {"role": "assistant", "content": "Hello Ada"},
+        {"role": "user", "content": "what is my name?"},
+    ]
+    raw = client.messages.with_raw_response.create(model=MODEL, max_tokens=256, messages=history)
     text = raw.parse().content[0].text
     assert text.startswith("echo: ")
     assert "my name is Ada" in text and "what is my name?" in text
-    assert "X-Session-ID" not in raw.headers
-
-    def one_turn_sessions() -> list[dict]:
-        sessions = httpx.get(f"{server.url}/v1/sessions", timeout=10).json()["data"]
-        return [s for s in sessions if s["id"].startswith("one-turn-")]
-
-    wait_until(lambda: not one_turn_sessions(), 15, "the one-turn session to close")
-    # Not a session's nor a warm actor's: a one-turn CLI still running would show here.
-    # (Counting CLIs before and after cannot tell: the warm pool refills meanwhile.)
+    session = raw.headers["X-Session-ID"]
+    history += [{"role": "assistant", "content": text}, {"role": "user", "content": "thanks"}]
+    again = client.messages.with_raw_response.create(model=MODEL, max_tokens=256, messages=history)
+    assert again.parse().content[0].text == "echo: thanks"
+    assert again.headers["X-Session-ID"] == session
+    assert server.session(session)["turns"] == 2
     server.wait_until_every_cli_is_accounted_for()
 
 

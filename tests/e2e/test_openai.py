@@ -38,13 +38,14 @@ def chat(client: openai.OpenAI, session: str, prompt: str) -> str:
 
 
 def test_non_streaming_completion_carries_the_answer_and_usage(oai):
-    """A request without a session gets a ``chat.completion`` with the CLI's answer, the
-    request's model, ``finish_reason`` stop and real token usage."""
+    """A request without a session id gets a ``chat.completion`` with the CLI's answer,
+    the request's model, ``finish_reason`` stop and real token usage, on a new session
+    whose server-minted id comes in ``X-Session-ID``."""
     raw = oai.chat.completions.with_raw_response.create(
         model=MODEL, messages=[{"role": "user", "content": "hello there"}]
     )
     completion = raw.parse()
-    assert "X-Session-ID" not in raw.headers
+    assert raw.headers["X-Session-ID"].startswith("conv_")
     assert completion.id.startswith("chatcmpl-")
     assert completion.model == MODEL
     [choice] = completion.choices

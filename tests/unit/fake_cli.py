@@ -6,7 +6,8 @@ Behaviour by ``FAKE_CLI_MODE``: ``normal``; ``exit0`` (exits at once, silently, 
 status 0); ``stubborn`` (ignores SIGTERM and the end of its input). Each user message is
 answered with a ``system`` init, ``FAKE_CLI_EVENTS`` stream events
 (``FAKE_CLI_EVENT_DELAY`` seconds apart), an assistant message echoing the user content as
-JSON under the current model, and a result. Writes its pid to ``FAKE_CLI_PID_FILE``.
+JSON under the current model, and a result. ``set_model`` of a model named ``refused-...``
+is answered with an error. Writes its pid to ``FAKE_CLI_PID_FILE``.
 """
 
 import json
@@ -40,9 +41,13 @@ for line in sys.stdin:
     message = json.loads(line)
     if message["type"] == "control_request":
         request = message["request"]
-        if request["subtype"] == "set_model":
-            model = request["model"] or "fake-default"
         response = {"subtype": "success", "request_id": message["request_id"], "response": {}}
+        if request["subtype"] == "set_model":
+            if (request["model"] or "").startswith("refused-"):
+                error = f"model {request['model']} is not available"
+                response = {"subtype": "error", "request_id": message["request_id"], "error": error}
+            else:
+                model = request["model"] or "fake-default"
         send({"type": "control_response", "response": response})
     elif message["type"] == "user":
         turn += 1

@@ -342,6 +342,34 @@ async def test_an_operators_streams_count_against_the_operators_own_cap(tmp_path
                 assert own.status == 200
 
 
+async def test_a_fork_shows_its_parent_and_counts_in_the_overview(tmp_path):
+    """A regenerated answer forks the conversation (lineage): the dashboard shows the
+    new session's ``parent`` (the session and turn it branched from) and counts it in
+    the overview's ``forks``."""
+    async with app_client(Settings(state_dir=tmp_path, warm_pool_size=0)) as client:
+
+        async def ask(messages: list[dict]) -> tuple[str, str]:
+            response = await client.post("/v1/messages", json={**BODY, "messages": messages})
+            assert response.status_code == 200
+            text = (await response.get_json())["content"][0]["text"]
+            return text, response.headers["X-Session-ID"]
+
+        one = [{"role": "user", "content": "one"}]
+        answer, original = await ask(one)
+        two = [*one, {"role": "assistant", "content": answer}, {"role": "user", "content": "two"}]
+        await ask(two)
+        _, fork = await ask(two)  # the same request again: regenerate
+        assert fork != original
+        async with event_stream(client, "/v1/dashboard/stream") as stream:
+            _, snapshot = await next_event(stream)
+        session = await (await client.get(f"/v1/dashboard/sessions/-/{fork}")).get_json()
+    rows = {row["id"]: row for row in snapshot["sessions"]["data"]}
+    assert rows[fork]["parent"] == {"id": original, "turn": 1}
+    assert rows[original]["parent"] is None
+    assert session["session"]["parent"] == {"id": original, "turn": 1}
+    assert snapshot["overview"]["forks"] == 1
+
+
 # -- Overview figures -----------------------------------------------------------------
 
 

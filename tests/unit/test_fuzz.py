@@ -37,11 +37,51 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
     max_leaves=20,
 )
+# Image and document blocks (Anthropic) and parts (OpenAI) with hostile fields.
+media_strings = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "image/png",
+            "application/pdf",
+            "text/plain",
+            "iVBORw0KGgo=",
+            "JVBERi0=",
+            "https://example.com/a.png",
+            "data:image/png;base64,iVBORw0KGgo=",
+            "data:;base64,",
+            "data:image/png;base64",
+            "https://[::1",
+        ]
+    ),
+)
+media_values = st.one_of(media_strings, json_values)
+media_blocks = st.fixed_dictionaries(
+    {"type": st.sampled_from(["image", "document", "image_url", "file"])},
+    optional={
+        "source": st.fixed_dictionaries(
+            {},
+            optional={
+                "type": st.sampled_from(["base64", "url", "text", "file", "content"]) | json_values,
+                "media_type": media_values,
+                "data": media_values,
+                "url": media_values,
+            },
+        )
+        | json_values,
+        "image_url": st.fixed_dictionaries({}, optional={"url": media_values}) | json_values,
+        "file": st.fixed_dictionaries(
+            {}, optional={"file_data": media_values, "file_id": media_values}
+        ),
+        "title": media_values,
+        "citations": json_values,
+    },
+)
 messages = st.lists(
     st.fixed_dictionaries(
         {
             "role": st.sampled_from(["user", "assistant", "system", "tool", "x"]),
-            "content": json_values,
+            "content": json_values | st.lists(media_blocks | json_values, max_size=3),
         }
     ),
     max_size=4,

@@ -76,19 +76,19 @@ async def open_client(tmp_path, settings, factory=None, **config) -> AsyncIterat
 
 
 async def test_completion_has_openai_shape_and_maps_anthropic_usage(tmp_path, settings):
-    """A non-streaming request gets a ``chat.completion`` echoing the request's model;
-    prompt tokens count uncached, cache-write and cache-read input, and the reads are
-    ``cached_tokens``."""
+    """A non-streaming request gets a ``chat.completion`` naming the model that answered
+    (``gpt-4o`` is no Claude model: the server's default ran); prompt tokens count
+    uncached, cache-write and cache-read input, and the reads are ``cached_tokens``."""
     factory = ScriptedClientFactory(script=lambda p, h: reply("one two", chunks=2))
     async with open_client(tmp_path, settings, factory) as client:
         response = await client.post(PATH, json=BODY)
         completion = await response.get_json()
     assert response.status_code == 200
-    assert "X-Session-ID" not in response.headers
+    assert response.headers["X-Session-ID"].startswith("conv_")  # a server-minted session
     assert completion["id"].startswith("chatcmpl-")
     assert completion["object"] == "chat.completion"
     assert isinstance(completion["created"], int)
-    assert completion["model"] == "gpt-4o"
+    assert completion["model"] == "claude-test-model"
     [choice] = completion["choices"]
     assert choice["index"] == 0
     assert choice["finish_reason"] == "stop"
@@ -118,7 +118,7 @@ async def test_stream_is_role_chunk_deltas_finish_usage_then_done(tmp_path, sett
     assert done == "[DONE]"
     assert {c["object"] for c in chunks} == {"chat.completion.chunk"}
     assert len({c["id"] for c in chunks}) == 1
-    assert {c["model"] for c in chunks} == {"gpt-4o"}
+    assert {c["model"] for c in chunks} == {"claude-test-model"}  # the default ran
     choices = [c["choices"][0] for c in chunks[:-1]]
     assert [c["delta"] for c in choices] == [
         {"role": "assistant", "content": ""},
@@ -197,7 +197,10 @@ async def test_fields_that_cannot_be_honoured_are_refused_with_400(
         ([{"role": "assistant", "content": "hi"}], "messages"),
         ([{"role": "user", "content": "  "}], "messages"),
         (
-            [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}],
+            [
+                {"role": "assistant", "content": [{"type": "image_url", "image_url": {}}]},
+                {"role": "user", "content": "a"},
+            ],
             "messages[0].content[0].type",
         ),
         (
@@ -225,8 +228,9 @@ async def test_fields_that_cannot_be_honoured_are_refused_with_400(
     ],
 )
 async def test_unusable_messages_are_refused_with_400(tmp_path, settings, messages, param):
-    """Messages that cannot become a text turn (no final user text, non-text parts, tool
-    traffic, unknown roles) are a 400 naming the offending message or part."""
+    """Messages that cannot become a turn (no final user text, parts other than text
+    outside user messages, audio, tool traffic, unknown roles) are a 400 naming the
+    offending message or part."""
     async with open_client(tmp_path, settings) as client:
         response = await client.post(PATH, json={**BODY, "messages": messages})
         body = await response.get_json()
@@ -269,7 +273,12 @@ async def test_ignored_fields_are_accepted(tmp_path, settings):
 
 @pytest.mark.parametrize(
     ("data", "status"),
-    [(b"{not json", 400), (b"[1, 2]", 400), (b'{"model": "m"}', 400), (b"x" * 17_000_000, 413)],
+    [
+        (b"{not json", 400),
+        (b"[1, 2]", 400),
+        (b'{"model": "m"}', 400),
+        (b"x" * (Settings().max_body_bytes + 1), 413),
+    ],
 )
 async def test_malformed_bodies_get_openai_errors(tmp_path, settings, data, status):
     """Invalid JSON, a non-object, missing fields and an oversized body are client
@@ -461,9 +470,9 @@ async def test_session_turn_sends_only_the_new_message_after_opening_instruction
     ]
 
 
-async def test_one_turn_request_sends_instructions_and_history_as_context(tmp_path, settings):
-    """Without a session, instructions and earlier messages travel with the new message
-    in one prompt, on a one-turn session."""
+async def test_a_new_conversation_gets_instructions_and_history_as_context(tmp_path, settings):
+    """A request whose history no session holds starts a new session; instructions and
+    earlier messages travel with the new message in one prompt, once."""
     factory = ScriptedClientFactory()
     messages = [
         {"role": "system", "content": "Be brief."},

@@ -7,6 +7,7 @@ docstring): if a new SDK release moves one, these fail by name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -16,7 +17,14 @@ import psutil
 import pytest
 import trio
 
-from actors import BUNDLED_CLI, ClientError, CliOptions, SessionSpec, open_sdk_client
+from actors import (
+    BUNDLED_CLI,
+    ClientError,
+    CliOptions,
+    ModelRefusedError,
+    SessionSpec,
+    open_sdk_client,
+)
 from actors._client import AssistantText, SessionInit, StreamEvent, TurnResult
 
 FAKE_CLI = Path(__file__).with_name("fake_cli.py")
@@ -92,6 +100,40 @@ async def test_set_model_switches_the_running_cli(tmp_path):
             await client.query("hi")
             await receive_turn(client)
             assert client.pid == pid
+
+
+async def test_a_refused_model_leaves_the_cli_usable(tmp_path):
+    """A ``set_model`` the CLI answers with an error is ``ModelRefusedError``, not a
+    ``ClientError``: the same CLI serves the next turn on its model as before."""
+    with trio.fail_after(20):
+        async with open_sdk_client(options(tmp_path), SessionSpec(tmp_path)) as client:
+            with pytest.raises(ModelRefusedError, match="refused-model is not available"):
+                await client.set_model("refused-model")
+            assert client.alive
+            await client.query("hi")
+            messages = await receive_turn(client)
+    assert not messages[-1].is_error
+
+
+def test_system_prompt_options_keep_request_text_out_of_the_arguments(tmp_path):
+    """Claude Code's own prompt by default; the operator's replacement or appended text
+    as arguments (settings); a session's addition only as the path of its file."""
+    cli = options(tmp_path)
+    default = cli.sdk_options(SessionSpec(tmp_path))
+    assert default.system_prompt == {"type": "preset", "preset": "claude_code"}
+    assert default.extra_args == {}
+    file = tmp_path / ".system"
+    spec = SessionSpec(tmp_path, system_prompt_file=file)
+    appended = dataclasses.replace(cli, append_system_prompt="OP").sdk_options(spec)
+    assert appended.system_prompt == {"type": "preset", "preset": "claude_code", "append": "OP"}
+    assert appended.extra_args == {"append-system-prompt-file": str(file)}
+    both = dataclasses.replace(cli, system_prompt="MINE", append_system_prompt="OP")
+    replaced = both.sdk_options(spec)
+    assert replaced.system_prompt == "MINE"
+    assert replaced.extra_args == {
+        "append-system-prompt": "OP",
+        "append-system-prompt-file": str(file),
+    }
 
 
 async def test_a_cancelled_receive_loses_no_message(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import trio
 
 from actors import (
@@ -16,7 +18,7 @@ from actors import (
     open_supervisor,
 )
 from actors.testing import ScriptedClientFactory
-from app.sessions._store import open_session_store
+from app.sessions._store import SCHEMA, open_session_store
 
 
 async def ask(sup, key, prompt):
@@ -122,3 +124,29 @@ async def test_a_cancelled_store_still_writes_what_was_queued(tmp_path):
                 await trio.sleep_forever()
         async with open_session_store(tmp_path / "s.sqlite3") as store:
             assert (await store.load(key)).turns == 5
+
+
+async def test_an_older_database_gains_the_session_model_column(tmp_path):
+    """A database written before sessions kept their model is migrated on opening (one
+    column added, rows kept); the model a session runs is then kept and read back."""
+    import sqlite3
+
+    path = tmp_path / "s.sqlite3"
+    old_schema = SCHEMA.replace("    session_model TEXT,\n", "")
+    assert old_schema != SCHEMA
+    with sqlite3.connect(path) as old:
+        old.execute(old_schema)
+        old.execute(
+            "INSERT INTO sessions (principal, session_id, claude_session_id, workspace, "
+            "created_at, last_active_at, turns) VALUES ('', 'old', 'c-1', ?, 1, 2, 3)",
+            (str(tmp_path),),
+        )
+    old.close()
+    key = SessionKey("new", "alice")
+    async with open_session_store(path) as store:
+        assert (await store.load(SessionKey("old"))).model is None
+        record = dataclasses.replace(_turn_record(key, 1, tmp_path).session, model="sonnet")
+        turn = dataclasses.replace(_turn_record(key, 1, tmp_path), session=record)
+        store.turn_ended(turn)
+        assert (await store.load(key)).model == "sonnet"
+        assert [r.model for r in await store.records("alice")] == ["sonnet"]

@@ -13,6 +13,7 @@ import trio
 from httpx_sse import aconnect_sse
 
 from app.offline._upstream import (
+    MAX_REQUEST_BYTES,
     Directives,
     latest_user_text,
     parse_directives,
@@ -229,6 +230,73 @@ async def test_blocks_names_the_block_types_of_the_prompt(client: httpx.AsyncCli
     ]
     response = await client.post("/v1/messages", json={"model": "m", "messages": messages})
     assert response.json()["content"][0]["text"] == "blocks=image,document,text"
+
+
+async def test_model_and_system_describe_what_the_cli_asked_for(
+    client: httpx.AsyncClient,
+) -> None:
+    """[[model]] answers the request's model; [[system]] the length and the end of its
+    system prompt, text blocks joined by blank lines; both together, model first."""
+    system = [_text("x-billing-header"), _text("You are Claude Code."), _text("Be terse.")]
+    replies = []
+    for text in ("[[model]]", "[[system]]", "[[system]] and [[model]]"):
+        body = _request(text, model="claude-sonnet-5-5", system=system)
+        replies.append((await client.post("/v1/messages", json=body)).json())
+    joined = "x-billing-header\n\nYou are Claude Code.\n\nBe terse."
+    assert [r["content"][0]["text"] for r in replies] == [
+        "model=claude-sonnet-5-5",
+        f"system={len(joined)} chars ending: {joined}",
+        f"model=claude-sonnet-5-5 system={len(joined)} chars ending: {joined}",
+    ]
+    long = (await client.post("/v1/messages", json=_request("[[system]]", system="ab" * 80))).json()
+    assert long["content"][0]["text"] == "system=160 chars ending: " + "ab" * 50
+
+
+async def test_media_counts_the_images_and_documents_of_the_prompt(
+    client: httpx.AsyncClient,
+) -> None:
+    """[[media]] counts the image and document blocks of the user message holding it,
+    whatever their source (base64, URL, text), and not those of earlier messages."""
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": ""}}
+    url_image = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    url_pdf = {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}}
+    text_document = {"type": "document", "source": {"type": "text", "media_type": "text/plain"}}
+    messages = [
+        _user(image, image, _text("first")),
+        {"role": "assistant", "content": [_text("ok")]},
+        _user(
+            _text("<system-reminder>x</system-reminder>"),
+            url_image,
+            image,
+            url_pdf,
+            text_document,
+            _text("count them [[media]]"),
+            _text("[Image: source: /tmp/claude-0/x/images/1.png]"),
+        ),
+    ]
+    response = await client.post("/v1/messages", json={"model": "m", "messages": messages})
+    assert response.json()["content"][0]["text"] == "images=2 documents=2"
+    text_only = await client.post("/v1/messages", json=_request("none here [[media]]"))
+    assert text_only.json()["content"][0]["text"] == "images=0 documents=0"
+
+
+async def test_requests_up_to_the_apis_32_mib_are_read_larger_ones_are_413(
+    client: httpx.AsyncClient,
+) -> None:
+    """A conversation holding a large PDF is read (Quart's default limit, 16 MiB, would
+    refuse it, and Claude Code would report its request too large); past Anthropic's
+    32 MiB the answer is the real API's 413 ``request_too_large``."""
+    pdf = {"type": "document", "source": {"type": "base64", "media_type": "application/pdf"}}
+
+    def body(size: int) -> dict[str, Any]:
+        document = {**pdf, "source": {**pdf["source"], "data": "A" * size}}
+        return {"model": "m", "messages": [_user(document, _text("[[media]]"))]}
+
+    accepted = await client.post("/v1/messages", json=body(20 * 1024 * 1024))
+    assert accepted.json()["content"][0]["text"] == "images=0 documents=1"
+    refused = await client.post("/v1/messages", json=body(MAX_REQUEST_BYTES))
+    assert refused.status_code == 413
+    assert refused.json()["error"]["type"] == "request_too_large"
 
 
 @pytest.mark.parametrize(

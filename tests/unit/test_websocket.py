@@ -215,8 +215,8 @@ async def test_client_going_away_interrupts_its_turn(tmp_path):
 
 
 async def test_bad_messages_get_error_frames_and_the_connection_stays_usable(tmp_path):
-    """Malformed JSON, binary frames, unknown types, missing fields and a per-turn
-    model each get an invalid_request_error frame (with the message's id when it had
+    """Malformed JSON, binary frames, unknown types, missing fields and a malformed
+    model name each get an invalid_request_error frame (with the message's id when it had
     one); the connection then serves a turn as usual."""
     factory = ScriptedClientFactory()
     bad = [
@@ -227,7 +227,7 @@ async def test_bad_messages_get_error_frames_and_the_connection_stays_usable(tmp
         '{"type": "dance", "id": "x1"}',
         '{"type": "turn", "id": "x2"}',
         '{"type": "turn", "content": "hi", "extra": 1}',
-        '{"type": "turn", "content": "hi", "model": "claude-opus-4", "id": "x3"}',
+        '{"type": "turn", "content": "hi", "model": "claude opus", "id": "x3"}',
     ]
     with trio.fail_after(GUARD_S):
         async with (
@@ -246,9 +246,25 @@ async def test_bad_messages_get_error_frames_and_the_connection_stays_usable(tmp
     assert "binary" in errors[1]["error"]["message"]
     assert "binary" in errors[2]["error"]["message"]
     assert "content" in errors[5]["error"]["message"]
-    assert "model switching is not supported yet" in errors[7]["error"]["message"]
+    assert "not a model name" in errors[7]["error"]["message"]
     assert frames[-1]["type"] == "turn_completed"
     assert factory.clients[0].prompts == ["still here"]
+
+
+async def test_a_turn_may_name_its_model(tmp_path):
+    """A turn's ``model`` switches the session's CLI before it (the session stays on it:
+    a turn without one runs on it too); the completion names the model that answered."""
+    factory = ScriptedClientFactory()
+    with trio.fail_after(GUARD_S):
+        async with (
+            serving(tmp_path, factory) as served,
+            open_session_client(served.url, "ws-model") as client,
+        ):
+            first = [f async for f in client.stream_turn("one", model="opus")]
+            second = [f async for f in client.stream_turn("two")]
+    assert first[-1]["type"] == second[-1]["type"] == "turn_completed"
+    assert first[-1]["model"] == second[-1]["model"] == "opus"
+    assert factory.clients[0].set_model_calls == ["opus"]
 
 
 async def test_refused_turn_gets_an_error_frame_with_retry_after(tmp_path):

@@ -28,6 +28,7 @@ from ..sessions._store import SessionStore
 from ..wire._anthropic import AnthropicCodec, error_body, error_json, estimate_tokens
 from ..wire._problems import RequestError, problem_for, request_problem
 from ._browser import BrowserGuard
+from ._dashboard import dashboard_blueprint, is_dashboard_page
 from ._limits import shield_last_send
 from ._management import management_blueprint
 from ._metrics import Metrics
@@ -39,6 +40,7 @@ from ._websocket import websocket_blueprint
 log = logging.getLogger(__name__)
 OPEN_PATHS = {"/", "/health"}  # answer without an API key (probes)
 ADMIN_PATHS = {"/v1/stats", "/metrics"}  # need an operator key once keys are configured
+ADMIN_PREFIXES = ("/v1/dashboard/",)  # as ADMIN_PATHS, every path under these
 access_log = logging.getLogger("ccactors.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -56,15 +58,16 @@ def create_app(
     Routes: ``POST /v1/messages`` (Anthropic Messages, streaming and not, through the
     turn pipeline), ``POST /v1/messages/count_tokens``, ``GET /v1/stats``, ``/metrics``,
     ``GET /health``; the OpenAI routes (``app.http._openai``), the management API
-    (``app.http._management``) and the WebSocket (``app.http._websocket``) as
-    blueprints. Every error outside the OpenAI routes is Anthropic error JSON with the
-    matching status.
+    (``app.http._management``), the WebSocket (``app.http._websocket``) and the
+    dashboard (``app.http._dashboard``) as blueprints. Every error outside the OpenAI
+    routes is Anthropic error JSON with the matching status.
 
-    With API keys configured, ``/v1/stats`` and ``/metrics`` need an operator key
-    (``admin_api_keys``): 401 without a valid key, 403 with a key that is not an
-    operator's. Without keys (loopback only) they are open. ``/health`` tells nothing
-    but that the server answers. A body not received within ``body_read_timeout_s``
-    is answered 408.
+    With API keys configured, ``/v1/stats``, ``/metrics`` and ``/v1/dashboard/...``
+    need an operator key (``admin_api_keys``): 401 without a valid key, 403 with a key
+    that is not an operator's. Without keys (loopback only) they are open. ``/health``
+    tells nothing but that the server answers; the dashboard's page and assets hold no
+    data and need no key. A body not received within ``body_read_timeout_s`` is
+    answered 408.
 
     Both HTTP APIs place each turn by its conversation's lineage (``app.http._lineage``)
     in ``lineage``, which the caller loads from ``store`` (``LineageIndex.load``); by
@@ -87,6 +90,7 @@ def create_app(
     app.register_blueprint(websocket_blueprint(supervisor, settings))
     metrics = Metrics(supervisor)
     supervisor.add_observer(metrics)
+    app.register_blueprint(dashboard_blueprint(supervisor, catalogue, settings, metrics))
 
     @app.before_request
     async def tag_request() -> None:
@@ -94,13 +98,14 @@ def create_app(
         request_id = given if _REQUEST_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
         request_id_var.set(request_id)
         g.started = time.monotonic()
-        if request.path not in OPEN_PATHS:
+        if request.path not in OPEN_PATHS and not is_dashboard_page(request.path):
             try:
                 g.principal = principal_for(request.headers, key_hashes)
             except AuthError as exc:
                 raise RequestError(str(exc), status=401) from None
             operator = not key_hashes or is_admin(request.headers, admin_hashes)
-            if request.path in ADMIN_PATHS and not operator:
+            admin = request.path in ADMIN_PATHS or request.path.startswith(ADMIN_PREFIXES)
+            if admin and not operator:
                 raise RequestError("this endpoint needs an operator (admin) API key", 403)
 
     @app.after_request

@@ -10,7 +10,7 @@ session catalogue's (``app.sessions._catalogue``).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -85,16 +85,20 @@ def management_blueprint(
 
 
 async def _listen(
-    supervisor: Supervisor, key: SessionKey, ping_s: float, cap: PerKeyCap
+    supervisor: Supervisor,
+    key: SessionKey,
+    ping_s: float,
+    cap: PerKeyCap,
+    holder: str | None = None,
 ) -> AsyncIterator[bytes]:
     """The SSE body of a session's event stream; first yields ``b""`` once listening.
 
     Each event is ``event: <type>`` with its JSON (see ``app.wire._events``); a listener too
     slow to keep up gets a ``lagged`` event saying how many it lost. Counts against the
-    key's ``cap`` of listeners while it runs (``PrincipalLimitError`` at the first item
-    if the key is at its cap).
+    ``cap`` of listeners of ``holder`` (the principal listening; default the session's
+    own) while it runs (``PrincipalLimitError`` at the first item if it is at its cap).
     """
-    with cap.hold(key.principal), supervisor.listen(key) as events:
+    with cap.hold(key.principal if holder is None else holder), supervisor.listen(key) as events:
         yield b""
         async with aclosing(_with_keepalive(events, ping_s)) as ticks:
             async for event in ticks:
@@ -123,37 +127,48 @@ SESSION_STATES = ("starting", "idle", "busy", "closing", "live", "hibernated")
 MAX_PAGE = 1000
 
 
-def _page(infos: list[SessionInfo], args: Any, lineage: LineageIndex | None) -> dict[str, Any]:
+def _page(
+    infos: list[SessionInfo],
+    args: Any,
+    lineage: LineageIndex | None,
+    *,
+    ident: Callable[[SessionInfo], str] = lambda info: info.session_id,
+    render: Callable[[SessionInfo], dict[str, Any]] | None = None,
+    max_limit: int = MAX_PAGE,
+) -> dict[str, Any]:
     """One page of sessions, oldest first, in Anthropic's list shape.
 
-    Query parameters: ``limit`` (1..1000, default 100), ``after_id`` (the last id of the
-    previous page), ``state`` (one of ``SESSION_STATES``; ``live`` and ``hibernated``
-    filter on whether a CLI is running). Raises ``RequestError`` for bad values.
+    Query parameters: ``limit`` (1..``max_limit``, default 100 or ``max_limit`` if
+    smaller), ``after_id`` (the last id of the previous page), ``state`` (one of
+    ``SESSION_STATES``; ``live`` and ``hibernated`` filter on whether a CLI is running).
+    ``ident`` names a session for ``after_id``, ``first_id`` and ``last_id`` (default its
+    id); ``render`` makes its JSON (default ``_session_json`` with ``lineage``). Raises
+    ``RequestError`` for bad values.
     """
     state = args.get("state")
     if state is not None and state not in SESSION_STATES:
         raise RequestError(f"state must be one of {', '.join(SESSION_STATES)}")
     try:
-        limit = int(args.get("limit", 100))
+        limit = int(args.get("limit", min(100, max_limit)))
     except ValueError:
         raise RequestError("limit must be an integer") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise RequestError(f"limit must be between 1 and {MAX_PAGE}")
+    if not 1 <= limit <= max_limit:
+        raise RequestError(f"limit must be between 1 and {max_limit}")
     if state in ("live", "hibernated"):
         infos = [i for i in infos if i.live == (state == "live")]
     elif state is not None:
         infos = [i for i in infos if i.state == state]
     if (after := args.get("after_id")) is not None:
-        ids = [i.session_id for i in infos]
+        ids = [ident(i) for i in infos]
         if after not in ids:
             raise RequestError(f"after_id {after!r} is not a listed session")
         infos = infos[ids.index(after) + 1 :]
     page = infos[:limit]
     return {
-        "data": [_session_json(info, lineage) for info in page],
+        "data": [render(info) if render else _session_json(info, lineage) for info in page],
         "has_more": len(infos) > limit,
-        "first_id": page[0].session_id if page else None,
-        "last_id": page[-1].session_id if page else None,
+        "first_id": ident(page[0]) if page else None,
+        "last_id": ident(page[-1]) if page else None,
     }
 
 

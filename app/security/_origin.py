@@ -27,6 +27,11 @@ first failing rule answers):
    in ``allowed_hosts``; any port. ``"*"`` accepts any name. A request without ``Host``
    (HTTP/1.0) is refused the same way.
 2. ``Origin``, if present, must be in ``allowed_origins`` (else 403). ``null`` never is.
+   One exception: the server's own origin (``http(s)://`` and the ``Host`` just
+   accepted) with ``Sec-Fetch-Site: same-origin``, which browsers send (with
+   ``Origin``) on the POST and DELETE of ccactors' own dashboard page. No other page can
+   send it: a browser names the page's own site in ``Sec-Fetch-Site``, and a rebound
+   name fails rule 1 first.
 3. ``Sec-Fetch-Site: cross-site`` is refused (403) unless ``Origin`` is allowed. A
    ``same-site`` request from another origin (another port of localhost) is covered by
    rule 2, as browsers send ``Origin`` with it wherever it matters.
@@ -103,6 +108,15 @@ def origin_of(value: str) -> str:
     return normalized
 
 
+def _same_origin(origin: str, host: str, fetch_site: str) -> bool:
+    """Whether ``origin`` is this server's own as the browser reached it (its ``Host``),
+    and the browser says so (``Sec-Fetch-Site: same-origin``). Not a checkpoint."""
+    match = _ORIGIN.fullmatch(origin.strip().lower())
+    return (
+        fetch_site == "same-origin" and match is not None and match.group(2) == host.strip().lower()
+    )
+
+
 def _is_ip_literal(name: str) -> bool:
     try:
         ipaddress.ip_address(name.strip("[]"))
@@ -166,14 +180,18 @@ class RequestPolicy:
                 "add it to CCACTORS_ALLOWED_HOSTS",
             )
         origins = headers.get("origin", [])
-        if len(origins) > 1 or (origins and not self.origin_allowed(origins[0])):
+        site = headers.get("sec-fetch-site", [""])[0].strip().lower()
+        if len(origins) > 1 or (
+            origins
+            and not self.origin_allowed(origins[0])
+            and not _same_origin(origins[0], hosts[0], site)
+        ):
             raise Refusal(
                 403,
                 "origin_not_allowed",
                 f"requests from web pages at {', '.join(origins)} are refused; "
                 "add the origin to CCACTORS_ALLOWED_ORIGINS to allow it",
             )
-        site = headers.get("sec-fetch-site", [""])[0].strip().lower()
         if site == "cross-site" and not origins:
             raise Refusal(
                 403, "origin_not_allowed", "requests from other sites' web pages are refused"

@@ -47,6 +47,16 @@ class SessionCatalogue:
                 mine.setdefault(record.key.session_id, resting(record))
         return sorted(mine.values(), key=lambda i: (i.created_at, i.session_id))
 
+    async def all_sessions(self) -> list[SessionInfo]:
+        """Every principal's sessions (for operators), oldest first (then by id and
+        principal)."""
+        every = {(i.principal, i.session_id): i for i in self._supervisor.sessions()}
+        if self._store is not None:
+            for principal in await self._store.principals():
+                for record in await self._store.records(principal):
+                    every.setdefault((principal, record.key.session_id), resting(record))
+        return sorted(every.values(), key=lambda i: (i.created_at, i.session_id, i.principal))
+
     async def session(self, key: SessionKey) -> SessionInfo:
         """A session: running, or known from before a restart.
 

@@ -70,6 +70,7 @@ ON CONFLICT (principal, session_id) DO UPDATE SET
     cost_usd = cost_usd + excluded.cost_usd
 """
 DELETE = "DELETE FROM sessions WHERE principal = ? AND session_id = ?"
+PRINCIPALS = "SELECT DISTINCT principal FROM sessions"
 
 LINEAGE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS lineage (
@@ -263,6 +264,10 @@ class SessionStore(Observer):
             )
             for session_id, claude, cwd, turns, t0, t1, model in rows
         ]
+
+    async def principals(self) -> list[str]:
+        """Every principal with a recorded session (for operators' views)."""
+        return [principal for (principal,) in await self._run(PRINCIPALS)]
 
     async def delete(self, key: SessionKey) -> None:
         """Forget ``key``'s record and lineage, after every record of it queued before."""

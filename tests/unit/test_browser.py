@@ -421,3 +421,32 @@ def test_serve_refuses_any_host_without_keys_at_start_up(tmp_path):
     assert "CCACTORS_ALLOWED_HOSTS" in result.stderr
     assert "DNS rebinding" in result.stderr
     assert "serving on" not in result.stdout
+
+
+async def test_the_servers_own_page_may_send_its_own_origin(served):
+    """Browsers send ``Origin`` with a same-origin POST or DELETE (the dashboard's
+    Interrupt and Delete buttons): the server's own origin as its ``Host`` names it,
+    with ``Sec-Fetch-Site: same-origin``, reaches the route; the same origin without
+    that header or with another value, and another port's or name's origin, do not."""
+    port = httpx.URL(served.url).port
+    own = {"Origin": served.url, "Sec-Fetch-Site": "same-origin"}
+    refused_headers = [
+        {"Origin": served.url},
+        {"Origin": served.url, "Sec-Fetch-Site": "same-site"},
+        {"Origin": served.url, "Sec-Fetch-Site": "cross-site"},
+        {"Origin": f"http://127.0.0.1:{port + 1}", "Sec-Fetch-Site": "same-origin"},
+        {"Origin": f"http://localhost:{port}", "Sec-Fetch-Site": "same-origin"},
+    ]
+    with trio.fail_after(GUARD_S):
+        async with httpx.AsyncClient(base_url=served.url) as client:
+            allowed = [
+                await client.delete("/v1/sessions/nobody", headers=own),
+                await client.post("/v1/sessions/nobody/interrupt", headers=own),
+            ]
+            refused = [
+                await client.delete("/v1/sessions/nobody", headers=headers)
+                for headers in refused_headers
+            ]
+    assert [r.status_code for r in allowed] == [404, 404]  # reached the routes
+    assert [r.status_code for r in refused] == [403] * len(refused_headers)
+    assert served.nothing_ran()

@@ -165,6 +165,11 @@ ROUTES = [
     ("GET", "/v1/stats"),
     ("GET", "/metrics"),
     ("PUT", "/v1/messages"),
+    ("GET", "/v1/dashboard/sessions/-/{id}"),
+    ("GET", "/v1/dashboard/sessions/-/{id}/events"),
+    ("POST", "/v1/dashboard/sessions/-/{id}/interrupt"),
+    ("DELETE", "/v1/dashboard/sessions/-/{id}"),
+    ("GET", "/dashboard/assets/{id}"),
 ]
 
 

@@ -1,0 +1,267 @@
+"""The operator's dashboard: one page with its assets, and the operator routes it reads.
+
+Pages, open to anyone because they hold no data: ``GET /dashboard`` (one HTML page whose
+script routes by URL fragment: ``#/`` the overview and sessions table,
+``#/sessions/<owner>/<id>`` one session) and ``GET /dashboard/assets/<name>`` (a fixed
+list of files from ``app/dashboard/``). They carry a strict ``Content-Security-Policy``
+(only this server's own scripts, styles and requests; no inline script, no framing).
+
+Data, for operators (with API keys configured, an operator key is needed: see
+``create_app``; on a loopback server without keys, open):
+
+* ``GET /v1/dashboard/overview``: the overview figures (``app.http._overview``).
+* ``GET /v1/dashboard/stream``: SSE, a ``snapshot`` event (``overview`` and
+  ``sessions``, one page of every principal's sessions; query ``state``, ``limit`` at
+  most ``MAX_SNAPSHOT_PAGE``, default ``DEFAULT_SNAPSHOT_PAGE``, and ``after_id``, as
+  ``GET /v1/sessions`` takes them) at once and again whenever it changes, looked at
+  every ``SNAPSHOT_INTERVAL_S``; ``:`` keep-alive comments in between. If the session
+  named by ``after_id`` goes away, an ``error`` event (Anthropic error JSON) ends the
+  stream.
+* ``GET /v1/dashboard/sessions/<owner>/<id>``: ``{"session": ..., "messages": [...]}``,
+  the session and its conversation from the CLI's transcript.
+* ``GET /v1/dashboard/sessions/<owner>/<id>/events``: the session's live events (SSE,
+  as ``GET /v1/sessions/<id>/events``).
+* ``POST /v1/dashboard/sessions/<owner>/<id>/interrupt``, ``DELETE
+  /v1/dashboard/sessions/<owner>/<id>``: as the management API's.
+
+An operator sees every principal's sessions. A session is addressed as
+``<owner>/<id>``: ``owner`` is its principal (16 hex digits, the digest of its API
+key) or ``-`` for the empty principal (auth off). Its JSON is the management API's plus
+``owner`` and ``address`` (``<owner>/<id>``, also the snapshot's ``after_id``,
+``first_id`` and ``last_id``). Streams count against the operator's
+``max_listeners_per_key``. Errors are Anthropic error JSON: a malformed owner or id is
+400, an unknown session 404.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import trio
+from quart import Blueprint, Response, request
+
+from actors import SessionInfo, SessionKey, Supervisor
+
+from .._settings import Settings
+from ..security._auth import PRINCIPAL_BYTES
+from ..sessions._catalogue import SessionCatalogue
+from ..sessions._lineage_index import LineageIndex
+from ..wire._anthropic import error_body
+from ..wire._problems import RequestError
+from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
+from ._limits import PerKeyCap
+from ._management import _listen, _page, _session_json
+from ._metrics import Metrics
+from ._overview import TurnRate, overview
+from ._pipeline import session_key
+from ._requests import current_principal
+
+ASSET_DIR = Path(__file__).resolve().parent.parent / "dashboard"
+PAGE = "index.html"
+# Every file served under /dashboard/assets/, with its type: nothing else is.
+ASSETS = {
+    "dashboard.js": "text/javascript; charset=utf-8",
+    "dashboard.css": "text/css; charset=utf-8",
+}
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
+SNAPSHOT_INTERVAL_S = 1.0
+DEFAULT_SNAPSHOT_PAGE = 50
+MAX_SNAPSHOT_PAGE = 100
+NO_OWNER = "-"  # the empty principal (auth off)
+_OWNER = re.compile(f"[0-9a-f]{{{2 * PRINCIPAL_BYTES}}}")
+
+
+def is_dashboard_page(path: str) -> bool:
+    """Whether ``path`` is the dashboard page or one of its assets (open: no data).
+    Not a checkpoint."""
+    return path == "/dashboard" or path.startswith("/dashboard/assets/")
+
+
+def dashboard_blueprint(
+    supervisor: Supervisor, catalogue: SessionCatalogue, settings: Settings, metrics: Metrics
+) -> Blueprint:
+    """The dashboard's page, assets and operator routes, as a blueprint for
+    ``create_app`` to register (which also applies the operator-key rule).
+
+    Reads the page and assets once, here; adds a ``TurnRate`` observer to ``supervisor``.
+
+    Args:
+        supervisor: runs the sessions (stats, interrupts, event streams).
+        catalogue: every principal's sessions, running or resting; deletes them.
+        settings: limits shown in the overview, ``max_listeners_per_key`` and
+            ``sse_ping_interval_s``.
+        metrics: the ``/metrics`` figures (the first-token latency histogram).
+
+    Returns:
+        A new ``quart.Blueprint`` named ``dashboard``.
+
+    Raises:
+        OSError: a dashboard file is missing from the installation.
+    """
+    blueprint = Blueprint("dashboard", __name__)
+    files = {name: (ASSET_DIR / name).read_bytes() for name in (PAGE, *ASSETS)}
+    streams = PerKeyCap(settings.max_listeners_per_key, "dashboard streams")
+    rate = TurnRate()
+    supervisor.add_observer(rate)
+
+    def figures() -> dict[str, Any]:
+        return overview(supervisor, settings, metrics.time_to_first_token, rate)
+
+    def render(info: SessionInfo) -> dict[str, Any]:
+        return _dashboard_json(info, catalogue.lineage)
+
+    async def snapshot(args: dict[str, str]) -> dict[str, Any]:
+        sessions = _page(
+            await catalogue.all_sessions(),
+            args,
+            catalogue.lineage,
+            ident=_address,
+            render=render,
+            max_limit=MAX_SNAPSHOT_PAGE,
+        )
+        return {"overview": figures(), "sessions": sessions}
+
+    @blueprint.get("/dashboard")
+    async def page() -> Response:
+        return _static(files[PAGE], "text/html; charset=utf-8")
+
+    @blueprint.get("/dashboard/assets/<name>")
+    async def asset(name: str) -> Response:
+        if name not in ASSETS:
+            raise RequestError(f"no dashboard asset {name!r}", 404)
+        return _static(files[name], ASSETS[name])
+
+    @blueprint.get("/v1/dashboard/overview")
+    async def overview_json() -> dict[str, Any]:
+        return figures()
+
+    @blueprint.get("/v1/dashboard/stream")
+    async def stream() -> Response:
+        args = {"limit": str(DEFAULT_SNAPSHOT_PAGE), **request.args.to_dict()}
+        first = await snapshot(args)  # a bad query is a 400 while we can
+        body = _snapshots(
+            first,
+            lambda: snapshot(args),
+            settings.sse_ping_interval_s,
+            streams,
+            current_principal(),
+        )
+        await anext(body)  # over the cap -> 429
+        response = Response(body, 200, SSE_HEADERS)
+        response.timeout = None
+        return response
+
+    @blueprint.get("/v1/dashboard/sessions/<owner>/<session_id>")
+    async def session(owner: str, session_id: str) -> dict[str, Any]:
+        info = await catalogue.session(_key(owner, session_id))
+        return {"session": render(info), "messages": await catalogue.messages(info)}
+
+    @blueprint.get("/v1/dashboard/sessions/<owner>/<session_id>/events")
+    async def session_events(owner: str, session_id: str) -> Response:
+        key = _key(owner, session_id)
+        ping_s = settings.sse_ping_interval_s
+        body = _listen(supervisor, key, ping_s, streams, holder=current_principal())
+        await anext(body)  # SessionNotFoundError -> 404, over the cap -> 429
+        response = Response(body, 200, SSE_HEADERS)
+        response.timeout = None
+        return response
+
+    @blueprint.post("/v1/dashboard/sessions/<owner>/<session_id>/interrupt")
+    async def interrupt(owner: str, session_id: str) -> dict[str, Any]:
+        interrupted = supervisor.interrupt(_key(owner, session_id))
+        return {"id": session_id, "owner": owner, "interrupted": interrupted}
+
+    @blueprint.delete("/v1/dashboard/sessions/<owner>/<session_id>")
+    async def delete(owner: str, session_id: str) -> dict[str, Any]:
+        deleted = await catalogue.delete(_key(owner, session_id))
+        return {
+            "id": session_id,
+            "owner": owner,
+            "type": "session_deleted",
+            "transcripts_deleted": deleted,
+        }
+
+    return blueprint
+
+
+async def _snapshots(
+    first: dict[str, Any],
+    make: Callable[[], Awaitable[dict[str, Any]]],
+    ping_s: float,
+    cap: PerKeyCap,
+    holder: str,
+) -> AsyncIterator[bytes]:
+    """The SSE body of the snapshot stream; first yields ``b""`` once counted against
+    ``holder``'s ``cap`` (``PrincipalLimitError`` there if it is at its cap).
+
+    Then ``first`` as a ``snapshot`` event, and ``make()`` every
+    ``SNAPSHOT_INTERVAL_S`` seconds whenever it differs from the last one sent; a
+    keep-alive comment after ``ping_s`` seconds without an event. Ends with an ``error``
+    event if ``make`` raises ``RequestError`` (the ``after_id`` session went away).
+    Sleeps between yields, never across one.
+    """
+    with cap.hold(holder):
+        yield b""
+        sent: dict[str, Any] | None = None
+        latest = first
+        quiet_s = 0.0
+        while True:
+            if latest != sent:
+                yield encode_sse("snapshot", latest)
+                sent, quiet_s = latest, 0.0
+            elif quiet_s >= ping_s:
+                yield sse_comment("ping")
+                quiet_s = 0.0
+            await trio.sleep(SNAPSHOT_INTERVAL_S)
+            quiet_s += SNAPSHOT_INTERVAL_S
+            try:
+                latest = await make()
+            except RequestError as exc:
+                yield encode_sse("error", error_body(exc.status, str(exc)))
+                return
+
+
+def _static(body: bytes, content_type: str) -> Response:
+    return Response(body, 200, PAGE_HEADERS, content_type=content_type)
+
+
+def owner_of(principal: str) -> str:
+    """How a principal appears in a dashboard address: itself, or ``-`` if empty."""
+    return principal or NO_OWNER
+
+
+def _key(owner: str, session_id: str) -> SessionKey:
+    """The session at ``<owner>/<id>``. Raises ``RequestError`` (400) if malformed."""
+    if owner != NO_OWNER and not _OWNER.fullmatch(owner):
+        raise RequestError(
+            f"invalid owner {owner!r}: {2 * PRINCIPAL_BYTES} lowercase hex digits, "
+            f"or {NO_OWNER!r} for sessions without an API key"
+        )
+    return session_key(session_id, "" if owner == NO_OWNER else owner)
+
+
+def _address(info: SessionInfo) -> str:
+    return f"{owner_of(info.principal)}/{info.session_id}"
+
+
+def _dashboard_json(info: SessionInfo, lineage: LineageIndex | None) -> dict[str, Any]:
+    """The management API's session JSON (with its ``parent``, from ``lineage``) plus
+    ``owner`` and ``address``."""
+    return {
+        **_session_json(info, lineage),
+        "owner": owner_of(info.principal),
+        "address": _address(info),
+    }

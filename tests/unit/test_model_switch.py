@@ -4,6 +4,7 @@ virtual clock with the scripted fake client (which records every ``set_model``).
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 import trio
@@ -189,10 +190,18 @@ async def test_an_opening_turn_with_a_system_prompt_starts_its_own_cli(tmp_path,
     assert factory.specs[0].system_prompt_file is None
 
 
+def wait_until_gone(path: Path, timeout: float = 10) -> None:
+    """Block (in real time) until ``path`` no longer exists; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while path.exists():
+        assert time.monotonic() < deadline, f"{path} was not removed"
+        time.sleep(0.01)
+
+
 async def test_a_hibernated_session_keeps_its_system_prompt_file(tmp_path, autojump_clock):
     """Every later CLI of a session (after hibernating) is given the same file, with the
-    opening turn's text; a new session without a system prompt finds no stale file in a
-    workspace its id used before."""
+    opening turn's text; a new session under the same id later, without a system
+    prompt, gets none: not a stale file left in a directory its id used before."""
     factory = ScriptedClientFactory()
     cfg = config(tmp_path, idle_ttl_s=60)
     key = SessionKey("s")
@@ -205,12 +214,15 @@ async def test_a_hibernated_session_keeps_its_system_prompt_file(tmp_path, autoj
         assert path.read_text() == "Answer in French."
         assert (path.stat().st_mode & 0o777) == 0o600
         await sup.close_session(key)
-    path.parent.mkdir(exist_ok=True)  # as if a forgotten session had left it behind
-    path.write_text("stale")
+    # A full workspace is removed in a worker thread, which the virtual clock does not
+    # wait for: wait (really) until it is gone before leaving a stale file there.
+    await trio.to_thread.run_sync(wait_until_gone, path.parent)
+    path.parent.mkdir()
+    path.write_text("stale")  # as if a forgotten session had left it behind
     async with open_supervisor(cfg, factory) as sup:
         await run(sup, key, "again")
     assert factory.specs[2].system_prompt_file is None
-    assert not path.exists()
+    assert factory.specs[2].cwd != path.parent
 
 
 async def test_a_turn_refused_for_its_model_never_started(tmp_path, autojump_clock):

@@ -5,11 +5,14 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
 
 import hypercorn.trio
 import trio
+from quart.testing import QuartClient
 
-from actors import open_supervisor
+from actors import SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory
 from app._server import hypercorn_config
 from app._settings import Settings
@@ -30,3 +33,19 @@ async def serving(settings: Settings, factory: ScriptedClientFactory) -> AsyncIt
             binds = await nursery.start(serve)
             yield binds[0]
             nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def open_client(
+    tmp_path: Path,
+    settings: Settings | None = None,
+    factory: ScriptedClientFactory | None = None,
+    **config: Any,
+) -> AsyncIterator[QuartClient]:
+    """A quart test client of ``create_app`` (``settings``, by default the defaults with
+    ``tmp_path`` as state) over a supervisor with ``factory`` and a ``SupervisorConfig``
+    of ``config`` (no warm pool unless asked)."""
+    settings = settings or Settings(state_dir=tmp_path)
+    supervisor_config = SupervisorConfig(workspace_root=tmp_path, **config)
+    async with open_supervisor(supervisor_config, factory or ScriptedClientFactory()) as sup:
+        yield create_app(sup, settings).test_client()

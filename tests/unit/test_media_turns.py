@@ -5,13 +5,8 @@ once), and the token estimate."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-from actors import SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory
 from app._settings import Settings
-from app.http._app import create_app
 from app.wire._anthropic import IMAGE_TOKENS
 from tests.media import (
     GIF,
@@ -32,15 +27,7 @@ from tests.media import (
     user,
 )
 
-
-@asynccontextmanager
-async def open_client(tmp_path, settings=None, factory=None) -> AsyncIterator:
-    """A quart test client of ``create_app`` over a supervisor with ``factory``."""
-    settings = settings or Settings(state_dir=tmp_path)
-    config = SupervisorConfig(workspace_root=tmp_path)
-    async with open_supervisor(config, factory or ScriptedClientFactory()) as supervisor:
-        yield create_app(supervisor, settings).test_client()
-
+from .serving import open_client
 
 # -- Limits ----------------------------------------------------------------------------
 

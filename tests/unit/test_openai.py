@@ -10,17 +10,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
 
-from actors import ActorPolicy, SupervisorConfig, open_supervisor
+from actors import ActorPolicy
 from actors._client import AssistantText, StreamEvent
 from actors.testing import ScriptedClientFactory, Step, text_reply
 from app._settings import Settings
-from app.http._app import create_app
+
+from .serving import open_client
 
 PATH = "/v1/chat/completions"
 PARAMETER, VALUE = "unsupported_parameter", "unsupported_value"
@@ -65,14 +64,6 @@ def data_frames(raw: bytes) -> list[dict | str]:
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return Settings(state_dir=tmp_path, sse_ping_interval_s=5, model="claude-test-model")
-
-
-@asynccontextmanager
-async def open_client(tmp_path, settings, factory=None, **config) -> AsyncIterator:
-    """A quart test client of ``create_app`` over a supervisor with ``factory``."""
-    config = SupervisorConfig(workspace_root=tmp_path, **config)
-    async with open_supervisor(config, factory or ScriptedClientFactory()) as supervisor:
-        yield create_app(supervisor, settings).test_client()
 
 
 async def test_completion_has_openai_shape_and_maps_anthropic_usage(tmp_path, settings):

@@ -17,6 +17,7 @@ from ._sdk import BUNDLED_CLI as BUNDLED_CLI
 from ._sdk import CliOptions as CliOptions
 from ._sdk import open_sdk_client as open_sdk_client
 from ._supervisor import SessionDirectory as SessionDirectory
+from ._supervisor import SessionOwnership as SessionOwnership
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor
 from ._types import CapacityError as CapacityError

@@ -59,7 +59,12 @@ class CliExited:
     """Its CLI process exited while the session was idle."""
 
 
-WakeUp = IdleExpired | Evict | CliExited
+@dataclass(frozen=True, slots=True)
+class HandOff:
+    """Asked to stop driving the session (another node will) once no turn is left."""
+
+
+WakeUp = IdleExpired | Evict | CliExited | HandOff
 
 
 class LiveSlots(Protocol):
@@ -144,6 +149,8 @@ class SessionActor:
         self.done = trio.Event()
         self.closing_reason = "the server is shutting down"
         self.forgotten = False
+        self.handed_off = False  # stopped so that another node drives the session
+        self._handing_off = False
         self.fork_from = fork_from
         self._runner: TurnRunner | None = None  # of the live CLI, if any
         self._client_factory = client_factory
@@ -217,6 +224,14 @@ class SessionActor:
             return False
         self._wake(Evict())
         return True
+
+    def hand_off(self) -> None:
+        """Stop once the turns running and queued now are over: close the CLI and end,
+        not forgotten (``handed_off``), so that another node can resume the session.
+        Turns queued after that fail with ``session_closed``. Not a checkpoint."""
+        self._handing_off = True
+        self.closing_reason = "the session moved to another node"
+        self._wake(HandOff())
 
     def close(self, reason: str) -> None:
         """Close the session for good: its running turn and waiting turns fail with
@@ -311,6 +326,10 @@ class SessionActor:
                     return
                 # Hibernated: no CLI; wake on the next turn or be forgotten.
                 next_turn = await self._next_turn(self._policy.retention_s)
+                if isinstance(next_turn, HandOff):
+                    log.info("session %s handed off", self.key)
+                    self.handed_off = True
+                    return
                 if not isinstance(next_turn, Envelope):
                     log.info("session %s forgotten after retention", self.key)
                     self.forgotten = True
@@ -428,7 +447,7 @@ class SessionActor:
                 elif isinstance(next_turn, CliExited):
                     raise ClientError("the CLI process exited while idle")
                 else:
-                    reason = "evicted" if isinstance(next_turn, Evict) else "idle"
+                    reason = {Evict: "evicted", HandOff: "handing off"}.get(type(next_turn), "idle")
                     log.info("session %s %s: hibernating", self.key, reason)
                     return
             if not client.alive:
@@ -450,6 +469,11 @@ class SessionActor:
         evicted waits in the mailbox for the next lifetime."""
         while True:
             self._wake_up = None
+            if self._handing_off:  # the turns queued first, then the hand-off
+                try:
+                    return self._mailbox_receive.receive_nowait()
+                except trio.WouldBlock:
+                    return HandOff()
             with trio.CancelScope(deadline=self._idle_since + ttl) as self._waiting:
                 envelope = await self._mailbox_receive.receive()
                 self._waiting = None

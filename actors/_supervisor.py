@@ -96,6 +96,12 @@ class Supervisor:
       workspace. Later turns' ``system`` changes nothing.
     * Start-ups: at most ``max_concurrent_starts`` CLIs start at once (``limit_starts``);
       the others wait their turn, holding their live slot.
+    * Ownership (a cluster of nodes): with an ``ownership`` (``SessionOwnership``),
+      every turn of a session first claims it (``claim``: at once if this node drives
+      it already, else possibly after another node hands it over); a session this node
+      must give up is handed off (``hand_off``): its running and queued turns finish,
+      its CLI is closed and its actor unregistered, but it is not forgotten (its record
+      and workspace stay for whichever node resumes it next).
     * Shutdown: ``close()`` refuses new turns; ``wait_idle()`` waits for running ones;
       leaving ``open_supervisor`` cancels every actor, failing running turns with
       ``session_closed`` and closing every CLI process before it returns.
@@ -107,9 +113,11 @@ class Supervisor:
         client_factory: ClientFactory,
         nursery: trio.Nursery,
         directory: SessionDirectory | None = None,
+        ownership: SessionOwnership | None = None,
     ) -> None:
         self.config = config
         self._directory = directory
+        self._ownership = ownership
         self.dead_letters = 0
         self.sessions_failed = 0
         self.forks = 0  # sessions started as forks
@@ -198,6 +206,8 @@ class Supervisor:
     async def _submit(
         self, key: SessionKey, envelope: Envelope, *, one_turn: bool, fork: ForkPoint | None
     ) -> None:
+        if self._ownership is not None and not one_turn and not self._closed:
+            await self._ownership.claim(key)
         while True:
             if self._closed:
                 raise SupervisorClosedError("the server is shutting down")
@@ -343,6 +353,22 @@ class Supervisor:
         await actor.done.wait()
         return info
 
+    async def hand_off(self, key: SessionKey) -> bool:
+        """Stop driving session ``key`` here so that another node can: once it has no
+        turn running or waiting, its CLI is closed and its actor unregistered. Unlike
+        ``close_session`` it is not forgotten: observers are not told, and its workspace
+        stays. Returns whether there was such a session.
+
+        Waits for the session's turns to end and its CLI to be gone; the hand-off goes on
+        if this is cancelled.
+        """
+        actor = self._sessions.get(key)
+        if actor is None:
+            return False
+        actor.hand_off()
+        await actor.done.wait()
+        return True
+
     def close_session_nowait(
         self, key: SessionKey, reason: str = "the session was deleted"
     ) -> None:
@@ -460,7 +486,9 @@ class Supervisor:
                 self._slots.notify()
             else:
                 await self._slots.wait_for_room(None)
-                cwd = known.cwd if known else self._fresh_workspace(key)
+                # A session known from before resumes in its workspace, if that is here
+                # (a session handed over from another machine gets a new one).
+                cwd = known.cwd if known and known.cwd.is_dir() else self._fresh_workspace(key)
                 actor = self._new_actor(key, cwd, one_turn, fork)
                 if known is not None:
                     actor.restore(known)
@@ -623,6 +651,19 @@ class _Observers(Observer):
             observer.session_forgotten(key)
 
 
+class SessionOwnership(Protocol):
+    """Which node drives which session, in a cluster of nodes (``app.cluster``)."""
+
+    async def claim(self, key: SessionKey) -> None:
+        """Return once this node may drive ``key`` (at once if it already does).
+
+        Raises:
+            RetryLaterError: another node still drives it and did not hand it over in
+                time.
+        """
+        ...
+
+
 class SessionDirectory(Protocol):
     """Where sessions known from before are looked up (e.g. a database that outlives
     the server process)."""
@@ -638,6 +679,7 @@ async def open_supervisor(
     client_factory: ClientFactory,
     *,
     directory: SessionDirectory | None = None,
+    ownership: SessionOwnership | None = None,
 ) -> AsyncIterator[Supervisor]:
     """Run a supervisor (and its warm pool) for the duration of the block.
 
@@ -645,6 +687,7 @@ async def open_supervisor(
         config: limits, the workspace root and the actors' policy.
         directory: where to look up sessions not running now (e.g. from before a
             restart): a turn for one of them resumes its conversation in its workspace.
+        ownership: in a cluster, claims each session for this node before its turns.
         client_factory: opens a connected ``ClaudeClient`` per CLI lifetime
             (``functools.partial(open_sdk_client, cli_options)`` for the real CLI;
             ``actors.testing.ScriptedClientFactory`` in tests).
@@ -654,7 +697,7 @@ async def open_supervisor(
     block exits.
     """
     async with trio.open_nursery() as nursery:
-        supervisor = Supervisor(config, client_factory, nursery, directory)
+        supervisor = Supervisor(config, client_factory, nursery, directory, ownership)
         nursery.start_soon(supervisor.keep_pool_warm)
         try:
             yield supervisor

@@ -19,6 +19,11 @@ demo: setup
 serve *ARGS: setup
     uv run ccactors serve {{ARGS}}
 
+# A cluster on this machine: throw-away PostgreSQL, 3 offline nodes, HAProxy in front
+# (http://127.0.0.1:8765); Ctrl-C stops it all. Needs Debian's postgresql and haproxy.
+cluster *ARGS: setup
+    uv run ccactors cluster {{ARGS}}
+
 # Run the whole test suite (unit and end to end); extra arguments go to pytest.
 test *ARGS: setup
     uv run pytest {{ARGS}}

@@ -369,6 +369,7 @@ class SessionActor:
             fork=fork is not None,
             can_use_tool=self._permissions.ask if self._policy.ask_permissions else None,
             system_prompt_file=system_prompt_file(self.cwd),
+            session_key=lambda: self.key,
         )
         # A new CLI runs the launch model; a resumed one its conversation's (not known).
         cli_model = self._policy.launch_model if spec.resume is None else None

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import trio
 
-from ._types import PermissionDecision, Prompt
+from ._types import PermissionDecision, Prompt, SessionKey
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,8 @@ class SessionSpec:
         system_prompt_file: a file (inside the session's workspace, named by the actor,
             never by a request) whose text the CLI appends to its system prompt, before
             any text the server settings append; ``None``: none.
+        session_key: the key of the session this client serves now (``None`` while it
+            is a warm actor's); a client may be adopted or renamed after it is opened.
     """
 
     cwd: Path
@@ -42,6 +44,7 @@ class SessionSpec:
     fork: bool = False
     can_use_tool: Callable[[str, dict[str, Any]], Awaitable[PermissionDecision]] | None = None
     system_prompt_file: Path | None = None
+    session_key: Callable[[], SessionKey | None] = lambda: None
 
 
 # -- What a client yields ------------------------------------------------------------

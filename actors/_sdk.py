@@ -65,7 +65,7 @@ from ._client import (
     ToolOutput,
     TurnResult,
 )
-from ._types import PermissionDecision
+from ._types import PermissionDecision, SessionKey
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +102,9 @@ class CliOptions:
             (``--append-system-prompt``), after a session's own addition
             (``SessionSpec.system_prompt_file``), so the operator's text comes last.
         close_timeout_s: seconds a CLI gets to exit after SIGTERM before SIGKILL.
+        session_store: if given, makes the SDK ``SessionStore`` each CLI mirrors its
+            transcript to and resumes from (given ``SessionSpec.session_key``), as a
+            cluster's nodes share conversations; ``None``: local transcripts only.
     """
 
     cli_path: Path
@@ -114,6 +117,7 @@ class CliOptions:
     system_prompt: str | None = None
     append_system_prompt: str | None = None
     close_timeout_s: float = 5.0
+    session_store: Callable[[Callable[[], SessionKey | None]], Any] | None = None
 
     def sdk_options(self, spec: SessionSpec) -> ClaudeAgentOptions:
         """The SDK options for one session. Never sets ``continue_conversation``: it picks
@@ -161,6 +165,9 @@ class CliOptions:
             # CLI's user agent), and no disk scan for it at every start.
             client_app="",
             extra_args=extra_args,
+            session_store=(
+                None if self.session_store is None else self.session_store(spec.session_key)
+            ),
         )
 
 

@@ -140,6 +140,34 @@ def offline_upstream(host: HostOption = None, port: PortOption = None) -> None:
     trio.run(main)
 
 
+@cli.command()
+def cluster(
+    nodes: Annotated[int, typer.Option(min=1, max=16, help="How many nodes.")] = 3,
+    port: Annotated[int, typer.Option(help="HAProxy's port on 127.0.0.1.")] = 8765,
+) -> None:
+    """Run a whole cluster on this machine until Ctrl-C: a throw-away PostgreSQL, NODES
+    offline ccactors nodes on loopback ports, and HAProxy in front of them."""
+    from .cluster._local import MissingToolError, open_local_cluster
+
+    configure_logging("INFO", "text")
+
+    async def main() -> None:
+        async with open_local_cluster(nodes, port=port) as running:
+            for node in running.nodes:
+                print(f"  {node.id}: {node.url} (log: {node.log_path})")
+            print(f"ccactors cluster of {nodes} nodes: {running.url}", flush=True)
+            print("Ctrl-C stops every node, HAProxy and PostgreSQL.", flush=True)
+            await trio.sleep_forever()
+
+    try:
+        trio.run(main)
+    except MissingToolError as exc:
+        typer.echo(f"ccactors: {exc}", err=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+
+
 DEMO_TURNS = [
     ("demo-a", "Hello! How many of my messages ask you to count? [[count]]"),
     ("demo-a", "Now stream this sentence back to me, slowly. [[chunks=12]] [[chunk_delay=0.08]]"),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 import platformdirs
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -172,6 +172,25 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
+    # A cluster (with database_url a PostgreSQL URL): docs/explanation/cluster.md.
+    node_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="This node's id in a cluster (default: host name and a random suffix).",
+    )
+    lease_ttl_s: float = Field(
+        10.0,
+        ge=1,
+        description="A cluster node's hold on a session lasts this long unless renewed "
+        "(every third of it); a node that dies loses its sessions to others after it.",
+    )
+    claim_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A turn for a session another node drives waits this long for it to "
+        "be handed over (or for a dead node's lease to run out), then 503.",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -189,6 +208,15 @@ class Settings(BaseSettings):
     @classmethod
     def _origins(cls, origins: list[str]) -> list[str]:
         return [origin_of(origin) for origin in origins]
+
+    @model_validator(mode="after")
+    def _claims_outlast_leases(self) -> Settings:
+        if self.claim_timeout_s <= self.lease_ttl_s:
+            raise ValueError(
+                "claim_timeout_s must be longer than lease_ttl_s: a turn must be able to "
+                "wait for a dead node's lease to run out"
+            )
+        return self
 
     @field_validator("model_aliases")
     @classmethod

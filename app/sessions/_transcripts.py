@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,29 +38,38 @@ def read_conversation(config_dir: Path, claude_session_id: str) -> list[dict[str
     consecutive entries of one role are merged into one message. Blocking file access:
     call it in a worker thread. Unreadable lines are skipped (and logged).
     """
-    messages: list[dict[str, Any]] = []
-    for path in transcript_paths(config_dir, claude_session_id):
+    return conversation_of(_entries(transcript_paths(config_dir, claude_session_id)))
+
+
+def _entries(paths: list[Path]) -> Iterator[Any]:
+    for path in paths:
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
             try:
-                entry = json.loads(line)
+                yield json.loads(line)
             except ValueError:
                 log.warning("%s:%d is not JSON; skipped", path, number)
-                continue
-            if not isinstance(entry, dict) or entry.get("type") not in ("user", "assistant"):
-                continue
-            if entry.get("isMeta"):
-                continue
-            message = entry.get("message")
-            if not isinstance(message, dict):
-                continue
-            blocks = _blocks(message.get("content"))
-            if not blocks:
-                continue
-            role = "assistant" if entry["type"] == "assistant" else "user"
-            if messages and messages[-1]["role"] == role:
-                messages[-1]["content"].extend(blocks)
-            else:
-                messages.append({"role": role, "content": blocks})
+
+
+def conversation_of(entries: Iterable[Any]) -> list[dict[str, Any]]:
+    """``read_conversation`` from transcript entries (the JSON lines, decoded), wherever
+    they are kept (a file, or the cluster's shared store). Not a checkpoint."""
+    messages: list[dict[str, Any]] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("type") not in ("user", "assistant"):
+            continue
+        if entry.get("isMeta"):
+            continue
+        message = entry.get("message")
+        if not isinstance(message, dict):
+            continue
+        blocks = _blocks(message.get("content"))
+        if not blocks:
+            continue
+        role = "assistant" if entry["type"] == "assistant" else "user"
+        if messages and messages[-1]["role"] == role:
+            messages[-1]["content"].extend(blocks)
+        else:
+            messages.append({"role": role, "content": blocks})
     return messages
 
 

@@ -91,11 +91,12 @@ def postgres_server(*, timeout_s: float = 60.0) -> Iterator[str]:
             "synchronous_commit": "off",
         }
         settings = [arg for name, value in options.items() for arg in ("-c", f"{name}={value}")]
-        server = subprocess.Popen(
-            [*prefix, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), *settings],
-            stdout=subprocess.DEVNULL,
-            stderr=(root / "server.log").open("wb"),
-        )
+        with (root / "server.log").open("wb") as log_file:  # the child keeps its own copy
+            server = subprocess.Popen(
+                [*prefix, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), *settings],
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
         try:
             url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
             _wait_ready(url, server, timeout_s)

@@ -1,0 +1,3 @@
+"""Fixtures for every test directory."""
+
+pytest_plugins = ["tests.postgres"]

@@ -1,0 +1,185 @@
+"""Leases, hand-off requests and shared transcripts on a real PostgreSQL (a throw-away
+server per test run, a fresh database per test; real clock, short leases)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import trio
+
+from actors import (
+    ActorPolicy,
+    CapacityError,
+    SessionKey,
+    SupervisorConfig,
+    open_supervisor,
+)
+from actors.testing import ScriptedClientFactory
+from app.cluster._database import open_database
+from app.cluster._handoff import HandOffRequests
+from app.cluster._leases import Lease, LeaseHeld, Leases
+from app.cluster._ownership import Ownership
+from app.cluster._transcripts import SCHEMA as TRANSCRIPTS_SCHEMA
+from app.cluster._transcripts import Transcripts
+
+from .test_supervisor import ask, text_of
+
+KEY = SessionKey("s", "alice")
+
+
+@pytest.fixture
+async def database(database_url):
+    async with open_database(database_url) as db:
+        await Leases(db).create_tables()
+        await db.script(TRANSCRIPTS_SCHEMA)
+        yield db
+
+
+async def test_a_lease_has_one_holder_and_a_new_token_for_each_new_owner(database):
+    leases = Leases(database)
+    first = await leases.acquire(KEY, "a", 30)
+    assert (first.node, first.token) == ("a", 1)
+    again = await leases.acquire(KEY, "a", 30)
+    assert again.token == 1 and again.expires_at >= first.expires_at
+    with pytest.raises(LeaseHeld) as held:
+        await leases.acquire(KEY, "b", 30)
+    assert (held.value.lease.node, held.value.lease.token) == ("a", 1)
+    assert await leases.holder(KEY) == held.value.lease
+    stale = Lease(KEY, "a", 0, 0.0)
+    assert not await leases.release(stale)  # not the current token: nothing happens
+    assert await leases.release(first)
+    assert await leases.holder(KEY) is None
+    second = await leases.acquire(KEY, "b", 30)
+    assert (second.node, second.token) == ("b", 2)
+    assert not await leases.release(first)  # a's lease is long gone
+
+
+async def test_an_expired_lease_goes_to_the_next_node_with_the_next_token(database):
+    leases = Leases(database)
+    await leases.acquire(KEY, "a", 0.3)
+    with trio.fail_after(10):
+        while True:
+            try:
+                taken = await leases.acquire(KEY, "b", 30)
+                break
+            except LeaseHeld:
+                await trio.sleep(0.05)
+    assert (taken.node, taken.token) == ("b", 2)
+    assert await leases.renew("a", 30) == {}  # a holds nothing any more
+    assert await leases.renew("b", 30) == {KEY: 2}
+
+
+async def test_nodes_acquiring_at_once_get_one_winner_per_session(database):
+    leases = Leases(database)
+    keys = [SessionKey(f"s{i}", "alice") for i in range(20)]
+    won: dict[SessionKey, list[str]] = {key: [] for key in keys}
+
+    async def take(node: str, key: SessionKey) -> None:
+        try:
+            await leases.acquire(key, node, 30)
+            won[key].append(node)
+        except LeaseHeld:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        for key in keys:
+            for node in ("a", "b", "c"):
+                nursery.start_soon(take, node, key)
+    assert all(len(nodes) == 1 for nodes in won.values()), won
+    held = [len(await leases.renew(node, 30)) for node in "abc"]
+    assert sum(held) == len(keys)
+
+
+async def test_hand_off_requests_reach_the_node_named(database, database_url):
+    a, b = HandOffRequests(database_url, "a"), HandOffRequests(database_url, "b")
+    heard: dict[str, list[SessionKey]] = {"a": [], "b": []}
+    got = trio.Event()
+
+    def on_request(node: str):
+        def hear(key: SessionKey) -> None:
+            heard[node].append(key)
+            got.set()
+
+        return hear
+
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(a.listen, on_request("a"))
+            await nursery.start(b.listen, on_request("b"))
+            await b.ask(Lease(KEY, "a", 1, 0.0))
+            await got.wait()
+            nursery.cancel_scope.cancel()
+    assert heard == {"a": [KEY], "b": []}
+    assert (a.received, b.sent) == (1, 1)
+
+
+def supervisor_config(tmp_path, name: str) -> SupervisorConfig:
+    policy = ActorPolicy(first_chunk_timeout_s=math.inf, stream_idle_timeout_s=math.inf)
+    return SupervisorConfig(workspace_root=tmp_path / name, policy=policy, warm_pool_size=0)
+
+
+async def test_a_session_moves_to_the_node_that_claims_it(database, tmp_path):
+    """Two nodes' supervisors over one lease table: a turn on the second node asks the
+    first to hand the session over, which it does once its turn is over; the second
+    then drives it. A node that does not answer keeps it until ``claim_timeout_s``."""
+    leases = Leases(database)
+    factory = ScriptedClientFactory()
+    nodes: dict[str, Ownership] = {}
+
+    async def ask_hand_off(lease: Lease) -> None:
+        target = nodes.get(lease.node)
+        if target is not None:
+            nursery.start_soon(target.hand_off, lease.key)
+
+    a = Ownership(leases, "a", ask_hand_off, lease_ttl_s=30, claim_timeout_s=5)
+    b = Ownership(leases, "b", ask_hand_off, lease_ttl_s=30, claim_timeout_s=5)
+    with trio.fail_after(60):
+        async with (
+            trio.open_nursery() as nursery,
+            open_supervisor(supervisor_config(tmp_path, "a"), factory, ownership=a) as sup_a,
+            open_supervisor(supervisor_config(tmp_path, "b"), factory, ownership=b) as sup_b,
+        ):
+            a.attach(sup_a, nursery)
+            b.attach(sup_b, nursery)
+            nodes.update(a=a, b=b)
+            assert text_of(await ask(sup_a, KEY, "one")).startswith("echo: one")
+            assert a.fence(KEY) == 1 and b.fence(KEY) is None
+            await ask(sup_b, KEY, "two")
+            assert sup_a.session(KEY) is None and sup_b.session(KEY) is not None
+            assert (a.fence(KEY), b.fence(KEY)) == (None, 2)
+            assert (a.hand_offs, b.take_overs) == (1, 1)
+
+            del nodes["b"]  # b stops answering: a waits out claim_timeout_s, then 503
+            with pytest.raises(CapacityError, match="did not hand it over"):
+                await ask(sup_a, KEY, "three")
+            nursery.cancel_scope.cancel()
+
+
+async def test_transcript_entries_are_stored_only_under_the_current_lease(database):
+    """A CLI's entries are kept (once per uuid, in order) while its node holds the
+    session's lease with the token it knows; after another node takes the session, the
+    first node's late entries are refused."""
+    leases = Leases(database)
+    held: dict[str, int | None] = {"a": None, "b": None}
+    a = Transcripts(database, "a", lambda key: held["a"])
+    b = Transcripts(database, "b", lambda key: held["b"])
+    sdk_key = {"project_key": "-work-a", "session_id": "c1"}
+    held["a"] = (await leases.acquire(KEY, "a", 0.3)).token
+    store_a = a.for_cli(lambda: KEY)
+    await store_a.append(sdk_key, [{"uuid": "u1", "type": "user"}, {"type": "title"}])
+    await store_a.append(sdk_key, [{"uuid": "u1", "type": "user"}, {"uuid": "u2"}])
+    assert await b.for_cli(lambda: KEY).load({**sdk_key, "project_key": "-elsewhere"}) == [
+        {"uuid": "u1", "type": "user"},
+        {"type": "title"},
+        {"uuid": "u2"},
+    ]
+    await trio.sleep(0.4)
+    held["b"] = (await leases.acquire(KEY, "b", 30)).token
+    await store_a.append(sdk_key, [{"uuid": "late"}])  # a still thinks it holds token 1
+    await b.for_cli(lambda: KEY).append(sdk_key, [{"uuid": "u3"}])
+    entries = await b.entries("c1")
+    assert entries is not None and [e.get("uuid") for e in entries] == ["u1", None, "u2", "u3"]
+    assert a.fenced == 0  # it knew a token: the database refused the write
+    assert await a.delete("c1") == 4
+    assert await b.entries("c1") is None

@@ -591,6 +591,11 @@ class Supervisor:
         """Refuse new turns from now on. Not a checkpoint; running turns go on."""
         self._closed = True
 
+    @property
+    def closing(self) -> bool:
+        """Whether ``close`` was called (the server drains). Not a checkpoint."""
+        return self._closed
+
     async def wait_idle(self) -> None:
         """Wait until no session is running or has waiting turns."""
         while any(a.state == "busy" or a.mailbox_depth for a in self._sessions.values()):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 
 import hypercorn.config
 import hypercorn.trio
@@ -15,6 +17,7 @@ from actors import CliOptions, open_sdk_client, open_supervisor
 
 from ._settings import Settings
 from ._state_dir import prepare_state_dir
+from .cluster._node import open_node
 from .http._app import create_app
 from .offline._upstream import serve_upstream
 from .security._environment import confine_environment
@@ -137,13 +140,39 @@ async def serve(
                 "%s, not to Anthropic. Replies are canned (echo and test directives).",
                 upstream,
             )
-        factory = functools.partial(open_sdk_client, options)
-        async with (
-            open_session_store(settings.state_dir / "sessions.sqlite3") as store,
-            open_supervisor(settings.supervisor_config(), factory, directory=store) as supervisor,
-        ):
+        async with AsyncExitStack() as stack:
+            node = None
+            if settings.database_url is not None:
+                node = await stack.enter_async_context(
+                    open_node(
+                        settings.database_url.get_secret_value(),
+                        node_id=settings.node_id,
+                        lease_ttl_s=settings.lease_ttl_s,
+                        claim_timeout_s=settings.claim_timeout_s,
+                    )
+                )
+                options = dataclasses.replace(options, session_store=node.transcripts.for_cli)
+            factory = functools.partial(open_sdk_client, options)
+            store = await stack.enter_async_context(
+                open_session_store(
+                    settings.state_dir / "sessions.sqlite3",
+                    database_url=settings.database_url and settings.database_url.get_secret_value(),
+                    fence=None if node is None else node.ownership.fence,
+                )
+            )
+            supervisor = await stack.enter_async_context(
+                open_supervisor(
+                    settings.supervisor_config(),
+                    factory,
+                    directory=store,
+                    ownership=None if node is None else node.ownership,
+                )
+            )
             supervisor.add_observer(store)
-            lineage = LineageIndex(store)
+            if node is not None:
+                supervisor.add_observer(node.ownership)
+                await node.serve(supervisor)
+            lineage = LineageIndex(store, shared=node is not None)
             lineage.load(*await store.lineage())  # conversations survive a restart
 
             async def drain_then_stop() -> None:
@@ -158,7 +187,7 @@ async def serve(
                 binds = await http.start(
                     functools.partial(
                         hypercorn.trio.serve,
-                        create_app(supervisor, settings, store=store, lineage=lineage),
+                        create_app(supervisor, settings, store=store, lineage=lineage, node=node),
                         config,
                         shutdown_trigger=drain_then_stop,
                     )

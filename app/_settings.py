@@ -173,6 +173,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
 
     # A cluster (with database_url a PostgreSQL URL): docs/explanation/cluster.md.
+    database_url: SecretStr | None = Field(
+        None,
+        description="Unset: sessions are kept in SQLite in the state directory (one node). "
+        "postgresql://...: in PostgreSQL, shared by every node of a cluster.",
+    )
     node_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
@@ -217,6 +222,15 @@ class Settings(BaseSettings):
                 "wait for a dead node's lease to run out"
             )
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ValueError("database_url: only postgresql://... URLs are supported")
+        return url
 
     @field_validator("model_aliases")
     @classmethod

@@ -8,12 +8,15 @@ keeps them open. Each call is one transaction.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
+import psycopg
 import trio
 from psycopg_pool import ConnectionPool
+
+T = TypeVar("T")
 
 
 class Database:
@@ -54,14 +57,14 @@ class Database:
 
         return await trio.to_thread.run_sync(work)
 
-    async def script(self, sql: str) -> None:
-        """Run several statements (a schema), in one transaction."""
+    async def run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """``work(connection)`` in a worker thread, in one transaction; its result."""
 
-        def work() -> None:
+        def run() -> T:
             with self._pool.connection() as conn:
-                conn.execute(sql)
+                return work(conn)
 
-        await trio.to_thread.run_sync(work)
+        return await trio.to_thread.run_sync(run)
 
 
 @asynccontextmanager

@@ -4,6 +4,7 @@ One row per session ever driven in the cluster: the owner node, its expiry (by t
 database's clock, never a node's) and a fencing token that grows by one at every change
 of owner and is never reused (a released lease keeps its row, expired). Every statement
 is one transaction and race-free: two nodes acquiring one lease at once get one winner.
+The tables are in ``app.cluster._schema``.
 """
 
 from __future__ import annotations
@@ -13,24 +14,6 @@ from dataclasses import dataclass
 from actors import SessionKey
 
 from ._database import Database
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nodes (
-    node TEXT PRIMARY KEY,
-    url TEXT NOT NULL DEFAULT '',
-    started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-    last_seen TIMESTAMPTZ NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS leases (
-    principal TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    node TEXT NOT NULL,
-    token BIGINT NOT NULL,
-    expires_at TIMESTAMPTZ NOT NULL,
-    PRIMARY KEY (principal, session_id)
-);
-CREATE INDEX IF NOT EXISTS leases_by_node ON leases (node);
-"""
 
 # Take the lease if it is free, expired or already ours. A new owner (or an expired
 # lease taken again) gets the next token; renewing one's own live lease keeps it.
@@ -90,10 +73,6 @@ class Leases:
 
     def __init__(self, database: Database) -> None:
         self._database = database
-
-    async def create_tables(self) -> None:
-        """Create the tables if they are missing."""
-        await self._database.script(SCHEMA)
 
     async def acquire(self, key: SessionKey, node: str, ttl_s: float) -> Lease:
         """Take ``key``'s lease for ``node`` for ``ttl_s`` seconds: a free or expired one

@@ -24,7 +24,7 @@ from ._database import Database, open_database
 from ._handoff import HandOffRequests
 from ._leases import Leases
 from ._ownership import Ownership
-from ._transcripts import SCHEMA as TRANSCRIPTS_SCHEMA
+from ._schema import migrate
 from ._transcripts import Transcripts
 
 log = logging.getLogger(__name__)
@@ -88,9 +88,10 @@ async def open_node(
     """
     node_id = node_id or default_node_id()
     async with open_database(database_url) as database:
+        applied = await database.run(migrate)
+        if applied:
+            log.info("database schema: applied migrations %s", applied)
         leases = Leases(database)
-        await leases.create_tables()
-        await database.script(TRANSCRIPTS_SCHEMA)
         await leases.register_node(node_id, "")
         requests = HandOffRequests(database_url, node_id)
         ownership = Ownership(

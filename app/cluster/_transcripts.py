@@ -28,19 +28,6 @@ from ._database import Database
 
 log = logging.getLogger(__name__)
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS transcripts (
-    seq BIGSERIAL PRIMARY KEY,
-    claude_session_id TEXT NOT NULL,
-    subpath TEXT NOT NULL DEFAULT '',
-    uuid TEXT,
-    entry TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS transcripts_by_uuid
-    ON transcripts (claude_session_id, subpath, uuid) WHERE uuid IS NOT NULL;
-CREATE INDEX IF NOT EXISTS transcripts_in_order ON transcripts (claude_session_id, subpath, seq);
-"""
-
 # One entry, only if the lease (principal, session id, node, token) is current.
 _APPEND = """
 INSERT INTO transcripts (claude_session_id, subpath, uuid, entry)

@@ -20,6 +20,7 @@ from actors import (
 
 from .._logging import request_id_var
 from .._settings import Settings
+from ..cluster._node import Node
 from ..security._auth import AuthError, is_admin, principal_for
 from ..security._origin import RequestPolicy
 from ..sessions._catalogue import SessionCatalogue
@@ -52,6 +53,7 @@ def create_app(
     settings: Settings,
     store: SessionStore | None = None,
     lineage: LineageIndex | None = None,
+    node: Node | None = None,
 ) -> QuartTrio:
     """Build the quart-trio application serving ``supervisor``'s sessions.
 
@@ -72,6 +74,12 @@ def create_app(
     Both HTTP APIs place each turn by its conversation's lineage (``app.http._lineage``)
     in ``lineage``, which the caller loads from ``store`` (``LineageIndex.load``); by
     default a new index over ``store``, empty.
+
+    ``/health`` answers 503 (``{"status": "draining"}``) once the supervisor is closing,
+    so a load balancer stops sending requests. With ``node`` (a cluster node), every
+    response names it in ``X-Served-By``, ``/v1/stats`` has its counters (``node``,
+    leases, hand-offs), and the management API reads and deletes conversations in the
+    cluster's shared store, taking a session over from another node to delete it.
     """
     app = QuartTrio(__name__)
     # Host, Origin and content-type checks against web pages, before any route or hook.
@@ -84,7 +92,9 @@ def create_app(
     admin_hashes = settings.admin_key_hashes()
     lineage = LineageIndex(store) if lineage is None else lineage
     supervisor.add_observer(lineage)  # a session forgotten leaves the lineage too
-    catalogue = SessionCatalogue(supervisor, settings.claude_config_dir, store, lineage)
+    catalogue = SessionCatalogue(
+        supervisor, settings.claude_config_dir, store, lineage, cluster=node
+    )
     app.register_blueprint(openai_blueprint(supervisor, settings, lineage))
     app.register_blueprint(management_blueprint(supervisor, catalogue, settings))
     app.register_blueprint(websocket_blueprint(supervisor, settings))
@@ -111,6 +121,8 @@ def create_app(
     @app.after_request
     async def log_access(response: Response) -> Response:
         response.headers["request-id"] = request_id_var.get() or ""
+        if node is not None:
+            response.headers["X-Served-By"] = node.id
         access_log.info(
             "%s %s %s",
             request.method,
@@ -157,14 +169,19 @@ def create_app(
 
     @app.get("/v1/stats")
     async def stats() -> dict[str, Any]:
-        return supervisor.stats()
+        if node is None:
+            return supervisor.stats()
+        fenced = {"store_writes_fenced": store.fenced if store is not None else 0}
+        return {**supervisor.stats(), **node.stats(), **fenced}
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok"}  # no counts: it answers without a key
+    async def health() -> tuple[dict[str, Any], int]:
+        if supervisor.closing:  # shutting down: a load balancer should look elsewhere
+            return {"status": "draining"}, 503
+        return {"status": "ok"}, 200  # no counts: it answers without a key
 
     return app

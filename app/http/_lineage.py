@@ -128,10 +128,12 @@ async def place_turn(
         The placement, holding its session's head as taken: call ``release`` when the
         turn is over.
 
-    Cancellation: a checkpoint only while looking the caller's session up in the store,
-    before anything is decided.
+    Cancellation: a checkpoint only while reading the store (in a cluster, the caller's
+    lineage as every node recorded it; the caller's session), before anything is
+    decided.
     """
     lineage = lineage_of(messages)
+    await index.refresh(principal)  # a cluster: what other nodes recorded since
     exists = session_id is not None and await _exists(
         index, supervisor, SessionKey(session_id, principal)
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -13,7 +13,10 @@ from actors import SessionInfo, SessionKey, SessionNotFoundError, SessionRecord,
 
 from ._lineage_index import LineageIndex
 from ._store import SessionStore
-from ._transcripts import delete_conversation, read_conversation
+from ._transcripts import conversation_of, delete_conversation, read_conversation
+
+if TYPE_CHECKING:
+    from ..cluster._node import Node
 
 
 class SessionCatalogue:
@@ -25,6 +28,9 @@ class SessionCatalogue:
         claude_config_dir: the CLI's config directory, where transcripts live.
         store: the session store, if the server keeps one.
         lineage: the lineage index (a deleted session leaves it), if any.
+        cluster: this server's cluster node, if it is one: conversations are read from
+            and deleted in the cluster's shared transcripts, and a session another node
+            drives is taken over before it is deleted.
     """
 
     def __init__(
@@ -33,11 +39,14 @@ class SessionCatalogue:
         claude_config_dir: Path,
         store: SessionStore | None = None,
         lineage: LineageIndex | None = None,
+        *,
+        cluster: Node | None = None,
     ) -> None:
         self._supervisor = supervisor
         self._config_dir = claude_config_dir
         self._store = store
         self.lineage = lineage
+        self._cluster = cluster
 
     async def sessions(self, principal: str) -> list[SessionInfo]:
         """The principal's sessions, oldest first (then by id)."""
@@ -75,6 +84,10 @@ class SessionCatalogue:
         ``read_conversation``); empty before its first turn. Reads in a thread."""
         if not info.claude_session_id:
             return []
+        if self._cluster is not None:
+            entries = await self._cluster.transcripts.entries(info.claude_session_id)
+            if entries is not None:
+                return conversation_of(entries)
         return await trio.to_thread.run_sync(
             read_conversation, self._config_dir, info.claude_session_id
         )
@@ -90,9 +103,21 @@ class SessionCatalogue:
 
         Raises:
             SessionNotFoundError: the session is neither running nor known.
+            CapacityError: (a cluster) another node drives the session and did not hand
+                it over in time.
 
         If cancelled, what was deleted stays deleted.
         """
+        if self._cluster is None:
+            return await self._delete(key)
+        await self._cluster.ownership.claim(key)  # no other node may drive it meanwhile
+        try:
+            return await self._delete(key)
+        finally:
+            with trio.CancelScope(shield=True):
+                await self._cluster.ownership.release(key)
+
+    async def _delete(self, key: SessionKey) -> int:
         try:
             claude_session_id = (await self._supervisor.close_session(key)).claude_session_id
         except SessionNotFoundError:
@@ -108,9 +133,12 @@ class SessionCatalogue:
             await self._store.delete(key)
         if not claude_session_id:
             return 0
-        return await trio.to_thread.run_sync(
+        deleted = await trio.to_thread.run_sync(
             delete_conversation, self._config_dir, claude_session_id
         )
+        if self._cluster is not None:
+            deleted += bool(await self._cluster.transcripts.delete(claude_session_id))
+        return deleted
 
 
 def resting(record: SessionRecord) -> SessionInfo:

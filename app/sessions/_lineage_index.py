@@ -91,6 +91,12 @@ class LineageStore(Protocol):
 
     def rename_session(self, principal: str, old: str, new: str) -> None: ...
 
+    async def lineage(
+        self, principal: str | None = None
+    ) -> tuple[list[tuple[str, Mark]], list[tuple[str, str, Parent]]]:
+        """The stored marks (oldest first) and parents, of ``principal`` if given."""
+        ...
+
 
 def mint_session_id() -> str:
     """A new server-chosen session id (``conv_`` and 32 hex digits). Not a checkpoint."""
@@ -107,10 +113,13 @@ class LineageIndex(Observer):
     Args:
         store: where every change is written through (and sessions not running are
             looked up), or ``None`` (memory only).
+        shared: other servers write to ``store`` too (a cluster): ``refresh`` reloads a
+            principal's lineage from it before each placement.
     """
 
-    def __init__(self, store: LineageStore | None = None) -> None:
+    def __init__(self, store: LineageStore | None = None, *, shared: bool = False) -> None:
         self.store = store
+        self.shared = shared
         self._by_hash: dict[tuple[str, str], list[Mark]] = collections.defaultdict(list)
         self._by_session: dict[tuple[str, str], list[Mark]] = collections.defaultdict(list)
         self._heads: dict[tuple[str, str], Mark] = {}
@@ -128,6 +137,18 @@ class LineageIndex(Observer):
             self._add(principal, mark)
         for principal, session_id, parent in parents:
             self._parents[principal, session_id] = parent
+
+    async def refresh(self, principal: str) -> None:
+        """With a ``shared`` store, replace ``principal``'s marks and parents by the
+        store's (which has every node's, and this node's queued writes first); else
+        nothing. Cancellation leaves the index as it was."""
+        if not self.shared or self.store is None:
+            return
+        marks, parents = await self.store.lineage(principal)
+        for table in (self._by_hash, self._by_session, self._heads, self._parents):
+            for key in [key for key in table if key[0] == principal]:
+                del table[key]
+        self.load(marks, parents)
 
     # -- Resolving ---------------------------------------------------------------------
 

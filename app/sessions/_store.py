@@ -1,4 +1,5 @@
-"""Session records in SQLite, so a restarted server resumes known sessions.
+"""Session records, so a restarted server (or, in a cluster, any node) resumes known
+sessions: in SQLite in the state directory, or in PostgreSQL (``app.sessions._backends``).
 
 One row per session: (principal, session id) -> Claude session id, workspace, turn
 count, usage and cost totals, times, the model that last answered (``model``) and the
@@ -7,51 +8,35 @@ turn (an ``Observer``) and read when a turn arrives for a session that is not ru
 (a ``SessionDirectory``). Beside them, the lineage of each session (``lineage``: one
 row per completed turn, see ``app.sessions._lineage_index``) and the parent of each
 fork (``forks``); they go with their session's row when it is deleted, forgotten or
-renamed. A database from before these tables and columns gets them when opened (they
-are only added: nothing else changes). All database work goes through one ordered
-queue to one writer task (each statement in its own transaction, in a worker thread);
-a damaged database is reported, set aside and replaced, never a crash.
+renamed. All database work goes through one ordered queue to one writer task (each
+statement in its own transaction, in a worker thread); a failing database is reported
+and counted, never a crash.
+
+In a cluster, writes about a session are fenced: each carries this node's id and the
+token of its lease on the session (``Fence``), and is applied only if that lease is
+still current, checked in the same transaction with the lease row locked (``FOR
+SHARE``), so a node that lost a session (paused past its lease) cannot overwrite what
+the next owner records. A write refused so is counted (``fenced``).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
 from actors import Observer, SessionKey, SessionRecord, TurnCompleted, TurnRecord
 
+from ._backends import Backend, PostgresBackend, SqliteBackend, Statement
 from ._lineage_index import Mark, Parent
 
 log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    principal TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    claude_session_id TEXT,
-    workspace TEXT NOT NULL,
-    model TEXT,
-    created_at REAL NOT NULL,
-    last_active_at REAL NOT NULL,
-    turns INTEGER NOT NULL,
-    input_tokens INTEGER NOT NULL DEFAULT 0,
-    output_tokens INTEGER NOT NULL DEFAULT 0,
-    cost_usd REAL NOT NULL DEFAULT 0,
-    session_model TEXT,
-    PRIMARY KEY (principal, session_id)
-)
-"""
-
-# Columns added since the first schema, with their types: added to an older database
-# when it is opened (additive only, so an older server can still read the table).
-ADDED_COLUMNS = {"session_model": "TEXT"}
 
 UPSERT = """
 INSERT INTO sessions (principal, session_id, claude_session_id, workspace, model,
@@ -62,36 +47,21 @@ ON CONFLICT (principal, session_id) DO UPDATE SET
     session_model = excluded.session_model,
     claude_session_id = excluded.claude_session_id,
     workspace = excluded.workspace,
-    model = COALESCE(excluded.model, model),
+    model = COALESCE(excluded.model, sessions.model),
     last_active_at = excluded.last_active_at,
     turns = excluded.turns,
-    input_tokens = input_tokens + excluded.input_tokens,
-    output_tokens = output_tokens + excluded.output_tokens,
-    cost_usd = cost_usd + excluded.cost_usd
+    input_tokens = sessions.input_tokens + excluded.input_tokens,
+    output_tokens = sessions.output_tokens + excluded.output_tokens,
+    cost_usd = sessions.cost_usd + excluded.cost_usd
 """
+# The lease check of a fenced write: (principal, session id, node, token).
+LEASE_IS_CURRENT = (
+    "SELECT 1 FROM leases WHERE principal = ? AND session_id = ? AND node = ? AND token = ? "
+    "FOR SHARE"
+)
 DELETE = "DELETE FROM sessions WHERE principal = ? AND session_id = ?"
 PRINCIPALS = "SELECT DISTINCT principal FROM sessions"
 
-LINEAGE_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lineage (
-    principal TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    turn INTEGER NOT NULL,
-    hash TEXT NOT NULL,
-    assistant_uuid TEXT,
-    claude_session_id TEXT,
-    recorded_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS lineage_by_session ON lineage (principal, session_id);
-CREATE TABLE IF NOT EXISTS forks (
-    principal TEXT NOT NULL,
-    session_id TEXT NOT NULL,
-    parent_session_id TEXT NOT NULL,
-    parent_turn INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (principal, session_id)
-);
-"""
 # The statements that go with DELETE (same arguments), in its transaction.
 DELETE_LINEAGE = (
     "DELETE FROM lineage WHERE principal = ? AND session_id = ?",
@@ -106,81 +76,82 @@ RENAME = (
 )
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating) the database; a damaged one is renamed aside and replaced."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path.touch(mode=0o600)  # private from the start: before sqlite writes anything to it
-    try:
-        connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute(SCHEMA)
-        connection.executescript(LINEAGE_SCHEMA)
-        _migrate(connection)
-        connection.execute("SELECT count(*) FROM sessions").fetchone()
-        return connection
-    except sqlite3.DatabaseError as exc:
-        aside = path.with_name(f"{path.name}.damaged-{int(time.time())}")
-        log.error(
-            "the session database %s is unreadable (%s): moved to %s; known sessions will "
-            "start new conversations",
-            path,
-            exc,
-            aside,
-        )
-        path.rename(aside)
-        connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        connection.execute(SCHEMA)
-        connection.executescript(LINEAGE_SCHEMA)
-        return connection
+class Fence(Protocol):
+    """This node's leases, in a cluster (``app.cluster._ownership.Ownership``)."""
 
+    node: str
 
-def _migrate(connection: sqlite3.Connection) -> None:
-    """Add the columns of ``ADDED_COLUMNS`` that a database from an older server lacks."""
-    have = {row[1] for row in connection.execute("PRAGMA table_info(sessions)")}
-    for name, kind in ADDED_COLUMNS.items():
-        if name not in have:
-            connection.execute(f"ALTER TABLE sessions ADD COLUMN {name} {kind}")
+    def fence(self, key: SessionKey) -> int | None:
+        """The token of this node's lease on ``key``, or ``None`` if it holds none."""
+        ...
 
 
 @dataclass(eq=False)
 class _Operation:
     """One statement for the writer (and ``more``, applied after it in the same
-    transaction); ``done`` is set once it was applied (or failed)."""
+    transaction, if ``guard`` finds a row); ``done`` is set once it was applied (or
+    failed)."""
 
     sql: str
     args: tuple[object, ...]
     done: trio.Event | None = None
     more: tuple[tuple[str, tuple[object, ...]], ...] = ()
+    guard: Statement | None = None
     rows: list[tuple] = field(default_factory=list)
-    error: sqlite3.Error | None = None
+    error: Exception | None = None
 
 
 class SessionStore(Observer):
-    """The SQLite session store: a ``SessionDirectory`` for the supervisor and an
-    ``Observer`` that records every turn. Create with ``open_session_store``.
+    """The session store: a ``SessionDirectory`` for the supervisor and an ``Observer``
+    that records every turn. Create with ``open_session_store``.
 
     Every statement, read or write, goes through one queue to one writer task, so the
     statements about a session are applied in the order they were made: a turn's record
     can never land after the session's deletion and bring its row back.
     """
 
-    def __init__(self, connection: sqlite3.Connection, queue: trio.MemorySendChannel[_Operation]):
-        self._connection = connection
+    def __init__(
+        self,
+        backend: Backend,
+        queue: trio.MemorySendChannel[_Operation],
+        fence: Fence | None = None,
+    ) -> None:
+        self._backend = backend
         self._queue = queue
+        self._fence = fence
         self.errors = 0
         self.dropped = 0  # records not queued because the queue was full
+        self.fenced = 0  # writes refused: this node did not hold the session's lease
+
+    def _guard(self, principal: str, session_id: str) -> Statement | bool | None:
+        """The lease check for a write about a session: ``None`` without fencing,
+        ``False`` if this node holds no lease on it (the write is refused now)."""
+        if self._fence is None:
+            return None
+        token = self._fence.fence(SessionKey(session_id, principal))
+        if token is None:
+            return False
+        return LEASE_IS_CURRENT, (principal, session_id, self._fence.node, token)
 
     async def _run(
-        self, sql: str, *args: object, more: tuple[tuple[str, tuple[object, ...]], ...] = ()
+        self,
+        sql: str,
+        *args: object,
+        more: tuple[tuple[str, tuple[object, ...]], ...] = (),
+        about: tuple[str, str] | None = None,
     ) -> list[tuple]:
         """Queue a statement (and ``more`` in its transaction) behind every earlier one
         and wait for its rows.
 
         Raises:
-            sqlite3.Error: the statement failed.
+            sqlite3.Error, psycopg.Error: the statement failed.
             trio.ClosedResourceError: the store is closed.
         """
-        operation = _Operation(sql, args, trio.Event(), more)
+        guard = None if about is None else self._guard(*about)
+        if guard is False:
+            self._refused(about)
+            return []
+        operation = _Operation(sql, args, trio.Event(), more, guard or None)
         await self._queue.send(operation)
         assert operation.done is not None
         await operation.done.wait()
@@ -189,11 +160,20 @@ class SessionStore(Observer):
         return operation.rows
 
     def _enqueue(
-        self, sql: str, *args: object, more: tuple[tuple[str, tuple[object, ...]], ...] = ()
+        self,
+        sql: str,
+        *args: object,
+        more: tuple[tuple[str, tuple[object, ...]], ...] = (),
+        about: tuple[str, str] | None = None,
     ) -> None:
-        """Queue a write without waiting (from an ``Observer`` method). Not a checkpoint."""
+        """Queue a write without waiting (from an ``Observer`` method); ``about``
+        (principal, session id) fences it in a cluster. Not a checkpoint."""
+        guard = None if about is None else self._guard(*about)
+        if guard is False:
+            self._refused(about)
+            return
         try:
-            self._queue.send_nowait(_Operation(sql, args, more=more))
+            self._queue.send_nowait(_Operation(sql, args, more=more, guard=guard or None))
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.dropped += 1
             log.error("the session database queue is full or closed: a record was dropped")
@@ -217,17 +197,21 @@ class SessionStore(Observer):
                             break
                         await self._apply(operation)
 
-    async def _apply(self, operation: _Operation) -> None:
-        def work() -> list[tuple]:
-            with self._connection:  # one transaction
-                rows = self._connection.execute(operation.sql, operation.args).fetchall()
-                for sql, args in operation.more:
-                    self._connection.execute(sql, args)
-                return rows
+    def _refused(self, about: tuple[object, ...] | None) -> None:
+        self.fenced += 1
+        log.warning("session %s: not recorded, this node no longer holds its lease", about)
 
+    async def _apply(self, operation: _Operation) -> None:
+        statements = [(operation.sql, operation.args), *operation.more]
         try:
-            operation.rows = await trio.to_thread.run_sync(work)
-        except sqlite3.Error as exc:
+            rows = await trio.to_thread.run_sync(
+                self._backend.transaction, statements, operation.guard
+            )
+            if rows is None:  # the lease check found no current lease
+                self._refused(operation.guard and tuple(operation.guard[1][:2]))
+            else:
+                operation.rows = rows
+        except self._backend.errors as exc:
             self.errors += 1
             operation.error = exc
             if operation.done is None:  # nobody waits to hear of it
@@ -270,8 +254,15 @@ class SessionStore(Observer):
         return [principal for (principal,) in await self._run(PRINCIPALS)]
 
     async def delete(self, key: SessionKey) -> None:
-        """Forget ``key``'s record and lineage, after every record of it queued before."""
-        await self._run(DELETE, key.principal, key.session_id, more=self._with_lineage(key))
+        """Forget ``key``'s record and lineage, after every record of it queued before
+        (in a cluster, only while this node holds the session's lease)."""
+        await self._run(
+            DELETE,
+            key.principal,
+            key.session_id,
+            more=self._with_lineage(key),
+            about=(key.principal, key.session_id),
+        )
 
     @staticmethod
     def _with_lineage(key: SessionKey) -> tuple[tuple[str, tuple[object, ...]], ...]:
@@ -302,10 +293,17 @@ class SessionStore(Observer):
             usage.output_tokens if usage else 0,
             (completed.total_cost_usd or 0.0) if completed else 0.0,
             session.model,
+            about=(session.key.principal, session.key.session_id),
         )
 
     def session_forgotten(self, key: SessionKey) -> None:
-        self._enqueue(DELETE, key.principal, key.session_id, more=self._with_lineage(key))
+        self._enqueue(
+            DELETE,
+            key.principal,
+            key.session_id,
+            more=self._with_lineage(key),
+            about=(key.principal, key.session_id),
+        )
 
     # -- Lineage (a ``LineageStore`` for ``app.sessions._lineage_index``) --------------
 
@@ -321,18 +319,22 @@ class SessionStore(Observer):
             mark.assistant_uuid,
             mark.claude_session_id,
             time.time(),
+            about=(principal, mark.session_id),
         )
 
     def record_parent(self, principal: str, session_id: str, parent: Parent) -> None:
         """Queue the parent of a fork. Not a checkpoint."""
         self._enqueue(
-            "INSERT OR REPLACE INTO forks (principal, session_id, parent_session_id, "
-            "parent_turn, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO forks (principal, session_id, parent_session_id, parent_turn, "
+            "created_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (principal, session_id) DO UPDATE "
+            "SET parent_session_id = excluded.parent_session_id, "
+            "parent_turn = excluded.parent_turn, created_at = excluded.created_at",
             principal,
             session_id,
             parent.session_id,
             parent.turn,
             time.time(),
+            about=(principal, session_id),
         )
 
     def rename_session(self, principal: str, old: str, new: str) -> None:
@@ -340,18 +342,29 @@ class SessionStore(Observer):
         forks' parent rows), in one transaction. Not a checkpoint."""
         first, *rest = RENAME
         self._enqueue(
-            first, new, principal, old, more=tuple((sql, (new, principal, old)) for sql in rest)
+            first,
+            new,
+            principal,
+            old,
+            more=tuple((sql, (new, principal, old)) for sql in rest),
+            about=(principal, old),
         )
 
-    async def lineage(self) -> tuple[list[tuple[str, Mark]], list[tuple[str, str, Parent]]]:
+    async def lineage(
+        self, principal: str | None = None
+    ) -> tuple[list[tuple[str, Mark]], list[tuple[str, str, Parent]]]:
         """Every lineage mark (``(principal, mark)``, oldest first) and every fork's parent
-        (``(principal, session id, parent)``), for ``LineageIndex.load``."""
+        (``(principal, session id, parent)``), for ``LineageIndex.load``; only
+        ``principal``'s if given."""
+        where, args = ("", ()) if principal is None else (" WHERE principal = ?", (principal,))
         marks = await self._run(
             "SELECT principal, session_id, turn, hash, assistant_uuid, claude_session_id "
-            "FROM lineage ORDER BY rowid"
+            f"FROM lineage{where} ORDER BY rowid",
+            *args,
         )
         parents = await self._run(
-            "SELECT principal, session_id, parent_session_id, parent_turn FROM forks"
+            f"SELECT principal, session_id, parent_session_id, parent_turn FROM forks{where}",
+            *args,
         )
         return (
             [(p, Mark(sid, turn, h, uuid_, claude)) for p, sid, turn, h, uuid_, claude in marks],
@@ -365,21 +378,33 @@ MAX_QUEUED = 10_000
 
 @asynccontextmanager
 async def open_session_store(
-    path: Path, *, drain_timeout_s: float = 10.0
+    path: Path,
+    *,
+    database_url: str | None = None,
+    fence: Fence | None = None,
+    drain_timeout_s: float = 10.0,
 ) -> AsyncIterator[SessionStore]:
-    """Open the store at ``path`` for the block, with its writer task.
+    """Open the store for the block, with its writer task: the SQLite file at ``path``,
+    or with ``database_url`` the PostgreSQL database there (its schema migrated by the
+    cluster node already, ``app.cluster._schema``). ``fence``: this node's leases, to
+    fence every write about a session (a cluster).
 
     Leaving the block applies every queued record first; if the block is left by
     cancellation (shutdown), queued records are still applied for at most
     ``drain_timeout_s`` seconds. Then the database is closed.
+
+    Raises:
+        psycopg.OperationalError: the PostgreSQL database cannot be reached.
     """
-    connection = await trio.to_thread.run_sync(_connect, path)
+    backend: Backend = await trio.to_thread.run_sync(
+        lambda: SqliteBackend(path) if database_url is None else PostgresBackend(database_url)
+    )
     send, receive = trio.open_memory_channel[_Operation](MAX_QUEUED)
-    store = SessionStore(connection, send)
+    store = SessionStore(backend, send, fence)
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(store.write_in_order, receive, drain_timeout_s)
             with send:
                 yield store
     finally:
-        connection.close()
+        backend.close()

@@ -20,7 +20,7 @@ from app.cluster._database import open_database
 from app.cluster._handoff import HandOffRequests
 from app.cluster._leases import Lease, LeaseHeld, Leases
 from app.cluster._ownership import Ownership
-from app.cluster._transcripts import SCHEMA as TRANSCRIPTS_SCHEMA
+from app.cluster._schema import migrate
 from app.cluster._transcripts import Transcripts
 
 from .test_supervisor import ask, text_of
@@ -31,8 +31,7 @@ KEY = SessionKey("s", "alice")
 @pytest.fixture
 async def database(database_url):
     async with open_database(database_url) as db:
-        await Leases(db).create_tables()
-        await db.script(TRANSCRIPTS_SCHEMA)
+        await db.run(migrate)
         yield db
 
 
@@ -183,3 +182,65 @@ async def test_transcript_entries_are_stored_only_under_the_current_lease(databa
     assert a.fenced == 0  # it knew a token: the database refused the write
     assert await a.delete("c1") == 4
     assert await b.entries("c1") is None
+
+
+async def test_the_store_records_a_session_only_under_its_current_lease(
+    database, database_url, tmp_path
+):
+    """A node's store writes about a session only while that node holds the session's
+    lease with the token it knows: after another node took the session over, the first
+    node's late record is refused (and counted), and the new owner's stands."""
+    from app.sessions._store import open_session_store
+
+    from .test_store import _turn_record
+
+    leases = Leases(database)
+
+    class Fence:
+        def __init__(self, node: str) -> None:
+            self.node = node
+            self.tokens: dict[SessionKey, int] = {}
+
+        def fence(self, key: SessionKey) -> int | None:
+            return self.tokens.get(key)
+
+    a, b = Fence("a"), Fence("b")
+    async with (
+        open_session_store(tmp_path, database_url=database_url, fence=a) as store_a,
+        open_session_store(tmp_path, database_url=database_url, fence=b) as store_b,
+    ):
+        store_a.turn_ended(_turn_record(KEY, 1, tmp_path))  # a holds no lease yet
+        assert await store_a.load(KEY) is None and store_a.fenced == 1
+        a.tokens[KEY] = (await leases.acquire(KEY, "a", 0.3)).token
+        store_a.turn_ended(_turn_record(KEY, 2, tmp_path))
+        assert (await store_a.load(KEY)).turns == 2
+        await trio.sleep(0.4)
+        b.tokens[KEY] = (await leases.acquire(KEY, "b", 30)).token
+        store_b.turn_ended(_turn_record(KEY, 3, tmp_path))
+        assert (await store_b.load(KEY)).turns == 3
+        store_a.turn_ended(_turn_record(KEY, 7, tmp_path))  # a, back from a pause
+        assert (await store_a.load(KEY)).turns == 3
+        assert (store_a.fenced, store_b.fenced) == (2, 0)
+
+
+async def test_nodes_starting_at_once_apply_each_migration_once(database_url):
+    """Three nodes migrating one new database at once: every step is applied once (the
+    advisory lock), and a node starting later has nothing to apply."""
+    import psycopg
+
+    from app.cluster._schema import MIGRATIONS
+
+    def migrate_once() -> list[int]:
+        with psycopg.connect(database_url) as conn:
+            return migrate(conn)
+
+    applied: list[list[int]] = []
+
+    async def start() -> None:
+        applied.append(await trio.to_thread.run_sync(migrate_once))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(3):
+            nursery.start_soon(start)
+    assert sorted(applied) == [[], [], [version for version, _ in MIGRATIONS]]
+    assert await trio.to_thread.run_sync(migrate_once) == []

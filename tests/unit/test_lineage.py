@@ -222,17 +222,16 @@ def test_renaming_and_forgetting_move_and_drop_a_sessions_lineage():
 
 
 async def test_the_lineage_survives_in_the_store_renamed_and_deleted_with_its_session(
-    tmp_path,
+    open_store,
 ):
     """Marks and parents written through the store come back in a new index (a restarted
     server) in order; a rename moves them; deleting a session deletes them."""
-    path = tmp_path / "s.sqlite3"
-    async with open_session_store(path) as store:
+    async with open_store() as store:
         index = LineageIndex(store)
         served(index, "alice", "s", *THREE)
         index.record("alice", Mark("f", 2, "h-f", "m", "c"), parent=Parent("s", 1))
         index.rename("alice", "s", "old")
-    async with open_session_store(path) as store:
+    async with open_store() as store:
         again = LineageIndex(store)
         again.load(*await store.lineage())
         assert resolve(again, None, *THREE, "u4") == Route("continue", "old", 3)

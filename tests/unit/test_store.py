@@ -1,4 +1,5 @@
-"""The SQLite session store, and the supervisor resuming sessions it knows."""
+"""The session store (on SQLite, and where a test takes ``open_store`` on PostgreSQL
+too), and the supervisor resuming sessions it knows."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from actors import (
     open_supervisor,
 )
 from actors.testing import ScriptedClientFactory
-from app.sessions._store import SCHEMA, open_session_store
+from app.sessions._backends import SCHEMA
+from app.sessions._store import open_session_store
 
 
 async def ask(sup, key, prompt):
@@ -26,7 +28,7 @@ async def ask(sup, key, prompt):
         return "".join([e.text async for e in events if isinstance(e, TextDelta)])
 
 
-async def test_a_supervisor_resumes_sessions_a_previous_one_recorded(tmp_path):
+async def test_a_supervisor_resumes_sessions_a_previous_one_recorded(tmp_path, open_store):
     """Turns are recorded; a new supervisor (a restarted server) on the same store
     resumes a known session in its own workspace with its Claude session id, and its
     conversation goes on. Another principal's same id is not that session."""
@@ -34,14 +36,14 @@ async def test_a_supervisor_resumes_sessions_a_previous_one_recorded(tmp_path):
     config = SupervisorConfig(workspace_root=tmp_path / "w", warm_pool_size=1)
     key = SessionKey("kept", "alice")
     async with (
-        open_session_store(tmp_path / "s.sqlite3") as store,
+        open_store() as store,
         open_supervisor(config, factory, directory=store) as sup,
     ):
         sup.add_observer(store)
         assert await ask(sup, key, "one") == "echo: one #1"
         assert await ask(sup, key, "two") == "echo: two #2"
         claude_session_id = sup.session(key).claude_session_id
-    async with open_session_store(tmp_path / "s.sqlite3") as store:
+    async with open_store() as store:
         record = await store.load(key)
         assert record is not None
         assert record.claude_session_id == claude_session_id
@@ -95,12 +97,12 @@ def _turn_record(key: SessionKey, turns: int, cwd) -> TurnRecord:
     return TurnRecord(key.session_id, f"t{turns}", outcome, 0.0, 0.0, None, 1.0, session)
 
 
-async def test_records_of_a_session_apply_in_order_and_a_delete_is_final(tmp_path):
+async def test_records_of_a_session_apply_in_order_and_a_delete_is_final(tmp_path, open_store):
     """Turn records queued just before a delete never land after it: over many rounds,
     a deleted session's row never comes back, and the last of several records wins."""
     key = SessionKey("ordered", "alice")
     with trio.fail_after(30):
-        async with open_session_store(tmp_path / "s.sqlite3") as store:
+        async with open_store() as store:
             for round_ in range(50):
                 for turns in range(1, 4):
                     store.turn_ended(_turn_record(key, turns, tmp_path))
@@ -111,18 +113,18 @@ async def test_records_of_a_session_apply_in_order_and_a_delete_is_final(tmp_pat
             assert store.errors == store.dropped == 0
 
 
-async def test_a_cancelled_store_still_writes_what_was_queued(tmp_path):
+async def test_a_cancelled_store_still_writes_what_was_queued(tmp_path, open_store):
     """Leaving the store by cancellation (a shutdown) still applies the records queued
     before it, within the drain deadline."""
     key = SessionKey("last-words")
     with trio.fail_after(30):
         with trio.CancelScope() as scope:
-            async with open_session_store(tmp_path / "s.sqlite3") as store:
+            async with open_store() as store:
                 for turns in range(1, 6):
                     store.turn_ended(_turn_record(key, turns, tmp_path))
                 scope.cancel()
                 await trio.sleep_forever()
-        async with open_session_store(tmp_path / "s.sqlite3") as store:
+        async with open_store() as store:
             assert (await store.load(key)).turns == 5
 
 

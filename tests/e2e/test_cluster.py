@@ -202,7 +202,9 @@ def test_a_killed_nodes_sessions_are_taken_over_after_the_lease_runs_out(cluster
     wait_until(lambda: owner.process.poll() is not None, 10, "the node to die")
     replies += [turn(cluster.url, "killed") for _ in range(3)]
     assert [text for text, _, _ in replies] == [f"count={n}" for n in range(1, 6)]
-    assert {by for _, by, _ in replies[2:]} == {replies[2][1]} != {owner.id}
+    # (While HAProxy has not yet marked the dead node down, a redispatched request may
+    # go to another node than the hash ring will pick after: one more hand-off.)
+    assert owner.id not in {by for _, by, _ in replies[2:]}
     print(f"served again {replies[2][2]:.2f} s after SIGKILL (lease TTL {LEASE_TTL_S} s)")
     assert replies[2][2] < LEASE_TTL_S + 20
     wait_until(

@@ -30,16 +30,16 @@ MODEL = "claude-sonnet-4-6"
 
 def timed_turn(url: str, session_id: str) -> tuple[float, str]:
     """One warm non-streaming turn: (seconds, serving node)."""
-    client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120)
-    started = time.monotonic()
-    raw = client.messages.with_raw_response.create(
-        model=MODEL,
-        max_tokens=64,
-        messages=[{"role": "user", "content": "hello"}],
-        extra_headers={"X-Session-ID": session_id},
-    )
-    took = time.monotonic() - started
-    raw.parse()
+    with anthropic.Anthropic(base_url=url, api_key="unused", max_retries=0, timeout=120) as client:
+        started = time.monotonic()
+        raw = client.messages.with_raw_response.create(
+            model=MODEL,
+            max_tokens=64,
+            messages=[{"role": "user", "content": "hello"}],
+            extra_headers={"X-Session-ID": session_id},
+        )
+        took = time.monotonic() - started
+        raw.parse()
     return took, raw.headers["X-Served-By"]
 
 

@@ -235,3 +235,45 @@ def test_a_stopped_node_hands_its_sessions_over_without_waiting_for_expiry(clust
     text, by, took = turn(cluster.url, "stopped")
     assert (text, by != owner.id) == ("count=3", True)
     print(f"served again {took:.2f} s after the node drained")
+
+
+def test_the_cluster_command_starts_everything_and_stops_it_all_on_ctrl_c(tmp_path):
+    """``ccactors cluster`` (what ``just cluster`` runs) prints a URL that answers, and
+    Ctrl-C (SIGINT) stops PostgreSQL, HAProxy and every node: nothing is left running."""
+    import subprocess
+    import sys
+
+    from app._settings import PROJECT_ROOT
+    from app.cluster._local import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "app", "cluster", "--nodes", "1", "--port", str(port)]
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        url = f"http://127.0.0.1:{port}"
+        assert any(f"cluster of 1 nodes: {url}" in line for line in lines), lines
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert (health.status_code, health.headers["X-Served-By"]) == (200, "node1")
+        started = psutil.Process(process.pid).children(recursive=True)
+        assert started  # PostgreSQL, HAProxy and the node
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert "stopped" in process.stdout.read()
+        wait_until(
+            lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started),
+            20,
+            "every process of the cluster to exit",
+        )
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +35,7 @@ from actors import Observer, SessionKey, SessionRecord, TurnCompleted, TurnRecor
 
 from ._backends import Backend, PostgresBackend, SqliteBackend, Statement
 from ._lineage_index import Mark, Parent
+from ._schema import SESSION_MIGRATIONS, Migration
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,14 @@ class Fence(Protocol):
 class _Operation:
     """One statement for the writer (and ``more``, applied after it in the same
     transaction, if ``guard`` finds a row); ``done`` is set once it was applied (or
-    failed)."""
+    failed). ``results``: each statement's rows."""
 
     sql: str
     args: tuple[object, ...]
     done: trio.Event | None = None
     more: tuple[tuple[str, tuple[object, ...]], ...] = ()
     guard: Statement | None = None
-    rows: list[tuple] = field(default_factory=list)
+    results: list[list[tuple]] = field(default_factory=list)
     error: Exception | None = None
 
 
@@ -122,6 +123,12 @@ class SessionStore(Observer):
         self.errors = 0
         self.dropped = 0  # records not queued because the queue was full
         self.fenced = 0  # writes refused: this node did not hold the session's lease
+        self._warned: set[tuple[object, ...]] = set()  # sessions whose refusal was logged
+
+    @property
+    def reconnects(self) -> int:
+        """How often a lost database connection was found and reopened (PostgreSQL)."""
+        return getattr(self._backend, "reconnects", 0)
 
     def _guard(self, principal: str, session_id: str) -> Statement | bool | None:
         """The lease check for a write about a session: ``None`` without fencing,
@@ -147,6 +154,17 @@ class SessionStore(Observer):
             sqlite3.Error, psycopg.Error: the statement failed.
             trio.ClosedResourceError: the store is closed.
         """
+        results = await self._run_all(sql, *args, more=more, about=about)
+        return results[0] if results else []
+
+    async def _run_all(
+        self,
+        sql: str,
+        *args: object,
+        more: tuple[tuple[str, tuple[object, ...]], ...] = (),
+        about: tuple[str, str] | None = None,
+    ) -> list[list[tuple]]:
+        """``_run``, returning the rows of every statement (none if fenced off)."""
         guard = None if about is None else self._guard(*about)
         if guard is False:
             self._refused(about)
@@ -157,7 +175,7 @@ class SessionStore(Observer):
         await operation.done.wait()
         if operation.error is not None:
             raise operation.error
-        return operation.rows
+        return operation.results
 
     def _enqueue(
         self,
@@ -198,19 +216,29 @@ class SessionStore(Observer):
                         await self._apply(operation)
 
     def _refused(self, about: tuple[object, ...] | None) -> None:
+        """Count a fenced-off write; log it, as a warning the first time per session."""
         self.fenced += 1
-        log.warning("session %s: not recorded, this node no longer holds its lease", about)
+        first = about not in self._warned
+        if first:
+            if len(self._warned) >= 10_000:
+                self._warned.clear()
+            self._warned.add(about)
+        log.log(
+            logging.WARNING if first else logging.DEBUG,
+            "session %s: not recorded, this node does not hold its lease",
+            about,
+        )
 
     async def _apply(self, operation: _Operation) -> None:
         statements = [(operation.sql, operation.args), *operation.more]
         try:
-            rows = await trio.to_thread.run_sync(
+            results = await trio.to_thread.run_sync(
                 self._backend.transaction, statements, operation.guard
             )
-            if rows is None:  # the lease check found no current lease
+            if results is None:  # the lease check found no current lease
                 self._refused(operation.guard and tuple(operation.guard[1][:2]))
             else:
-                operation.rows = rows
+                operation.results = results
         except self._backend.errors as exc:
             self.errors += 1
             operation.error = exc
@@ -355,16 +383,20 @@ class SessionStore(Observer):
     ) -> tuple[list[tuple[str, Mark]], list[tuple[str, str, Parent]]]:
         """Every lineage mark (``(principal, mark)``, oldest first) and every fork's parent
         (``(principal, session id, parent)``), for ``LineageIndex.load``; only
-        ``principal``'s if given."""
+        ``principal``'s if given. One transaction (a consistent view of both), queued
+        behind this node's earlier writes."""
         where, args = ("", ()) if principal is None else (" WHERE principal = ?", (principal,))
-        marks = await self._run(
+        marks, parents = await self._run_all(
             "SELECT principal, session_id, turn, hash, assistant_uuid, claude_session_id "
             f"FROM lineage{where} ORDER BY rowid",
             *args,
-        )
-        parents = await self._run(
-            f"SELECT principal, session_id, parent_session_id, parent_turn FROM forks{where}",
-            *args,
+            more=(
+                (
+                    "SELECT principal, session_id, parent_session_id, parent_turn "
+                    f"FROM forks{where}",
+                    args,
+                ),
+            ),
         )
         return (
             [(p, Mark(sid, turn, h, uuid_, claude)) for p, sid, turn, h, uuid_, claude in marks],
@@ -383,11 +415,12 @@ async def open_session_store(
     database_url: str | None = None,
     fence: Fence | None = None,
     drain_timeout_s: float = 10.0,
+    migrations: Sequence[Migration] = SESSION_MIGRATIONS,
 ) -> AsyncIterator[SessionStore]:
     """Open the store for the block, with its writer task: the SQLite file at ``path``,
-    or with ``database_url`` the PostgreSQL database there (its schema migrated by the
-    cluster node already, ``app.cluster._schema``). ``fence``: this node's leases, to
-    fence every write about a session (a cluster).
+    or with ``database_url`` the PostgreSQL database there. Either is first migrated to
+    ``migrations`` (``app.sessions._schema``; a cluster node passes its longer list).
+    ``fence``: this node's leases, to fence every write about a session (a cluster).
 
     Leaving the block applies every queued record first; if the block is left by
     cancellation (shutdown), queued records are still applied for at most
@@ -395,9 +428,15 @@ async def open_session_store(
 
     Raises:
         psycopg.OperationalError: the PostgreSQL database cannot be reached.
+        sqlite3.Error: the SQLite file cannot be opened (other than damaged: that one is
+            set aside and replaced).
     """
     backend: Backend = await trio.to_thread.run_sync(
-        lambda: SqliteBackend(path) if database_url is None else PostgresBackend(database_url)
+        lambda: (
+            SqliteBackend(path, migrations)
+            if database_url is None
+            else PostgresBackend(database_url, migrations)
+        )
     )
     send, receive = trio.open_memory_channel[_Operation](MAX_QUEUED)
     store = SessionStore(backend, send, fence)

@@ -3,6 +3,7 @@ and ``demo``."""
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Annotated
@@ -163,23 +164,25 @@ def cluster(
     offline ccactors nodes on loopback ports, and HAProxy in front of them."""
     from .cluster._local import MissingToolError, open_local_cluster
 
-    configure_logging("INFO", "text")
+    configure_logging("WARNING", "text")
 
     async def main() -> None:
-        async with open_local_cluster(nodes, port=port) as running:
-            for node in running.nodes:
-                print(f"  {node.id}: {node.url} (log: {node.log_path})")
-            print(f"ccactors cluster of {nodes} nodes: {running.url}", flush=True)
-            print("Ctrl-C stops every node, HAProxy and PostgreSQL.", flush=True)
-            await trio.sleep_forever()
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with open_local_cluster(nodes, port=port) as running:
+                for node in running.nodes:
+                    print(f"  {node.id}: {node.url} (log: {node.log_path})")
+                print(f"ccactors cluster of {nodes} nodes: {running.url}", flush=True)
+                print("Ctrl-C stops every node, HAProxy and PostgreSQL.", flush=True)
+                async for _ in signals:
+                    print("stopping...", flush=True)
+                    break
+        print("stopped", flush=True)
 
     try:
         trio.run(main)
     except MissingToolError as exc:
         typer.echo(f"ccactors: {exc}", err=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        print("stopped", flush=True)
 
 
 DEMO_TURNS = [

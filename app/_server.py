@@ -157,7 +157,7 @@ async def serve(
                 open_session_store(
                     settings.state_dir / "sessions.sqlite3",
                     database_url=settings.database_url and settings.database_url.get_secret_value(),
-                    fence=None if node is None else node.ownership.fence,
+                    fence=None if node is None else node.ownership,
                 )
             )
             supervisor = await stack.enter_async_context(

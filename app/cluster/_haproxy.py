@@ -6,7 +6,8 @@ match wins: the header ``X-Session-ID``; the header ``X-Claude-Code-Session-Id``
 session id in a ``/v1/sessions/{id}/...`` path (WebSocket, management API); the API key
 (``x-api-key``, else ``Authorization``), so that a client that sends no session id and
 lets the lineage find its conversation lands on one node. A request with none of them is
-balanced round robin. A node that fails its health check (``GET /health``: 503 while it
+balanced round robin. A node that fails its health check (``GET /health``, HTTP/1.1
+with ``Host: localhost``, which ccactors accepts like any loopback name: 503 while it
 drains) gets no new requests; a request whose node is down goes to the next one
 (``option redispatch``), where the session is taken over. Any node serves any request
 correctly; the hashing only saves hand-offs.
@@ -48,7 +49,8 @@ backend ccactors_nodes
     http-request set-var(txn.conversation) req.hdr(x-session-id) if has_session_id
     balance hash var(txn.conversation)
     hash-type consistent
-    option httpchk GET /health
+    option httpchk
+    http-check send meth GET uri /health ver HTTP/1.1 hdr Host localhost
     http-check expect status 200
     default-server inter 1s fall 2 rise 2
 {servers}

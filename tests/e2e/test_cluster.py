@@ -69,16 +69,16 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
 
 def turn(url: str, session_id: str, text: str = "[[count]]") -> tuple[str, str, float]:
     """One turn of ``session_id`` through ``url``: (reply text, serving node, seconds)."""
-    client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=3, timeout=120)
-    started = time.monotonic()
-    raw = client.messages.with_raw_response.create(
-        model=MODEL,
-        max_tokens=64,
-        messages=[{"role": "user", "content": text}],
-        extra_headers={"X-Session-ID": session_id},
-    )
-    took = time.monotonic() - started
-    message = raw.parse()
+    with anthropic.Anthropic(base_url=url, api_key="unused", max_retries=3, timeout=120) as client:
+        started = time.monotonic()
+        raw = client.messages.with_raw_response.create(
+            model=MODEL,
+            max_tokens=64,
+            messages=[{"role": "user", "content": text}],
+            extra_headers={"X-Session-ID": session_id},
+        )
+        took = time.monotonic() - started
+        message = raw.parse()
     return "".join(block.text for block in message.content), raw.headers["X-Served-By"], took
 
 
@@ -150,6 +150,16 @@ def test_a_request_straight_to_another_node_is_served_after_a_hand_off(cluster):
     hand_off_s = [round(took, 2) for _, _, took in replies]
     print(f"turn times (s), hand-offs at the 3rd and 4th: {hand_off_s}")
 
+    # The management API works from any node: the conversation from the shared store,
+    # and a delete that takes the session over first.
+    view = httpx.get(f"{second.url}/v1/sessions/direct/messages", timeout=30).json()
+    said = [m["content"][0]["text"] for m in view["data"] if m["role"] == "assistant"]
+    assert said == ["count=1", "count=2", "count=3", "count=4"]
+    assert httpx.delete(f"{second.url}/v1/sessions/direct", timeout=60).status_code == 200
+    wait_until(lambda: cli_count(first) == 0, 10, "the first node's CLI to be closed")
+    assert httpx.get(f"{first.url}/v1/sessions/direct", timeout=30).status_code == 404
+    assert turn(first.url, "direct")[0] == "count=1"  # a new conversation
+
 
 def test_a_paused_node_cannot_write_to_a_session_taken_over(cluster):
     """A node paused (SIGSTOP) in the middle of a turn loses the session to another
@@ -178,7 +188,6 @@ def test_a_paused_node_cannot_write_to_a_session_taken_over(cluster):
     finally:
         owner.signal(signal.SIGCONT)
     slow.join(timeout=60)
-    stats = httpx.get(f"{owner.url}/v1/stats", timeout=10).json()
     wait_until(
         lambda: httpx.get(f"{owner.url}/v1/stats", timeout=10).json()["leases_lost"] >= 1,
         2 * LEASE_TTL_S,
@@ -202,7 +211,9 @@ def test_a_killed_nodes_sessions_are_taken_over_after_the_lease_runs_out(cluster
     wait_until(lambda: owner.process.poll() is not None, 10, "the node to die")
     replies += [turn(cluster.url, "killed") for _ in range(3)]
     assert [text for text, _, _ in replies] == [f"count={n}" for n in range(1, 6)]
-    assert {by for _, by, _ in replies[2:]} == {replies[2][1]} != {owner.id}
+    # (While HAProxy has not yet marked the dead node down, a redispatched request may
+    # go to another node than the hash ring will pick after: one more hand-off.)
+    assert owner.id not in {by for _, by, _ in replies[2:]}
     print(f"served again {replies[2][2]:.2f} s after SIGKILL (lease TTL {LEASE_TTL_S} s)")
     assert replies[2][2] < LEASE_TTL_S + 20
     wait_until(

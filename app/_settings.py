@@ -57,7 +57,11 @@ class Settings(BaseSettings):
     """Everything an operator can set. Each field is also ``CCACTORS_<NAME>`` in the
     environment (lists as JSON, e.g. ``CCACTORS_TOOLS='["Read"]'``). Times in seconds."""
 
-    model_config = SettingsConfigDict(env_prefix="CCACTORS_", extra="ignore")
+    # Errors name the setting and the reason, never the value given: it may be a
+    # secret (an API key, the database URL's password).
+    model_config = SettingsConfigDict(
+        env_prefix="CCACTORS_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=0, le=65535)
@@ -176,7 +180,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None,
         description="Unset: sessions are kept in SQLite in the state directory (one node). "
-        "postgresql://...: in PostgreSQL, shared by every node of a cluster.",
+        "postgresql://...: in PostgreSQL, shared by every node of a cluster (the schema is "
+        "migrated at start-up; an unreachable database stops the start). Shown masked.",
     )
     node_id: str | None = Field(
         None,

@@ -78,3 +78,19 @@ def test_serve_refuses_to_start_with_a_bad_settings_file(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--config", str(path)])
     assert result.exit_code == 2
     assert "unknown setting 'bogus'" in result.output
+
+
+def test_the_database_url_is_masked_and_a_wrong_one_refused_without_its_password(monkeypatch):
+    """``database_url`` may hold a password: ``ccactors settings`` masks it, and a URL
+    that is not PostgreSQL's is an error naming the setting but not the value."""
+    monkeypatch.setenv("CCACTORS_DATABASE_URL", "postgresql://app:hunter2@db.example/cc")
+    result = CliRunner().invoke(cli, ["settings"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
+    assert rows["database_url"][1:] == ["**********", "environment"]
+    assert "hunter2" not in result.output
+    monkeypatch.setenv("CCACTORS_DATABASE_URL", "mysql://app:hunter2@db.example/cc")
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 2
+    assert "database_url" in result.output and "postgresql://" in result.output
+    assert "hunter2" not in result.output

@@ -76,6 +76,15 @@ class OrderedWriter:
         self.fenced = 0  # writes refused: this node did not hold the session's lease
         self._warned: set[tuple[object, ...]] = set()  # sessions whose refusal was logged
 
+    def counters(self) -> dict[str, int]:
+        """The store's counters for operators (``/v1/stats``). Not a checkpoint."""
+        return {
+            "store_errors": self.errors,
+            "store_writes_dropped": self.dropped,
+            "store_writes_fenced": self.fenced,
+            "store_reconnects": self.reconnects,
+        }
+
     @property
     def reconnects(self) -> int:
         """How often a lost database connection was found and reopened (PostgreSQL)."""

@@ -128,6 +128,17 @@ class Leases:
         """Record ``node`` (and the URL it serves on, for operators) as started now."""
         await self._database.execute(_REGISTER, (node, url))
 
+    async def cluster(self) -> list[tuple[str, float, int]]:
+        """Every node known, with the sessions it holds now: (id, last seen, seconds
+        since the epoch, live leases), by id."""
+        rows = await self._database.fetch(
+            "SELECT n.node, extract(epoch FROM n.last_seen), "
+            "count(l.node) FILTER (WHERE l.expires_at > now()) "
+            "FROM nodes n LEFT JOIN leases l ON l.node = n.node "
+            "GROUP BY n.node ORDER BY n.node"
+        )
+        return [(node, float(seen), held) for node, seen, held in rows]
+
     async def nodes(self) -> list[tuple[str, str, float]]:
         """Every node known: (id, URL, last seen, seconds since the epoch)."""
         rows = await self._database.fetch(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -61,6 +62,21 @@ class Node:
             self._nursery.start_soon(self.ownership.hand_off, key)
 
         await self._nursery.start(self.requests.listen, on_request)
+
+    def peers(self) -> list[dict[str, Any]]:
+        """Every node of the cluster as of this node's last lease renewal: ``node``,
+        ``last_seen_s`` (seconds ago), ``sessions`` (leases held), ``this`` (this node).
+        Not a checkpoint."""
+        now = time.time()
+        return [
+            {
+                "node": node,
+                "last_seen_s": round(max(0.0, now - seen), 1),
+                "sessions": held,
+                "this": node == self.id,
+            }
+            for node, seen, held in self.ownership.peers
+        ]
 
     def stats(self) -> dict[str, Any]:
         """Counters for operators (``/v1/stats``). Not a checkpoint."""

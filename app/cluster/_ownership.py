@@ -54,6 +54,7 @@ class LeaseTable(Protocol):
 
     async def acquire(self, key: SessionKey, node: str, ttl_s: float) -> Lease: ...
     async def renew(self, node: str, ttl_s: float) -> dict[SessionKey, int]: ...
+    async def cluster(self) -> list[tuple[str, float, int]]: ...
     async def release(self, lease: Lease) -> bool: ...
     async def release_all(self, node: str) -> int: ...
 
@@ -99,6 +100,8 @@ class Ownership(Observer):
         self.hand_offs = 0  # sessions this node gave to another
         self.take_overs = 0  # sessions this node took from another (or from a dead one)
         self.lost = 0  # leases that ran out under this node (it was paused or cut off)
+        # Every node of the cluster as of the last renewal: (id, last seen, sessions held).
+        self.peers: list[tuple[str, float, int]] = []
 
     def attach(self, supervisor: Supervisor, nursery: trio.Nursery) -> None:
         """Give the supervisor whose sessions are handed off, and the nursery for
@@ -210,6 +213,10 @@ class Ownership(Observer):
             except Exception:
                 log.exception("could not renew this node's session leases")
                 continue
+            try:
+                self.peers = await self._leases.cluster()
+            except Exception:
+                log.exception("could not read the cluster's nodes")
             for key, held in list(self._held.items()):
                 if kept.get(key) == held.lease.token:
                     held.valid_until = started + LOCAL_SHARE * self.lease_ttl_s

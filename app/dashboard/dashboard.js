@@ -231,6 +231,11 @@ function renderOverview(o) {
       timeouts.join(", ")),
   ];
   if (o.forks !== null && o.forks !== undefined) cards.push(card("Forks", o.forks, ""));
+  for (const peer of o.nodes || []) {
+    const stale = peer.last_seen_s > 30 ? ", not seen lately" : "";
+    cards.push(card(`Node ${peer.node}${peer.this ? " (this one)" : ""}`, peer.sessions,
+      `sessions held; seen ${peer.last_seen_s} s ago${stale}`));
+  }
   $("cards").replaceChildren(...cards);
   $("node").hidden = o.node === null || o.node === undefined;
   $("node").textContent = $("node").hidden ? "" : `node ${o.node}`;

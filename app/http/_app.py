@@ -100,7 +100,7 @@ def create_app(
     app.register_blueprint(websocket_blueprint(supervisor, settings))
     metrics = Metrics(supervisor)
     supervisor.add_observer(metrics)
-    app.register_blueprint(dashboard_blueprint(supervisor, catalogue, settings, metrics))
+    app.register_blueprint(dashboard_blueprint(supervisor, catalogue, settings, metrics, node))
 
     @app.before_request
     async def tag_request() -> None:

@@ -46,6 +46,7 @@ from quart import Blueprint, Response, request
 from actors import SessionInfo, SessionKey, Supervisor
 
 from .._settings import Settings
+from ..cluster._node import Node
 from ..security._auth import PRINCIPAL_BYTES
 from ..sessions._catalogue import SessionCatalogue
 from ..sessions._lineage_index import LineageIndex
@@ -91,7 +92,11 @@ def is_dashboard_page(path: str) -> bool:
 
 
 def dashboard_blueprint(
-    supervisor: Supervisor, catalogue: SessionCatalogue, settings: Settings, metrics: Metrics
+    supervisor: Supervisor,
+    catalogue: SessionCatalogue,
+    settings: Settings,
+    metrics: Metrics,
+    node: Node | None = None,
 ) -> Blueprint:
     """The dashboard's page, assets and operator routes, as a blueprint for
     ``create_app`` to register (which also applies the operator-key rule).
@@ -104,6 +109,7 @@ def dashboard_blueprint(
         settings: limits shown in the overview, ``max_listeners_per_key`` and
             ``sse_ping_interval_s``.
         metrics: the ``/metrics`` figures (the first-token latency histogram).
+        node: this server's cluster node, if it is one (every node in the overview).
 
     Returns:
         A new ``quart.Blueprint`` named ``dashboard``.
@@ -118,7 +124,7 @@ def dashboard_blueprint(
     supervisor.add_observer(rate)
 
     def figures() -> dict[str, Any]:
-        return overview(supervisor, settings, metrics.time_to_first_token, rate)
+        return overview(supervisor, settings, metrics.time_to_first_token, rate, node)
 
     def render(info: SessionInfo) -> dict[str, Any]:
         return _dashboard_json(info, catalogue.lineage)

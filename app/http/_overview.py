@@ -20,6 +20,7 @@ from prometheus_client import Histogram
 from actors import Observer, Supervisor, TurnRecord
 
 from .._settings import Settings
+from ..cluster._node import Node
 
 RATE_WINDOW_S = 60.0
 
@@ -116,7 +117,11 @@ class TurnRate(Observer):
 
 
 def overview(
-    supervisor: Supervisor, settings: Settings, first_token: Histogram, rate: TurnRate
+    supervisor: Supervisor,
+    settings: Settings,
+    first_token: Histogram,
+    rate: TurnRate,
+    node: Node | None = None,
 ) -> dict[str, Any]:
     """The overview figures as JSON, for ``GET /v1/dashboard/overview``.
 
@@ -126,13 +131,15 @@ def overview(
     (turns ended in the last 60 s); ``first_token_latency_s`` (``p50``, ``p95`` in
     seconds, ``null`` before any observation, and ``observations``: since the server
     started, from the histogram ``/metrics`` exposes); ``restarts``, ``dead_letters``,
-    ``timeouts`` (by kind); ``forks`` and ``node`` when the supervisor's stats report
-    them, else ``null``. Not a checkpoint.
+    ``timeouts`` (by kind); ``forks``. In a cluster (``node``), ``node`` (this node's
+    id) and ``nodes`` (every node: ``node``, ``last_seen_s``, ``sessions`` it holds,
+    ``this``; ``Node.peers``), else ``null`` for both. Not a checkpoint.
     """
     stats = supervisor.stats()
     buckets = histogram_buckets(first_token)
     return {
-        "node": stats.get("node"),
+        "node": None if node is None else node.id,
+        "nodes": None if node is None else node.peers(),
         "live_processes": stats["live_processes"],
         "max_live_sessions": settings.max_live_sessions,
         "warm_pool_size": stats["warm_pool_size"],

@@ -160,6 +160,14 @@ def test_a_request_straight_to_another_node_is_served_after_a_hand_off(cluster):
     assert httpx.get(f"{first.url}/v1/sessions/direct", timeout=30).status_code == 404
     assert turn(first.url, "direct")[0] == "count=1"  # a new conversation
 
+    # The operator's overview on any node lists every node, with the sessions it holds.
+    def peers() -> dict[str, dict]:
+        overview = httpx.get(f"{second.url}/v1/dashboard/overview", timeout=10).json()
+        return {peer["node"]: peer for peer in overview["nodes"]}
+
+    wait_until(lambda: peers().get(first.id, {}).get("sessions") == 1, 10, "the overview")
+    assert set(peers()) == {n.id for n in cluster.nodes} and peers()[second.id]["this"]
+
 
 def test_a_paused_node_cannot_write_to_a_session_taken_over(cluster):
     """A node paused (SIGSTOP) in the middle of a turn loses the session to another

@@ -54,6 +54,21 @@ async def test_a_lease_has_one_holder_and_a_new_token_for_each_new_owner(databas
     assert not await leases.release(first)  # a's lease is long gone
 
 
+async def test_the_cluster_view_counts_each_nodes_live_leases(database):
+    leases = Leases(database)
+    for node in ("a", "b", "c"):
+        await leases.register_node(node, "")
+    await leases.acquire(KEY, "a", 30)
+    await leases.acquire(SessionKey("t", "alice"), "a", 30)
+    released = await leases.acquire(SessionKey("u", "alice"), "b", 30)
+    await leases.release(released)
+    assert [(node, held) for node, _, held in await leases.cluster()] == [
+        ("a", 2),
+        ("b", 0),
+        ("c", 0),
+    ]
+
+
 async def test_an_expired_lease_goes_to_the_next_node_with_the_next_token(database):
     leases = Leases(database)
     await leases.acquire(KEY, "a", 0.3)

@@ -104,6 +104,7 @@ def show_settings(
 ) -> None:
     """Print the effective settings and where each comes from (secrets masked)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     if reference:
@@ -114,7 +115,7 @@ def show_settings(
     settings = _settings(config)
     table = Table("setting", "value", "source", box=None)
     for name, value, source in setting_sources(settings, config):
-        table.add_row(name, value, source)
+        table.add_row(name, escape(value), source)  # "[a, b]" is text, not markup
     Console(width=200).print(table)
 
 

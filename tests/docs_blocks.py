@@ -118,9 +118,9 @@ def block(page: Path, kind: str, argument: str) -> Block:
 
 def output_matches(expected: str, actual: str) -> bool:
     """Whether each line of ``expected`` appears in ``actual``, in order, ``...``
-    matching anything within a line (blank lines and trailing spaces ignored)."""
-    wanted = [line.rstrip() for line in expected.splitlines() if line.strip()]
-    got = [line.rstrip() for line in actual.splitlines()]
+    matching anything within a line (blank lines, leading and trailing spaces ignored)."""
+    wanted = [line.strip() for line in expected.splitlines() if line.strip()]
+    got = [line.strip() for line in actual.splitlines()]
     position = 0
     for line in wanted:
         pattern = re.compile(".*".join(re.escape(part) for part in line.split("...")))

@@ -55,7 +55,10 @@ class Runner:
     background: list[Background] = field(default_factory=list)
 
     def text(self, block: Block) -> str:
-        text = block.text
+        """The block's text with the substitutions made."""
+        return self.substitute(block.text)
+
+    def substitute(self, text: str) -> str:
         for old, new in self.substitutions.items():
             text = text.replace(old, new)
         return text
@@ -78,7 +81,7 @@ class Runner:
 
     def write(self, block: Block) -> Path:
         """Save a ``file NAME`` block as NAME."""
-        path = self.cwd / block.argument
+        path = self.cwd / self.substitute(block.argument)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.text(block))
         return path

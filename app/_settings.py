@@ -195,7 +195,7 @@ class Settings(BaseSettings):
     cli_close_timeout_s: float = Field(
         5.0,
         gt=0,
-        description="Seconds a CLI may take to exit when closed before it is killed.",
+        description="Seconds a CLI being closed gets to exit after SIGTERM, before SIGKILL.",
     )
     sse_ping_interval_s: float = Field(
         15.0,

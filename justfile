@@ -45,3 +45,7 @@ load *ARGS: setup
 # A warm continued turn resending the whole conversation (lineage) vs with X-Session-ID.
 bench-lineage *ARGS: setup
     uv run python benchmarks/lineage.py {{ARGS}}
+
+# A local cluster: a warm turn through HAProxy vs straight to its node, and a hand-off.
+bench-cluster *ARGS: setup
+    uv run python -m benchmarks.cluster {{ARGS}}

@@ -81,6 +81,7 @@ def serve(
     except (InsecureBindError, KeyFileError) as exc:
         typer.echo(f"ccactors: {exc}", err=True)
         raise typer.Exit(2) from None
+    _require_database(settings)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -124,6 +125,19 @@ def _require_cli(settings: Settings) -> None:
     try:
         settings.resolve_cli_path()
     except CliNotFoundError as exc:
+        typer.echo(f"ccactors: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _require_database(settings: Settings) -> None:
+    """Exit with status 2 and the reason if ``database_url`` is set but unreachable."""
+    if settings.database_url is None:
+        return
+    from .sessions._backends import DatabaseUnreachableError, check_database
+
+    try:
+        check_database(settings.database_url.get_secret_value())
+    except DatabaseUnreachableError as exc:
         typer.echo(f"ccactors: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -62,7 +62,11 @@ class Settings(BaseSettings):
     generated from them (``app._settings_reference``), and a test fails when it is stale.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CCACTORS_", extra="ignore")
+    # Errors name the setting and the reason, never the value given: it may be a
+    # secret (an API key, the database URL's password).
+    model_config = SettingsConfigDict(
+        env_prefix="CCACTORS_", extra="ignore", hide_input_in_errors=True
+    )
 
     host: str = Field(
         "127.0.0.1",
@@ -417,7 +421,8 @@ class Settings(BaseSettings):
     database_url: SecretStr | None = Field(
         None,
         description="Unset: sessions are kept in SQLite in the state directory (one node). "
-        "postgresql://...: in PostgreSQL, shared by every node of a cluster.",
+        "postgresql://...: in PostgreSQL, shared by every node of a cluster (the schema is "
+        "migrated at start-up; an unreachable database stops the start). Shown masked.",
     )
     node_id: str | None = Field(
         None,

@@ -144,6 +144,16 @@ async def run_load(bench: Bench) -> dict[str, Any]:
             await wait_pool_full(http, settings["warm_pool_size"])
             await trio.sleep(1)  # closing CLIs' last buffers are read and freed
             rss_after, disk_after = server.rss_bytes(), _disk(state)
+            # The marginal cost: as many sessions again, one turn each, now that the
+            # server's one-time growth (threads, caches, allocator arenas) is behind it.
+            for s in range(plan.sessions):
+                await served_turn(http, f"more-{s}", "hello")
+            with trio.fail_after(plan.idle_ttl_s + 120):
+                for s in range(plan.sessions):
+                    await wait_hibernated(http, f"more-{s}")
+            await wait_pool_full(http, settings["warm_pool_size"])
+            await trio.sleep(1)
+            rss_more = server.rss_bytes()
     finally:
         server.stop()
     hibernated = plan.sessions
@@ -151,13 +161,17 @@ async def run_load(bench: Bench) -> dict[str, Any]:
         "measured": (
             "growth of the server process's RSS (its CLIs excluded) and of its session "
             "store and the CLIs' transcripts, from before the load (warm pool full) to "
-            "after every load session hibernated (warm pool full again), per session"
+            "after every load session hibernated (warm pool full again), per session; "
+            "rss_kib_per_more_session: the growth from as many more sessions, one turn "
+            "each, once hibernated (the marginal cost, without the first load's one-time "
+            "growth)"
         ),
         "sessions": hibernated,
         "turns_each": plan.turns,
         "rss_before_mib": round(rss_before / 2**20, 1),
         "rss_after_mib": round(rss_after / 2**20, 1),
         "rss_kib_per_session": round((rss_after - rss_before) / 1024 / hibernated, 1),
+        "rss_kib_per_more_session": round((rss_more - rss_after) / 1024 / hibernated, 1),
         "store_kib_per_session": round(
             (disk_after["store"] - disk_before["store"]) / 1024 / hibernated, 1
         ),

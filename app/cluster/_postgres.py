@@ -1,14 +1,17 @@
 """A throw-away PostgreSQL server (``initdb`` + ``postgres`` from the Debian package) in a
 temporary directory, on a free loopback port, for ``ccactors cluster`` and the tests.
 
-PostgreSQL refuses to run as root; as root, it runs as the ``postgres`` system user
-(which the Debian package creates), through ``runuser``.
+PostgreSQL refuses to run as root; as root, ``initdb`` and ``postgres`` run as the
+``postgres`` system user (which the Debian package creates): the child processes switch
+user themselves (``subprocess``'s ``user``/``group``), so the server is our child and
+stops on our signal (``runuser`` in between would not pass SIGINT on).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -16,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import trio
@@ -54,9 +58,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _as_owner() -> list[str]:
-    """The argv prefix that runs a command as a user PostgreSQL accepts."""
-    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+def _as_owner() -> dict[str, Any]:
+    """``subprocess`` arguments that run a command as a user PostgreSQL accepts: as
+    root, the ``postgres`` user; else ourselves."""
+    if os.geteuid() != 0:
+        return {}
+    return {"user": "postgres", "group": "postgres", "extra_groups": [], "cwd": "/"}
 
 
 @contextmanager
@@ -65,23 +72,34 @@ def postgres_server(*, timeout_s: float = 60.0) -> Iterator[str]:
     (``postgresql://postgres@127.0.0.1:<port>/postgres``, trust authentication,
     listening on 127.0.0.1 only). Everything is removed afterwards.
 
-    Blocking (a few seconds to start). Raises ``PostgresNotFoundError`` or
-    ``subprocess.CalledProcessError`` / ``TimeoutError`` if it cannot start.
+    Blocking (a few seconds to start; leaving stops it in well under a second: a fast
+    shutdown, SIGINT, which also disconnects clients still connected). On Ctrl-C the
+    server, in our process group, gets the SIGINT too.
+
+    Raises:
+        PostgresNotFoundError: no PostgreSQL binaries.
+        RuntimeError: ``initdb`` failed or the server exited at start (with the reason).
+        TimeoutError: the server did not accept connections within ``timeout_s``.
     """
     bin_dir = postgres_bin()
-    prefix = _as_owner()
+    owner = _as_owner()
     with tempfile.TemporaryDirectory(prefix="ccactors-pg-") as tmp:
         root = Path(tmp)
         data, sockets = root / "data", root / "run"
         sockets.mkdir()
-        if prefix:
+        if owner:
             shutil.chown(root, "postgres", "postgres")
             shutil.chown(sockets, "postgres", "postgres")
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE}
         initdb = [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust"]
-        subprocess.run(
-            [*prefix, *initdb, "--no-sync", "-E", "UTF8", "--locale=C"], check=True, **quiet
+        done = subprocess.run(
+            [*initdb, "--no-sync", "-E", "UTF8", "--locale=C"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            **owner,
         )
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()}")
         port = _free_port()
         options = {
             "listen_addresses": "127.0.0.1",
@@ -93,16 +111,17 @@ def postgres_server(*, timeout_s: float = 60.0) -> Iterator[str]:
         settings = [arg for name, value in options.items() for arg in ("-c", f"{name}={value}")]
         with (root / "server.log").open("wb") as log_file:  # the child keeps its own copy
             server = subprocess.Popen(
-                [*prefix, str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), *settings],
+                [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), *settings],
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
+                **owner,
             )
         try:
             url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
-            _wait_ready(url, server, timeout_s)
+            _wait_ready(url, server, timeout_s, root / "server.log")
             yield url
         finally:
-            server.terminate()  # smart shutdown: SIGTERM
+            server.send_signal(signal.SIGINT)  # fast shutdown: clients are disconnected
             try:
                 server.wait(timeout=20)
             except subprocess.TimeoutExpired:
@@ -110,7 +129,7 @@ def postgres_server(*, timeout_s: float = 60.0) -> Iterator[str]:
                 server.wait()
 
 
-def _wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
+def _wait_ready(url: str, server: subprocess.Popen, timeout_s: float, log_path: Path) -> None:
     end = time.monotonic() + timeout_s
     while True:
         try:
@@ -118,8 +137,9 @@ def _wait_ready(url: str, server: subprocess.Popen, timeout_s: float) -> None:
             return
         except psycopg.OperationalError:
             if server.poll() is not None:
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
                 raise RuntimeError(
-                    f"PostgreSQL exited at start (code {server.returncode})"
+                    f"PostgreSQL exited at start (code {server.returncode}): {' / '.join(tail)}"
                 ) from None
             if time.monotonic() > end:
                 raise TimeoutError(

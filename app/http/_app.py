@@ -169,10 +169,12 @@ def create_app(
 
     @app.get("/v1/stats")
     async def stats() -> dict[str, Any]:
-        if node is None:
-            return supervisor.stats()
-        fenced = {"store_writes_fenced": store.fenced if store is not None else 0}
-        return {**supervisor.stats(), **node.stats(), **fenced}
+        figures = supervisor.stats()
+        if store is not None:
+            figures.update(store.counters())
+        if node is not None:
+            figures.update(node.stats())
+        return figures
 
     @app.get("/metrics")
     async def prometheus_metrics() -> Response:

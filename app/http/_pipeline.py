@@ -40,6 +40,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -304,6 +305,10 @@ def _turn_ended(
 # Frames joined into one write at most: bounds the write (and the delay of its first
 # frame) when the CLI outpaces the client.
 MAX_FRAMES_PER_WRITE = 64
+# While deltas come faster than this apart, they are written together at most this long
+# after the previous write (seconds): a stream costs fewer writes and wake-ups, and no
+# delta waits longer than this.
+COALESCE_S = 0.004
 
 
 async def _next_event(events: trio.MemoryReceiveChannel[SessionEvent]) -> SessionEvent | None:
@@ -356,6 +361,7 @@ async def stream_turn(
                         streamed.append(event)
                 return reply.encode(event), False
 
+            written = -math.inf  # when the last write went out
             while not finished:
                 frames = [reply.ping()]
                 with trio.move_on_at(deadline):
@@ -372,9 +378,17 @@ async def stream_turn(
                             event = None
                         more, finished = frames_for(event)
                         frames += more
+                # In a burst (the last write was under COALESCE_S ago), gather what
+                # arrives until COALESCE_S after it: fewer, larger writes. A write after
+                # a pause (the first text of a turn) goes out at once.
+                with trio.move_on_at(written + COALESCE_S):
+                    while not finished and len(frames) < MAX_FRAMES_PER_WRITE:
+                        more, finished = frames_for(await _next_event(events))
+                        frames += more
                 if frames:
                     yield b"".join(frames)
-                    deadline = trio.current_time() + ping_s
+                    written = trio.current_time()
+                    deadline = written + ping_s
     finally:
         if placement is not None:
             placement.release()

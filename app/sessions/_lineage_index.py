@@ -125,6 +125,10 @@ class LineageIndex(Observer):
         self._heads: dict[tuple[str, str], Mark] = {}
         self._parents: dict[tuple[str, str], Parent] = {}
         self._taken: collections.Counter[tuple[str, str]] = collections.Counter()
+        # Per principal, the session ids and hashes its keys above may use (a superset),
+        # so ``refresh`` drops one principal's entries without scanning everyone's.
+        self._sessions_of: dict[str, set[str]] = collections.defaultdict(set)
+        self._hashes_of: dict[str, set[str]] = collections.defaultdict(set)
 
     def load(
         self,
@@ -137,6 +141,7 @@ class LineageIndex(Observer):
             self._add(principal, mark)
         for principal, session_id, parent in parents:
             self._parents[principal, session_id] = parent
+            self._sessions_of[principal].add(session_id)
 
     async def refresh(self, principal: str) -> None:
         """With a ``shared`` store, replace ``principal``'s marks and parents by the
@@ -145,9 +150,11 @@ class LineageIndex(Observer):
         if not self.shared or self.store is None:
             return
         marks, parents = await self.store.lineage(principal)
-        for table in (self._by_hash, self._by_session, self._heads, self._parents):
-            for key in [key for key in table if key[0] == principal]:
-                del table[key]
+        for session_id in self._sessions_of.pop(principal, ()):
+            for table in (self._by_session, self._heads, self._parents):
+                table.pop((principal, session_id), None)
+        for hash_ in self._hashes_of.pop(principal, ()):
+            self._by_hash.pop((principal, hash_), None)
         self.load(marks, parents)
 
     # -- Resolving ---------------------------------------------------------------------
@@ -231,11 +238,13 @@ class LineageIndex(Observer):
         if self.store is not None:
             self.store.record_mark(principal, mark)
         if parent is not None and (principal, mark.session_id) not in self._parents:
-            self._parents[principal, mark.session_id] = parent
+            self._parents[principal, mark.session_id] = parent  # its session: in _add
             if self.store is not None:
                 self.store.record_parent(principal, mark.session_id, parent)
 
     def _add(self, principal: str, mark: Mark) -> None:
+        self._sessions_of[principal].add(mark.session_id)
+        self._hashes_of[principal].add(mark.hash)
         self._by_hash[principal, mark.hash].append(mark)
         self._by_session[principal, mark.session_id].append(mark)
         self._heads[principal, mark.session_id] = mark
@@ -253,6 +262,8 @@ class LineageIndex(Observer):
             self._heads[principal, new] = moved[id(self._heads.pop((principal, old)))]
         if (parent := self._parents.pop((principal, old), None)) is not None:
             self._parents[principal, new] = parent
+        self._sessions_of[principal].discard(old)
+        self._sessions_of[principal].add(new)
         for key, parent in self._parents.items():
             if key[0] == principal and parent.session_id == old:
                 self._parents[key] = replace(parent, session_id=new)
@@ -267,8 +278,10 @@ class LineageIndex(Observer):
             bucket[:] = [m for m in bucket if m is not mark]
             if not bucket:
                 del self._by_hash[principal, mark.hash]
+                self._hashes_of[principal].discard(mark.hash)
         self._heads.pop((principal, session_id), None)
         self._parents.pop((principal, session_id), None)
+        self._sessions_of[principal].discard(session_id)
 
     def session_forgotten(self, key: SessionKey) -> None:
         self.forget(key.principal, key.session_id)

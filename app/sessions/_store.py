@@ -8,35 +8,26 @@ turn (an ``Observer``) and read when a turn arrives for a session that is not ru
 (a ``SessionDirectory``). Beside them, the lineage of each session (``lineage``: one
 row per completed turn, see ``app.sessions._lineage_index``) and the parent of each
 fork (``forks``); they go with their session's row when it is deleted, forgotten or
-renamed. All database work goes through one ordered queue to one writer task (each
-statement in its own transaction, in a worker thread); a failing database is reported
-and counted, never a crash.
-
-In a cluster, writes about a session are fenced: each carries this node's id and the
-token of its lease on the session (``Fence``), and is applied only if that lease is
-still current, checked in the same transaction with the lease row locked (``FOR
-SHARE``), so a node that lost a session (paused past its lease) cannot overwrite what
-the next owner records. A write refused so is counted (``fenced``).
+renamed. All database work goes through one ordered queue to one writer task
+(``app.sessions._writer``); a failing database is reported and counted, never a crash.
+In a cluster, every write about a session is fenced by this node's lease on it.
 """
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import trio
 
 from actors import Observer, SessionKey, SessionRecord, TurnCompleted, TurnRecord
 
-from ._backends import Backend, PostgresBackend, SqliteBackend, Statement
+from ._backends import Backend, PostgresBackend, SqliteBackend
 from ._lineage_index import Mark, Parent
-
-log = logging.getLogger(__name__)
+from ._schema import SESSION_MIGRATIONS, Migration
+from ._writer import Fence, Operation, OrderedWriter
 
 UPSERT = """
 INSERT INTO sessions (principal, session_id, claude_session_id, workspace, model,
@@ -54,11 +45,6 @@ ON CONFLICT (principal, session_id) DO UPDATE SET
     output_tokens = sessions.output_tokens + excluded.output_tokens,
     cost_usd = sessions.cost_usd + excluded.cost_usd
 """
-# The lease check of a fenced write: (principal, session id, node, token).
-LEASE_IS_CURRENT = (
-    "SELECT 1 FROM leases WHERE principal = ? AND session_id = ? AND node = ? AND token = ? "
-    "FOR SHARE"
-)
 DELETE = "DELETE FROM sessions WHERE principal = ? AND session_id = ?"
 PRINCIPALS = "SELECT DISTINCT principal FROM sessions"
 
@@ -76,32 +62,7 @@ RENAME = (
 )
 
 
-class Fence(Protocol):
-    """This node's leases, in a cluster (``app.cluster._ownership.Ownership``)."""
-
-    node: str
-
-    def fence(self, key: SessionKey) -> int | None:
-        """The token of this node's lease on ``key``, or ``None`` if it holds none."""
-        ...
-
-
-@dataclass(eq=False)
-class _Operation:
-    """One statement for the writer (and ``more``, applied after it in the same
-    transaction, if ``guard`` finds a row); ``done`` is set once it was applied (or
-    failed)."""
-
-    sql: str
-    args: tuple[object, ...]
-    done: trio.Event | None = None
-    more: tuple[tuple[str, tuple[object, ...]], ...] = ()
-    guard: Statement | None = None
-    rows: list[tuple] = field(default_factory=list)
-    error: Exception | None = None
-
-
-class SessionStore(Observer):
+class SessionStore(OrderedWriter, Observer):
     """The session store: a ``SessionDirectory`` for the supervisor and an ``Observer``
     that records every turn. Create with ``open_session_store``.
 
@@ -109,116 +70,6 @@ class SessionStore(Observer):
     statements about a session are applied in the order they were made: a turn's record
     can never land after the session's deletion and bring its row back.
     """
-
-    def __init__(
-        self,
-        backend: Backend,
-        queue: trio.MemorySendChannel[_Operation],
-        fence: Fence | None = None,
-    ) -> None:
-        self._backend = backend
-        self._queue = queue
-        self._fence = fence
-        self.errors = 0
-        self.dropped = 0  # records not queued because the queue was full
-        self.fenced = 0  # writes refused: this node did not hold the session's lease
-
-    def _guard(self, principal: str, session_id: str) -> Statement | bool | None:
-        """The lease check for a write about a session: ``None`` without fencing,
-        ``False`` if this node holds no lease on it (the write is refused now)."""
-        if self._fence is None:
-            return None
-        token = self._fence.fence(SessionKey(session_id, principal))
-        if token is None:
-            return False
-        return LEASE_IS_CURRENT, (principal, session_id, self._fence.node, token)
-
-    async def _run(
-        self,
-        sql: str,
-        *args: object,
-        more: tuple[tuple[str, tuple[object, ...]], ...] = (),
-        about: tuple[str, str] | None = None,
-    ) -> list[tuple]:
-        """Queue a statement (and ``more`` in its transaction) behind every earlier one
-        and wait for its rows.
-
-        Raises:
-            sqlite3.Error, psycopg.Error: the statement failed.
-            trio.ClosedResourceError: the store is closed.
-        """
-        guard = None if about is None else self._guard(*about)
-        if guard is False:
-            self._refused(about)
-            return []
-        operation = _Operation(sql, args, trio.Event(), more, guard or None)
-        await self._queue.send(operation)
-        assert operation.done is not None
-        await operation.done.wait()
-        if operation.error is not None:
-            raise operation.error
-        return operation.rows
-
-    def _enqueue(
-        self,
-        sql: str,
-        *args: object,
-        more: tuple[tuple[str, tuple[object, ...]], ...] = (),
-        about: tuple[str, str] | None = None,
-    ) -> None:
-        """Queue a write without waiting (from an ``Observer`` method); ``about``
-        (principal, session id) fences it in a cluster. Not a checkpoint."""
-        guard = None if about is None else self._guard(*about)
-        if guard is False:
-            self._refused(about)
-            return
-        try:
-            self._queue.send_nowait(_Operation(sql, args, more=more, guard=guard or None))
-        except (trio.WouldBlock, trio.ClosedResourceError):
-            self.dropped += 1
-            log.error("the session database queue is full or closed: a record was dropped")
-
-    async def write_in_order(
-        self, queue: trio.MemoryReceiveChannel[_Operation], drain_timeout_s: float
-    ) -> None:
-        """The writer: apply queued statements one at a time until the queue is closed.
-        If cancelled (shutdown), still applies what is queued, shielded for at most
-        ``drain_timeout_s`` seconds, so the last turns are recorded."""
-        with queue:
-            try:
-                async for operation in queue:
-                    await self._apply(operation)
-            finally:
-                with trio.move_on_after(drain_timeout_s, shield=True):
-                    while True:
-                        try:
-                            operation = queue.receive_nowait()
-                        except (trio.WouldBlock, trio.EndOfChannel):
-                            break
-                        await self._apply(operation)
-
-    def _refused(self, about: tuple[object, ...] | None) -> None:
-        self.fenced += 1
-        log.warning("session %s: not recorded, this node no longer holds its lease", about)
-
-    async def _apply(self, operation: _Operation) -> None:
-        statements = [(operation.sql, operation.args), *operation.more]
-        try:
-            rows = await trio.to_thread.run_sync(
-                self._backend.transaction, statements, operation.guard
-            )
-            if rows is None:  # the lease check found no current lease
-                self._refused(operation.guard and tuple(operation.guard[1][:2]))
-            else:
-                operation.rows = rows
-        except self._backend.errors as exc:
-            self.errors += 1
-            operation.error = exc
-            if operation.done is None:  # nobody waits to hear of it
-                log.exception("could not write to the session database")
-        finally:
-            if operation.done is not None:
-                operation.done.set()
 
     async def load(self, key: SessionKey) -> SessionRecord | None:
         """The record of ``key``, or ``None``."""
@@ -355,16 +206,20 @@ class SessionStore(Observer):
     ) -> tuple[list[tuple[str, Mark]], list[tuple[str, str, Parent]]]:
         """Every lineage mark (``(principal, mark)``, oldest first) and every fork's parent
         (``(principal, session id, parent)``), for ``LineageIndex.load``; only
-        ``principal``'s if given."""
+        ``principal``'s if given. One transaction (a consistent view of both), queued
+        behind this node's earlier writes."""
         where, args = ("", ()) if principal is None else (" WHERE principal = ?", (principal,))
-        marks = await self._run(
+        marks, parents = await self._run_all(
             "SELECT principal, session_id, turn, hash, assistant_uuid, claude_session_id "
             f"FROM lineage{where} ORDER BY rowid",
             *args,
-        )
-        parents = await self._run(
-            f"SELECT principal, session_id, parent_session_id, parent_turn FROM forks{where}",
-            *args,
+            more=(
+                (
+                    "SELECT principal, session_id, parent_session_id, parent_turn "
+                    f"FROM forks{where}",
+                    args,
+                ),
+            ),
         )
         return (
             [(p, Mark(sid, turn, h, uuid_, claude)) for p, sid, turn, h, uuid_, claude in marks],
@@ -383,11 +238,12 @@ async def open_session_store(
     database_url: str | None = None,
     fence: Fence | None = None,
     drain_timeout_s: float = 10.0,
+    migrations: Sequence[Migration] = SESSION_MIGRATIONS,
 ) -> AsyncIterator[SessionStore]:
     """Open the store for the block, with its writer task: the SQLite file at ``path``,
-    or with ``database_url`` the PostgreSQL database there (its schema migrated by the
-    cluster node already, ``app.cluster._schema``). ``fence``: this node's leases, to
-    fence every write about a session (a cluster).
+    or with ``database_url`` the PostgreSQL database there. Either is first migrated to
+    ``migrations`` (``app.sessions._schema``; a cluster node passes its longer list).
+    ``fence``: this node's leases, to fence every write about a session (a cluster).
 
     Leaving the block applies every queued record first; if the block is left by
     cancellation (shutdown), queued records are still applied for at most
@@ -395,11 +251,17 @@ async def open_session_store(
 
     Raises:
         psycopg.OperationalError: the PostgreSQL database cannot be reached.
+        sqlite3.Error: the SQLite file cannot be opened (other than damaged: that one is
+            set aside and replaced).
     """
     backend: Backend = await trio.to_thread.run_sync(
-        lambda: SqliteBackend(path) if database_url is None else PostgresBackend(database_url)
+        lambda: (
+            SqliteBackend(path, migrations)
+            if database_url is None
+            else PostgresBackend(database_url, migrations)
+        )
     )
-    send, receive = trio.open_memory_channel[_Operation](MAX_QUEUED)
+    send, receive = trio.open_memory_channel[Operation](MAX_QUEUED)
     store = SessionStore(backend, send, fence)
     try:
         async with trio.open_nursery() as nursery:

@@ -69,16 +69,16 @@ def cluster(tmp_path_factory) -> Iterator[LocalCluster]:
 
 def turn(url: str, session_id: str, text: str = "[[count]]") -> tuple[str, str, float]:
     """One turn of ``session_id`` through ``url``: (reply text, serving node, seconds)."""
-    client = anthropic.Anthropic(base_url=url, api_key="unused", max_retries=3, timeout=120)
-    started = time.monotonic()
-    raw = client.messages.with_raw_response.create(
-        model=MODEL,
-        max_tokens=64,
-        messages=[{"role": "user", "content": text}],
-        extra_headers={"X-Session-ID": session_id},
-    )
-    took = time.monotonic() - started
-    message = raw.parse()
+    with anthropic.Anthropic(base_url=url, api_key="unused", max_retries=3, timeout=120) as client:
+        started = time.monotonic()
+        raw = client.messages.with_raw_response.create(
+            model=MODEL,
+            max_tokens=64,
+            messages=[{"role": "user", "content": text}],
+            extra_headers={"X-Session-ID": session_id},
+        )
+        took = time.monotonic() - started
+        message = raw.parse()
     return "".join(block.text for block in message.content), raw.headers["X-Served-By"], took
 
 
@@ -150,6 +150,16 @@ def test_a_request_straight_to_another_node_is_served_after_a_hand_off(cluster):
     hand_off_s = [round(took, 2) for _, _, took in replies]
     print(f"turn times (s), hand-offs at the 3rd and 4th: {hand_off_s}")
 
+    # The management API works from any node: the conversation from the shared store,
+    # and a delete that takes the session over first.
+    view = httpx.get(f"{second.url}/v1/sessions/direct/messages", timeout=30).json()
+    said = [m["content"][0]["text"] for m in view["data"] if m["role"] == "assistant"]
+    assert said == ["count=1", "count=2", "count=3", "count=4"]
+    assert httpx.delete(f"{second.url}/v1/sessions/direct", timeout=60).status_code == 200
+    wait_until(lambda: cli_count(first) == 0, 10, "the first node's CLI to be closed")
+    assert httpx.get(f"{first.url}/v1/sessions/direct", timeout=30).status_code == 404
+    assert turn(first.url, "direct")[0] == "count=1"  # a new conversation
+
 
 def test_a_paused_node_cannot_write_to_a_session_taken_over(cluster):
     """A node paused (SIGSTOP) in the middle of a turn loses the session to another
@@ -178,7 +188,6 @@ def test_a_paused_node_cannot_write_to_a_session_taken_over(cluster):
     finally:
         owner.signal(signal.SIGCONT)
     slow.join(timeout=60)
-    stats = httpx.get(f"{owner.url}/v1/stats", timeout=10).json()
     wait_until(
         lambda: httpx.get(f"{owner.url}/v1/stats", timeout=10).json()["leases_lost"] >= 1,
         2 * LEASE_TTL_S,
@@ -226,3 +235,45 @@ def test_a_stopped_node_hands_its_sessions_over_without_waiting_for_expiry(clust
     text, by, took = turn(cluster.url, "stopped")
     assert (text, by != owner.id) == ("count=3", True)
     print(f"served again {took:.2f} s after the node drained")
+
+
+def test_the_cluster_command_starts_everything_and_stops_it_all_on_ctrl_c(tmp_path):
+    """``ccactors cluster`` (what ``just cluster`` runs) prints a URL that answers, and
+    Ctrl-C (SIGINT) stops PostgreSQL, HAProxy and every node: nothing is left running."""
+    import subprocess
+    import sys
+
+    from app._settings import PROJECT_ROOT
+    from app.cluster._local import free_port
+
+    port = free_port()
+    command = [sys.executable, "-m", "app", "cluster", "--nodes", "1", "--port", str(port)]
+    process = subprocess.Popen(
+        command, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        assert process.stdout is not None
+        lines = []
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C" in line:
+                break
+        url = f"http://127.0.0.1:{port}"
+        assert any(f"cluster of 1 nodes: {url}" in line for line in lines), lines
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert (health.status_code, health.headers["X-Served-By"]) == (200, "node1")
+        started = psutil.Process(process.pid).children(recursive=True)
+        assert started  # PostgreSQL, HAProxy and the node
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=60) == 0
+        assert "stopped" in process.stdout.read()
+        wait_until(
+            lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in started),
+            20,
+            "every process of the cluster to exit",
+        )
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        process.stdout.close()

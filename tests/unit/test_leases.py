@@ -223,6 +223,49 @@ async def test_the_store_records_a_session_only_under_its_current_lease(
         assert (store_a.fenced, store_b.fenced) == (2, 0)
 
 
+async def test_every_write_about_a_session_needs_its_current_lease(
+    database, database_url, tmp_path, caplog
+):
+    """With a token from before another node took the session, none of a node's writes
+    about it applies: lineage mark, fork parent, rename, delete; each is counted, and
+    only the first is logged as a warning. The new owner's writes apply."""
+    from app.sessions._lineage_index import Mark, Parent
+    from app.sessions._store import open_session_store
+
+    from .test_store import _turn_record
+
+    leases = Leases(database)
+    stale = (await leases.acquire(KEY, "a", 0.2)).token
+    await trio.sleep(0.3)
+    current = (await leases.acquire(KEY, "b", 30)).token
+
+    class Fence:
+        def __init__(self, node: str, token: int) -> None:
+            self.node, self.token = node, token
+
+        def fence(self, key: SessionKey) -> int | None:
+            return self.token
+
+    async with (
+        open_session_store(tmp_path, database_url=database_url, fence=Fence("a", stale)) as a,
+        open_session_store(tmp_path, database_url=database_url, fence=Fence("b", current)) as b,
+    ):
+        b.turn_ended(_turn_record(KEY, 1, tmp_path))
+        b.record_mark("alice", Mark("s", 1, "h1", "m1", "c1"))
+        b.record_parent("alice", "s", Parent("p", 1))
+        assert (await b.load(KEY)).turns == 1
+        before = await b.lineage("alice")
+        a.record_mark("alice", Mark("s", 2, "h2", "m2", "c1"))
+        a.record_parent("alice", "s", Parent("other", 3))
+        a.rename_session("alice", "s", "moved")
+        await a.delete(KEY)
+        assert await a.lineage("alice") == before
+        assert (await a.load(KEY)).turns == 1
+        assert (a.fenced, b.fenced, a.errors) == (4, 0, 0)
+    warnings = [r for r in caplog.records if r.levelname == "WARNING" and "lease" in r.message]
+    assert len(warnings) == 1
+
+
 async def test_nodes_starting_at_once_apply_each_migration_once(database_url):
     """Three nodes migrating one new database at once: every step is applied once (the
     advisory lock), and a node starting later has nothing to apply."""
@@ -242,5 +285,5 @@ async def test_nodes_starting_at_once_apply_each_migration_once(database_url):
     async with trio.open_nursery() as nursery:
         for _ in range(3):
             nursery.start_soon(start)
-    assert sorted(applied) == [[], [], [version for version, _ in MIGRATIONS]]
+    assert sorted(applied) == [[], [], [step.version for step in MIGRATIONS]]
     assert await trio.to_thread.run_sync(migrate_once) == []

@@ -97,6 +97,31 @@ async def test_turn_that_only_runs_tools_still_writes_a_ping_every_interval(
     assert_pinged_while_tools_ran(chunks, ping)
 
 
+async def test_a_burst_of_deltas_goes_out_in_few_writes_and_all_of_it(tmp_path):
+    """Deltas that come faster than ``COALESCE_S`` apart are written together: a burst
+    of 60 deltas half a millisecond apart takes far fewer writes than deltas, and every
+    delta arrives, in order."""
+    settings = Settings(state_dir=tmp_path, port=0)
+    deltas = 60
+    factory = ScriptedClientFactory(
+        script=lambda prompt, history: text_reply(
+            "".join(f"<{n}>" for n in range(deltas)), chunks=deltas, chunk_delay=0.0005
+        )
+    )
+    with trio.fail_after(GUARD_S):
+        async with serving(settings, factory) as url:
+            chunks = await timed_chunks(url + "/v1/messages", {**ANTHROPIC_BODY, "stream": True})
+    body = b"".join(chunk for _, chunk in chunks)
+    texts = [
+        json.loads(line[6:])["delta"]["text"]
+        for line in body.splitlines()
+        if line.startswith(b"data: ") and b'"text_delta"' in line
+    ]
+    assert "".join(texts) == "".join(f"<{n}>" for n in range(deltas))
+    writes_with_text = sum(b'"text_delta"' in chunk for _, chunk in chunks)
+    assert writes_with_text <= deltas // 3, writes_with_text
+
+
 async def test_websocket_turn_that_only_runs_tools_still_gets_protocol_pings(tmp_path):
     """On a WebSocket, hypercorn pings every ``ws_ping_interval_s`` whatever the session
     does: a turn that only runs tools (and whose tool events the client does see) still

@@ -89,3 +89,19 @@ def test_settings_command_shows_lists_as_written(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
     assert rows["allowed_hosts"][1:] == ["[ccactors.example.com]", "file"]
+
+
+def test_the_database_url_is_masked_and_a_wrong_one_refused_without_its_password(monkeypatch):
+    """``database_url`` may hold a password: ``ccactors settings`` masks it, and a URL
+    that is not PostgreSQL's is an error naming the setting but not the value."""
+    monkeypatch.setenv("CCACTORS_DATABASE_URL", "postgresql://app:hunter2@db.example/cc")
+    result = CliRunner().invoke(cli, ["settings"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
+    assert rows["database_url"][1:] == ["**********", "environment"]
+    assert "hunter2" not in result.output
+    monkeypatch.setenv("CCACTORS_DATABASE_URL", "mysql://app:hunter2@db.example/cc")
+    result = CliRunner().invoke(cli, ["serve"])
+    assert result.exit_code == 2
+    assert "database_url" in result.output and "postgresql://" in result.output
+    assert "hunter2" not in result.output

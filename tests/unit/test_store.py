@@ -19,7 +19,6 @@ from actors import (
     open_supervisor,
 )
 from actors.testing import ScriptedClientFactory
-from app.sessions._backends import SCHEMA
 from app.sessions._store import open_session_store
 
 
@@ -128,16 +127,33 @@ async def test_a_cancelled_store_still_writes_what_was_queued(tmp_path, open_sto
             assert (await store.load(key)).turns == 5
 
 
+# The sessions table of the first release (before models, lineage and migrations).
+OLD_SESSIONS = """
+CREATE TABLE IF NOT EXISTS sessions (
+    principal TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    claude_session_id TEXT,
+    workspace TEXT NOT NULL,
+    model TEXT,
+    created_at REAL NOT NULL,
+    last_active_at REAL NOT NULL,
+    turns INTEGER NOT NULL,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (principal, session_id)
+)
+"""
+
+
 async def test_an_older_database_gains_the_session_model_column(tmp_path):
     """A database written before sessions kept their model is migrated on opening (one
     column added, rows kept); the model a session runs is then kept and read back."""
     import sqlite3
 
     path = tmp_path / "s.sqlite3"
-    old_schema = SCHEMA.replace("    session_model TEXT,\n", "")
-    assert old_schema != SCHEMA
     with sqlite3.connect(path) as old:
-        old.execute(old_schema)
+        old.execute(OLD_SESSIONS)
         old.execute(
             "INSERT INTO sessions (principal, session_id, claude_session_id, workspace, "
             "created_at, last_active_at, turns) VALUES ('', 'old', 'c-1', ?, 1, 2, 3)",

@@ -59,7 +59,9 @@ async def base_url(nursery: trio.Nursery) -> str:
 
 @pytest.fixture
 async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=base_url) as client:
+    # Generous: a 32 MiB body on a loaded two-core machine takes seconds (httpx's default
+    # is 5 s); the test's hang guard still bounds it.
+    async with httpx.AsyncClient(base_url=base_url, timeout=45) as client:
         yield client
 
 

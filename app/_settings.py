@@ -427,7 +427,8 @@ class Settings(BaseSettings):
     node_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
-        description="This node's id in a cluster (default: host name and a random suffix).",
+        description="This node's id in a cluster, named in every response's `X-Served-By` "
+        "(default: host name and a random suffix).",
     )
     lease_ttl_s: float = Field(
         10.0,

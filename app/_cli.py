@@ -26,7 +26,7 @@ ConfigOption = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help="A TOML settings file (keys as in docs/operations.md); CCACTORS_* variables "
+        help="A TOML settings file (keys: docs/reference/settings.md); CCACTORS_* variables "
         "and flags override it.",
     ),
 ]
@@ -92,15 +92,31 @@ def serve(
 
 
 @cli.command("settings")
-def show_settings(config: ConfigOption = None) -> None:
+def show_settings(
+    config: ConfigOption = None,
+    reference: Annotated[
+        bool,
+        typer.Option(
+            "--reference",
+            help="Print instead the settings reference page (Markdown, every setting with "
+            "its default and description): docs/reference/settings.md.",
+        ),
+    ] = False,
+) -> None:
     """Print the effective settings and where each comes from (secrets masked)."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
+    if reference:
+        from ._settings_reference import render_reference
+
+        typer.echo(render_reference(), nl=False)
+        return
     settings = _settings(config)
     table = Table("setting", "value", "source", box=None)
     for name, value, source in setting_sources(settings, config):
-        table.add_row(name, value, source)
+        table.add_row(name, escape(value), source)  # "[a, b]" is text, not markup
     Console(width=200).print(table)
 
 

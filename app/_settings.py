@@ -55,7 +55,12 @@ class CliNotFoundError(RuntimeError):
 
 class Settings(BaseSettings):
     """Everything an operator can set. Each field is also ``CCACTORS_<NAME>`` in the
-    environment (lists as JSON, e.g. ``CCACTORS_TOOLS='["Read"]'``). Times in seconds."""
+    environment (lists as JSON, e.g. ``CCACTORS_TOOLS='["Read"]'``) and a key of the
+    settings file. Times in seconds.
+
+    Each field's ``description`` is its documentation: ``docs/reference/settings.md`` is
+    generated from them (``app._settings_reference``), and a test fails when it is stale.
+    """
 
     # Errors name the setting and the reason, never the value given: it may be a
     # secret (an API key, the database URL's password).
@@ -63,118 +68,354 @@ class Settings(BaseSettings):
         env_prefix="CCACTORS_", extra="ignore", hide_input_in_errors=True
     )
 
-    host: str = "127.0.0.1"
-    port: int = Field(8765, ge=0, le=65535)
-    state_dir: Path = Field(default_factory=lambda: platformdirs.user_data_path("ccactors"))
-    cli_path: Path | None = None
-    offline: bool = False
-
-    max_sessions: int = Field(1000, ge=1)
-    max_live_sessions: int = Field(16, ge=1)
-    # A session needing a CLI while none is free or idle waits this long, then 503.
-    live_slot_wait_s: float = Field(10.0, ge=0)
-    # Live CLIs one API key may hold (None: half of max_live_sessions, at least 1). Only
-    # with API keys: with auth off every session has one principal, so no share applies.
-    max_live_sessions_per_key: int | None = Field(None, ge=1)
-    warm_pool_size: int = Field(2, ge=0)
-    # CLIs starting at once (each start is about a second of CPU); None: one per CPU.
-    max_concurrent_starts: int | None = Field(None, ge=1)
-    session_idle_ttl_s: float = Field(900.0, gt=0)
-    session_retention_s: float = Field(86_400.0, gt=0)
-    first_chunk_timeout_s: float = Field(10.0, gt=0)
-    stream_idle_timeout_s: float = Field(120.0, gt=0)
-    interrupt_drain_timeout_s: float = Field(10.0, gt=0)
-    # Writing a prompt to a CLI that takes none (stopped, wedged) gives up after this:
-    # the CLI is killed, the turn fails and the session restarts.
-    prompt_write_timeout_s: float = Field(10.0, gt=0)
-    max_restarts: int = Field(3, ge=0)
-    restart_window_s: float = Field(60.0, gt=0)
-    on_disconnect: Literal["interrupt", "finish"] = "interrupt"
-    shutdown_grace_s: float = Field(10.0, ge=0)
-    mailbox_size: int = Field(4, ge=1)
-    cli_close_timeout_s: float = Field(5.0, gt=0)
-    sse_ping_interval_s: float = Field(15.0, gt=0)
-    # WebSocket protocol pings (hypercorn sends them; None: none), and how long a
-    # WebSocket may go without a client message, and no turn of its own, before it is
-    # closed (1000, with the reason).
-    ws_ping_interval_s: float | None = Field(20.0, gt=0)
-    ws_idle_timeout_s: float = Field(300.0, gt=0)
-    # Slow clients: a request body must arrive within body_read_timeout_s (else 408);
-    # a connection must send a request's head within keep_alive_timeout_s of opening or
-    # of its previous response (else hypercorn closes it).
-    body_read_timeout_s: float = Field(30.0, gt=0)
-    keep_alive_timeout_s: float = Field(5.0, gt=0)
-
-    # The model every CLI starts with (None: the CLI's default); a request's model is
-    # resolved by model_aliases (name -> Claude model id or Claude Code alias; any
-    # claude-* id is taken as is) and unknown_model (a name that is neither: "default"
-    # runs the default model, "refuse" is a 400). See docs/operations.md, "Models".
-    model: str | None = None
-    model_aliases: dict[str, str] = Field(default_factory=lambda: dict(CLAUDE_CODE_ALIASES))
-    unknown_model: UnknownModel = "default"
-    tools: list[str] = Field(default_factory=lambda: list(READ_ONLY_TOOLS))
-    # Nothing pre-approved: reads inside the session's workspace need no approval, and
-    # anything else (another session's files, the state directory) is refused.
-    allowed_tools: list[str] = Field(default_factory=list)
-    disallowed_tools: list[str] = Field(default_factory=lambda: list(ALWAYS_DISALLOWED_BY_DEFAULT))
-    # "ask": Claude Code's permission questions go to the session's WebSocket clients.
-    permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions", "ask"] = (
-        "default"
+    host: str = Field(
+        "127.0.0.1",
+        description="The address to listen on. A host that is not loopback needs API keys "
+        "(`api_keys` or `api_key_hashes_file`), or `insecure_no_auth`.",
+        examples=["0.0.0.0"],
     )
-    permission_timeout_s: float = Field(60.0, gt=0)
-    # Claude Code's system prompt: its own (default), the operator's text instead
-    # (system_prompt), and/or the operator's text appended (append_system_prompt).
-    system_prompt: str | None = None
-    append_system_prompt: str | None = None
-    # What a client's system prompt (Anthropic "system", OpenAI system/developer
-    # messages) does: "instructions" (ahead of the opening turn's message), "append"
-    # (appended to the session's system prompt, from a file the CLI reads; a session
-    # with one starts its own CLI rather than a warm one), or "ignore".
-    client_system: Literal["instructions", "append", "ignore"] = "instructions"
-    # Claude Code slash commands users may run (e.g. ["compact"]); a prompt starting
-    # with any other "/command" is always the user's text, never a command.
-    slash_commands: list[str] = Field(default_factory=list)
+    port: int = Field(
+        8765, ge=0, le=65535, description="The port to listen on; 0 picks a free one."
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: platformdirs.user_data_path("ccactors"),
+        description="Where the server keeps its state, private to its user (0700): each "
+        "session's working directory (`workspaces/`), the CLI's configuration and "
+        "transcripts (`claude/`, the CLI's `CLAUDE_CONFIG_DIR`) and the session records "
+        "(`sessions.sqlite3`). A restarted server resumes a known session on its next turn.",
+        json_schema_extra={
+            "shown_default": "the per-user data directory (`~/.local/share/ccactors` on Linux)"
+        },
+        examples=["/var/lib/ccactors"],
+    )
+    cli_path: Path | None = Field(
+        None,
+        description="The Claude Code executable. Unset: the CLI bundled with the locked "
+        "`claude-agent-sdk`, else the first `claude` on `PATH`.",
+        examples=["/usr/local/bin/claude"],
+    )
+    offline: bool = Field(
+        False,
+        description="Point every CLI at the built-in offline upstream (answers `echo: ...`, "
+        "no credentials, nothing leaves the machine) instead of Anthropic's API.",
+    )
 
-    # Anthropic's own limit on a Messages request (32 MB): room for a document at
-    # max_document_bytes, base64-encoded (4/3 of its bytes), and the rest of the request.
-    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)
-    max_messages: int = Field(10_000, ge=1)
-    # Text only: images and documents are counted by the media limits below.
-    max_prompt_chars: int = Field(1_000_000, ge=1)
-    # Images and documents a turn sends (with a session the new message's; without one
-    # the history's too): decoded bytes of each image (Anthropic's limit, 5 MB) and of
-    # each document (Claude Code's own PDF limit, 20 MB; a plain-text document counts its
-    # UTF-8 bytes), over which it is 413; how many in all (Anthropic's and Claude Code's
-    # limit per request), over which it is 400.
-    max_image_bytes: int = Field(5 * 1024 * 1024, ge=1)
-    max_document_bytes: int = Field(20 * 1024 * 1024, ge=1)
-    max_media_blocks: int = Field(100, ge=0)
+    max_sessions: int = Field(1000, ge=1, description="Sessions held at once, live or hibernated.")
+    max_live_sessions: int = Field(
+        16,
+        ge=1,
+        description="CLI processes running at once (each ~170 MB), warm ones included. "
+        "Needing one more hibernates the least recently used idle session.",
+    )
+    live_slot_wait_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds a session needing a CLI waits while every live one is busy, "
+        "before its request gets 503 and `Retry-After`.",
+    )
+    max_live_sessions_per_key: int | None = Field(
+        None,
+        ge=1,
+        description="Live CLIs one API key may hold; a key at its share hibernates its own "
+        "idle session, else gets 429. Unset: half of `max_live_sessions` (at least 1). "
+        "Only with API keys: with auth off every session has one owner and no share applies.",
+        examples=[4],
+    )
+    warm_pool_size: int = Field(
+        2,
+        ge=0,
+        description="Connected CLIs kept ready for new sessions, so their first reply does "
+        "not wait for a CLI to start (not refilled while a session waits for a slot).",
+    )
+    max_concurrent_starts: int | None = Field(
+        None,
+        ge=1,
+        description="CLI processes starting at once (each start is about a second of CPU); "
+        "more wait their turn, so a burst of new sessions does not starve every CLI into "
+        "its timeouts. Unset: one per CPU.",
+        examples=[2],
+    )
+    session_idle_ttl_s: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds without a turn before a session hibernates: its CLI is "
+        "closed, its conversation kept, and its next turn resumes it on a new CLI.",
+    )
+    session_retention_s: float = Field(
+        86_400.0,
+        gt=0,
+        description="Seconds without a turn before a hibernated session is forgotten.",
+    )
+    first_chunk_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a CLI may take to say anything after a prompt: then the turn "
+        "fails (504 `timeout_error`), the CLI is killed and a new one resumes the session.",
+    )
+    stream_idle_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds of silence mid-turn after which the turn fails (504) and is "
+        "interrupted; the CLI is kept.",
+    )
+    interrupt_drain_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds an interrupted turn may take to end before its CLI is killed.",
+    )
+    prompt_write_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds writing a prompt (or a model switch) to a CLI may take; a CLI "
+        "that takes none (stopped, wedged) is then killed, the turn fails (502) and the "
+        "session restarts.",
+    )
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        description="Restart intensity: a session whose CLI is restarted more often than "
+        "this within `restart_window_s` is closed.",
+    )
+    restart_window_s: float = Field(
+        60.0, gt=0, description="Seconds over which `max_restarts` is counted."
+    )
+    on_disconnect: Literal["interrupt", "finish"] = Field(
+        "interrupt",
+        description="A client that goes away mid-turn: `interrupt` stops the turn (and its "
+        "spending) at once; `finish` lets it complete. The session goes on either way.",
+    )
+    shutdown_grace_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds running turns may take to finish on SIGINT or SIGTERM before "
+        "they are interrupted.",
+    )
+    mailbox_size: int = Field(
+        4,
+        ge=1,
+        description="Turns that may wait behind a session's running turn; one more gets "
+        "429 and `Retry-After`.",
+    )
+    cli_close_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a CLI being closed gets to exit after SIGTERM, before SIGKILL.",
+    )
+    sse_ping_interval_s: float = Field(
+        15.0,
+        gt=0,
+        description="Seconds without a byte on an SSE stream (a long tool call) after which "
+        "a keep-alive (`ping` event or comment) is sent, so proxies keep the stream open.",
+    )
+    ws_ping_interval_s: float | None = Field(
+        20.0,
+        gt=0,
+        description="Seconds between WebSocket protocol pings, which keep proxies from "
+        "dropping a quiet connection. Unset: no pings.",
+    )
+    ws_idle_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a WebSocket may go without a client message, and with no "
+        "turn of its own under way, before it is closed (1000, `idle timeout`).",
+    )
+    body_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a request body may take to arrive; then 408 and the "
+        "connection is closed.",
+    )
+    keep_alive_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Seconds a connection may take to send a request head after opening "
+        "or after its last response, before it is closed.",
+    )
 
-    max_turns_per_key: int = Field(16, ge=1)
-    max_sessions_per_key: int = Field(200, ge=1)
-    # Open WebSocket connections and /events listeners one key (or, with auth off, all
-    # callers together) may hold; one more is refused (429, Retry-After).
-    max_websockets_per_key: int = Field(16, ge=1)
-    max_listeners_per_key: int = Field(16, ge=1)
+    model: str | None = Field(
+        None,
+        description="The model every CLI starts with, and the default model of requests. "
+        "Unset: Claude Code's own default.",
+        examples=["claude-sonnet-4-6"],
+    )
+    model_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict(CLAUDE_CODE_ALIASES),
+        description="Model names requests may send, each with the Claude model id or "
+        "Claude Code alias it runs (replaces the default: include it to keep it). Any "
+        "`claude-*` id is accepted as is. See "
+        "[models](operations.md#models-and-system-prompts).",
+    )
+    unknown_model: UnknownModel = Field(
+        "default",
+        description="A request's model that is neither an alias nor a Claude id (e.g. "
+        "`gpt-4o`): `default` runs the default model, `refuse` is a 400.",
+    )
+    tools: list[str] = Field(
+        default_factory=lambda: list(READ_ONLY_TOOLS),
+        description="The built-in Claude Code tools the CLIs may use. By default only "
+        "tools that read; nothing that writes files, runs commands or reaches the network.",
+    )
+    allowed_tools: list[str] = Field(
+        default_factory=list,
+        description="Tools pre-approved everywhere. Empty: reads inside the session's own "
+        "workspace need no approval, and anything else (another session's files, the "
+        "state directory) is refused.",
+    )
+    disallowed_tools: list[str] = Field(
+        default_factory=lambda: list(ALWAYS_DISALLOWED_BY_DEFAULT),
+        description="Tools always refused.",
+    )
+    permission_mode: Literal["default", "acceptEdits", "plan", "bypassPermissions", "ask"] = Field(
+        "default",
+        description="The CLI's permission mode, or `ask`: Claude Code's tool-permission "
+        "questions go to the session's WebSocket clients (`permission_request`); with "
+        "no client, or no answer within `permission_timeout_s`, the tool is denied.",
+    )
+    permission_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description='With `permission_mode = "ask"`: seconds a question waits for an '
+        "answer before the tool is denied.",
+    )
+    system_prompt: str | None = Field(
+        None,
+        description="The operator's text instead of Claude Code's system prompt. Unset: "
+        "Claude Code's own.",
+        examples=["You answer questions about our code base."],
+    )
+    append_system_prompt: str | None = Field(
+        None,
+        description="The operator's text appended to the system prompt (Claude Code's or "
+        "`system_prompt`), always last.",
+        examples=["Answer in English."],
+    )
+    client_system: Literal["instructions", "append", "ignore"] = Field(
+        "instructions",
+        description="What a client's system prompt (Anthropic `system`, OpenAI "
+        "`system`/`developer` messages) does: `instructions` puts it ahead of the opening "
+        "turn's message; `append` appends it to the session's system prompt, fixed by its "
+        "opening turn (read by the CLI from a file; such a session starts its own CLI "
+        "rather than a warm one); `ignore` drops it.",
+    )
+    slash_commands: list[str] = Field(
+        default_factory=list,
+        description='Claude Code slash commands users may run (e.g. `["compact"]`); a '
+        "prompt starting with any other `/command` is the user's text, never a command.",
+        examples=[["compact"]],
+    )
 
-    api_keys: list[SecretStr] = Field(default_factory=list)
-    api_key_hashes_file: Path | None = None
-    # Operator keys: needed for /v1/stats and /metrics once any key is configured; they
-    # are API keys too (each its own principal). Same forms as api_keys.
-    admin_api_keys: list[SecretStr] = Field(default_factory=list)
-    admin_api_key_hashes_file: Path | None = None
-    insecure_no_auth: bool = False
-    # Web pages that may call this server (CORS), as origins: "https://app.example".
-    # Requests and WebSockets with any other Origin header are refused (403); empty:
-    # no web page may call it. See app.http._browser and docs/security.md.
-    allowed_origins: list[str] = Field(default_factory=list)
-    # Host header names accepted besides loopback names, the bound host and IP
-    # addresses (e.g. a reverse proxy's name); others are refused (421) against DNS
-    # rebinding. "*" accepts any name: refused at start-up without API keys.
-    allowed_hosts: list[str] = Field(default_factory=list)
+    max_body_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of a request body, over which it is 413. Anthropic's own limit "
+        "(32 MiB): room for a document at `max_document_bytes`, base64-encoded (4/3 of "
+        "its bytes), and the rest of the request.",
+    )
+    max_messages: int = Field(
+        10_000, ge=1, description="Messages in one request, over which it is 400."
+    )
+    max_prompt_chars: int = Field(
+        1_000_000,
+        ge=1,
+        description="Characters of a turn's prompt text, over which it is 400 (images and "
+        "documents are counted by the media limits).",
+    )
+    max_image_bytes: int = Field(
+        5 * 1024 * 1024,
+        ge=1,
+        description="Decoded bytes of each image a turn sends (without a session, the "
+        "history's too), over which it is 413: Anthropic's limit, 5 MiB.",
+    )
+    max_document_bytes: int = Field(
+        20 * 1024 * 1024,
+        ge=1,
+        description="Decoded bytes of each document a turn sends (a plain-text one: its "
+        "UTF-8 bytes), over which it is 413: Claude Code's own PDF limit, 20 MiB.",
+    )
+    max_media_blocks: int = Field(
+        100,
+        ge=0,
+        description="Images and documents in one turn, over which it is 400 (Anthropic's "
+        "and Claude Code's limit per request).",
+    )
 
-    log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    max_turns_per_key: int = Field(
+        16,
+        ge=1,
+        description="Turns one API key (with auth off: all callers) may have under way; "
+        "one more gets 429 and `Retry-After`.",
+    )
+    max_sessions_per_key: int = Field(
+        200,
+        ge=1,
+        description="Sessions one API key may hold; one more gets 429 and `Retry-After`.",
+    )
+    max_websockets_per_key: int = Field(
+        16,
+        ge=1,
+        description="Open WebSockets one API key (with auth off: all callers) may hold; "
+        "one more gets an error frame and is closed (1008).",
+    )
+    max_listeners_per_key: int = Field(
+        16,
+        ge=1,
+        description="Open `/events` streams one API key (with auth off: all callers) may "
+        "hold; one more gets 429 and `Retry-After`.",
+    )
+
+    api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Accepted API keys, sent as `x-api-key` or `Authorization: Bearer`; "
+        "each key sees only its own sessions. Empty (and no hash file): auth is off.",
+        examples=[["a-long-random-key-for-alice"]],
+    )
+    api_key_hashes_file: Path | None = Field(
+        None,
+        description="A file of accepted keys' SHA-256 hex digests, one per line: keys "
+        "that need not be stored in clear.",
+        examples=["/etc/ccactors/keys.sha256"],
+    )
+    admin_api_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Operator keys, needed (once any key is configured) for `/v1/stats`, "
+        "`/metrics` and the dashboard's data; other keys get 403. An operator key is an "
+        "API key too, with its own sessions. Same forms as `api_keys`.",
+        examples=[["a-long-random-key-for-monitoring"]],
+    )
+    admin_api_key_hashes_file: Path | None = Field(
+        None,
+        description="A file of operator keys' SHA-256 hex digests, one per line.",
+        examples=["/etc/ccactors/admin-keys.sha256"],
+    )
+    insecure_no_auth: bool = Field(
+        False,
+        description='Allow listening beyond loopback (or `allowed_hosts = ["*"]`) '
+        "without API keys: anyone who can reach the server can run Claude Code.",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins (`https://app.example`) of web pages that may call the "
+        "server (CORS); requests and WebSockets with any other `Origin` are refused (403). "
+        "Empty: no web page may call it. See "
+        "[security](security.md#web-pages-in-the-users-browser).",
+        examples=[["https://chat.example.com"]],
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="`Host` names accepted besides loopback names, the bound host and IP "
+        "addresses (e.g. a reverse proxy's public name); others are refused (421) against "
+        'DNS rebinding. `["*"]` accepts any name: refused at start-up without API keys.',
+        examples=[["ccactors.example.com"]],
+    )
+
+    log_level: str = Field(
+        "INFO", description="The log level: `DEBUG`, `INFO`, `WARNING` or `ERROR`."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="`text` for people; `json`: one JSON object per line on stderr, with "
+        "`request_id`, `session_id` and `turn_id` when known.",
+    )
 
     # A cluster (with database_url a PostgreSQL URL): docs/explanation/cluster.md.
     database_url: SecretStr | None = Field(
@@ -186,7 +427,8 @@ class Settings(BaseSettings):
     node_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,64}$",
-        description="This node's id in a cluster (default: host name and a random suffix).",
+        description="This node's id in a cluster, named in every response's `X-Served-By` "
+        "(default: host name and a random suffix).",
     )
     lease_ttl_s: float = Field(
         10.0,

@@ -45,7 +45,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="ccactors side by side with the Claude Agent SDK alone (docs/benchmarks.md)",
+        description="ccactors side by side with the Claude Agent SDK alone "
+        "(docs/reference/benchmarks.md)",
     )
     parser.add_argument("--quick", action="store_true", help="tiny counts (CI smoke test)")
     parser.add_argument(

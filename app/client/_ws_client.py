@@ -1,7 +1,7 @@
 """A small Python client for ccactors' WebSocket sessions, on trio-websocket.
 
-The protocol is described in ``app.http._websocket`` and docs/websocket.md. Frames are plain
-dicts, exactly as the server sends them::
+The protocol is described in ``app.http._websocket`` and docs/reference/websocket.md.
+Frames are plain dicts, exactly as the server sends them::
 
     async with open_session_client("http://127.0.0.1:8765", "my-session") as client:
         async for frame in client.stream_turn("Hello"):

@@ -1,7 +1,7 @@
 """WebSocket sessions: ``/v1/sessions/<session_id>/ws``, one conversation shared by any
 number of connections.
 
-Protocol (JSON text frames; docs/websocket.md has examples):
+Protocol (JSON text frames; docs/reference/websocket.md has examples):
 
 Client to server:
 

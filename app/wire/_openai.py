@@ -6,7 +6,7 @@ Formats follow OpenAI's API reference: the Chat Completions request body, the
 no event names, ending in ``data: [DONE]``), the model list, and the error body
 ``{"error": {"message", "type", "param", "code"}}``.
 
-Field policy (docs/openai.md says the same, with reasons). Nothing a request says reaches
+Field policy (docs/reference/openai.md says the same, with reasons). Nothing a request says reaches
 the CLI's options: tools and permissions come from server settings only; the model is
 switched through Claude Code's control protocol, among names the settings accept.
 

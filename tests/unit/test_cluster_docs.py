@@ -16,6 +16,8 @@ NODES = [("node1", "10.0.0.11:8765"), ("node2", "10.0.0.12:8765"), ("node3", "10
 
 
 def documented_block(language: str) -> str:
+    """The how-to's block in ``language`` (marked ``<!-- doc-test: check <language> -->``
+    for tests/docs_blocks.py)."""
     match = re.search(rf"```{language}\n(.*?)```", HOW_TO.read_text(), re.S)
     assert match, f"docs/how-to/cluster.md has no {language} block"
     return match.group(1)

@@ -80,6 +80,17 @@ def test_serve_refuses_to_start_with_a_bad_settings_file(tmp_path):
     assert "unknown setting 'bogus'" in result.output
 
 
+def test_settings_command_shows_lists_as_written(tmp_path, monkeypatch):
+    """A list value such as ``[ccactors.example.com]`` is shown, not taken for markup."""
+    monkeypatch.delenv("CCACTORS_ALLOWED_HOSTS", raising=False)
+    path = tmp_path / "ccactors.toml"
+    path.write_text('allowed_hosts = ["ccactors.example.com"]\n')
+    result = CliRunner().invoke(cli, ["settings", "--config", str(path)])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
+    assert rows["allowed_hosts"][1:] == ["[ccactors.example.com]", "file"]
+
+
 def test_the_database_url_is_masked_and_a_wrong_one_refused_without_its_password(monkeypatch):
     """``database_url`` may hold a password: ``ccactors settings`` masks it, and a URL
     that is not PostgreSQL's is an error naming the setting but not the value."""

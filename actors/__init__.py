@@ -20,6 +20,7 @@ from ._supervisor import SessionDirectory as SessionDirectory
 from ._supervisor import SessionOwnership as SessionOwnership
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor
+from ._types import SESSION_ID_PATTERN as SESSION_ID_PATTERN
 from ._types import CapacityError as CapacityError
 from ._types import FailureReason as FailureReason
 from ._types import ForkPoint as ForkPoint

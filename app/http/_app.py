@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import re
 import time
@@ -9,6 +10,7 @@ import uuid
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import ValidationError
 from quart import Response, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -26,26 +28,38 @@ from ..security._origin import RequestPolicy
 from ..sessions._catalogue import SessionCatalogue
 from ..sessions._lineage_index import LineageIndex
 from ..sessions._store import SessionStore
-from ..wire._anthropic import AnthropicCodec, error_body, error_json, estimate_tokens
-from ..wire._problems import RequestError, problem_for, request_problem
+from ..wire._anthropic import (
+    AnthropicCodec,
+    MessagesRequest,
+    error_body,
+    error_json,
+    estimate_tokens,
+)
+from ..wire._problems import RequestError, describe, problem_for, request_problem
 from ._browser import BrowserGuard
 from ._dashboard import dashboard_blueprint, is_dashboard_page
 from ._limits import shield_last_send
 from ._management import management_blueprint
 from ._metrics import Metrics
 from ._openai import openai_blueprint
+from ._openapi import TURN_REFUSALS, Doc, Reply, documented, openapi_document
 from ._pipeline import problem_response, serve_turn
 from ._requests import json_object
+from ._shapes import AnthropicMessage, CountTokensRequest, Health, Service, Stats, TokenCount
 from ._websocket import websocket_blueprint
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = {"/", "/health"}  # answer without an API key (probes)
+OPEN_PATHS = {"/", "/health", "/openapi.json"}  # answer without an API key
 ADMIN_PATHS = {"/v1/stats", "/metrics"}  # need an operator key once keys are configured
 ADMIN_PREFIXES = ("/v1/dashboard/",)  # as ADMIN_PATHS, every path under these
 access_log = logging.getLogger("ccactors.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 ANTHROPIC = AnthropicCodec()
+try:
+    VERSION = importlib.metadata.version("ccactors")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree
+    VERSION = "0"
 
 
 def create_app(
@@ -81,7 +95,7 @@ def create_app(
     leases, hand-offs), and the management API reads and deletes conversations in the
     cluster's shared store, taking a session over from another node to delete it.
     """
-    app = QuartTrio(__name__)
+    app = QuartTrio(__name__, static_folder=None)  # no /static: every file is a route
     # Host, Origin and content-type checks against web pages, before any route or hook.
     app.asgi_app = BrowserGuard(app.asgi_app, RequestPolicy.from_settings(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -153,21 +167,27 @@ def create_app(
         return error_body(status, exc.description or exc.name), status
 
     @app.post("/v1/messages")
+    @documented(MESSAGES_DOC)
     async def messages() -> Response:
         return await serve_turn(ANTHROPIC, supervisor, settings, lineage)
 
     @app.post("/v1/messages/count_tokens")
+    @documented(COUNT_TOKENS_DOC)
     async def count_tokens() -> dict[str, Any]:
         body = await json_object()
-        if not isinstance(body.get("messages"), list):
-            raise RequestError("messages: a list of messages is required")
+        try:
+            CountTokensRequest.model_validate(body)
+        except ValidationError as exc:
+            raise RequestError(describe(exc)) from None
         return {"input_tokens": estimate_tokens(body)}
 
     @app.route("/", methods=["GET", "HEAD"])
+    @documented(ROOT_DOC)
     async def root() -> dict[str, Any]:
         return {"service": "ccactors", "apis": ["/v1/messages", "/v1/chat/completions"]}
 
     @app.get("/v1/stats")
+    @documented(STATS_DOC)
     async def stats() -> dict[str, Any]:
         figures = supervisor.stats()
         if store is not None:
@@ -177,13 +197,127 @@ def create_app(
         return figures
 
     @app.get("/metrics")
+    @documented(METRICS_DOC)
     async def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), 200, {"Content-Type": CONTENT_TYPE_LATEST})
 
     @app.get("/health")
+    @documented(HEALTH_DOC)
     async def health() -> tuple[dict[str, Any], int]:
         if supervisor.closing:  # shutting down: a load balancer should look elsewhere
             return {"status": "draining"}, 503
         return {"status": "ok"}, 200  # no counts: it answers without a key
 
+    document: dict[str, Any] = {}
+
+    @app.get("/openapi.json")
+    @documented(OPENAPI_DOC)
+    async def openapi() -> dict[str, Any]:
+        if not document:  # built once, when every route is registered
+            document.update(openapi_document(app, VERSION))
+        return document
+
     return app
+
+
+# -- What each route takes and answers (GET /openapi.json) ----------------------------
+
+MESSAGES_DOC = Doc(
+    summary="Create a message (Anthropic Messages API)",
+    tag="Anthropic",
+    description="One turn of a session: `stream: false` answers a Message object, "
+    "`stream: true` Anthropic's streaming events with token-level deltas and `ping` "
+    "keep-alives (a turn that fails mid-stream ends with an `error` event). Only "
+    "`model`, `messages` (text, images, PDFs), `stream`, `system` and `metadata` are "
+    "honoured: docs/anthropic.md has the field policy.",
+    body=MessagesRequest,
+    headers=("X-Session-ID", "X-Claude-Code-Session-Id", "X-Request-ID"),
+    examples={
+        "message": {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 1024,
+            "messages": [{"role": "user", "content": "Hello"}],
+        },
+        "stream": {
+            "model": "claude-sonnet-4-6",
+            "max_tokens": 1024,
+            "stream": True,
+            "messages": [{"role": "user", "content": "Hello again"}],
+        },
+    },
+    replies=(
+        Reply(
+            200,
+            "The answer: a Message object, or (`stream: true`) its streaming events, as "
+            "Anthropic documents them.",
+            model=AnthropicMessage,
+            events=dict.fromkeys(
+                (
+                    "message_start",
+                    "content_block_start",
+                    "content_block_delta",
+                    "content_block_stop",
+                    "message_delta",
+                    "message_stop",
+                    "ping",
+                    "error",
+                )
+            ),
+            headers=("X-Session-ID",),
+        ),
+    ),
+    refusals=TURN_REFUSALS,
+)
+
+COUNT_TOKENS_DOC = Doc(
+    summary="Count a request's tokens (an estimate)",
+    tag="Anthropic",
+    body=CountTokensRequest,
+    replies=(Reply(200, "The estimate.", model=TokenCount),),
+)
+
+ROOT_DOC = Doc(
+    summary="What this server is",
+    tag="Service",
+    auth="open",
+    replies=(Reply(200, "The service and its APIs.", model=Service),),
+)
+
+STATS_DOC = Doc(
+    summary="Counters for operators",
+    tag="Sessions",
+    auth="operator",
+    replies=(Reply(200, "Sessions, warm pool, mailboxes, restarts, timeouts.", model=Stats),),
+)
+
+METRICS_DOC = Doc(
+    summary="Prometheus metrics",
+    tag="Service",
+    auth="operator",
+    replies=(
+        Reply(
+            200,
+            "The Prometheus text exposition format (`ccactors_*` metrics).",
+            media=("text/plain",),
+        ),
+    ),
+)
+
+HEALTH_DOC = Doc(
+    summary="Liveness, for load balancers",
+    tag="Service",
+    auth="open",
+    replies=(
+        Reply(200, "The server answers.", model=Health),
+        Reply(503, "The server is shutting down (`draining`).", model=Health),
+    ),
+)
+
+OPENAPI_DOC = Doc(
+    summary="This document (OpenAPI 3.1)",
+    tag="Service",
+    auth="open",
+    description="Open like `/health`: it describes the API only, the same for every "
+    "server of this version, and holds no settings and no data.",
+    replies=(Reply(200, "The OpenAPI document.", model=dict[str, Any]),),
+)

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from pydantic import Field
 from quart import Blueprint, Response, request
 
 from actors import SessionInfo, SessionKey, Supervisor
@@ -54,11 +55,28 @@ from ..wire._anthropic import error_body
 from ..wire._problems import RequestError
 from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._limits import PerKeyCap
-from ._management import _listen, _page, _session_json
+from ._management import (
+    NOT_FOUND,
+    SESSION_EVENTS,
+    PageQuery,
+    _listen,
+    _page,
+    _session_json,
+    page_query,
+)
 from ._metrics import Metrics
+from ._openapi import Doc, Reply, documented
 from ._overview import TurnRate, overview
 from ._pipeline import session_key
 from ._requests import current_principal
+from ._shapes import (
+    AnthropicError,
+    DashboardConversation,
+    DashboardDeleted,
+    DashboardInterrupted,
+    Overview,
+    Snapshot,
+)
 
 ASSET_DIR = Path(__file__).resolve().parent.parent / "dashboard"
 PAGE = "index.html"
@@ -82,6 +100,20 @@ SNAPSHOT_INTERVAL_S = 1.0
 DEFAULT_SNAPSHOT_PAGE = 50
 MAX_SNAPSHOT_PAGE = 100
 NO_OWNER = "-"  # the empty principal (auth off)
+
+
+class SnapshotQuery(PageQuery):
+    """The query string of ``GET /v1/dashboard/stream``: as ``GET /v1/sessions``'s, over
+    every principal's sessions, with smaller pages."""
+
+    limit: int = Field(
+        DEFAULT_SNAPSHOT_PAGE, ge=1, le=MAX_SNAPSHOT_PAGE, description="sessions on the page"
+    )
+    after_id: str | None = Field(
+        None, description="the `last_id` (an address) of the previous page"
+    )
+
+
 _OWNER = re.compile(f"[0-9a-f]{{{2 * PRINCIPAL_BYTES}}}")
 
 
@@ -129,38 +161,41 @@ def dashboard_blueprint(
     def render(info: SessionInfo) -> dict[str, Any]:
         return _dashboard_json(info, catalogue.lineage)
 
-    async def snapshot(args: dict[str, str]) -> dict[str, Any]:
+    async def snapshot(query: SnapshotQuery) -> dict[str, Any]:
         sessions = _page(
             await catalogue.all_sessions(),
-            args,
+            query,
             catalogue.lineage,
             ident=_address,
             render=render,
-            max_limit=MAX_SNAPSHOT_PAGE,
         )
         return {"overview": figures(), "sessions": sessions}
 
     @blueprint.get("/dashboard")
+    @documented(PAGE_DOC)
     async def page() -> Response:
         return _static(files[PAGE], "text/html; charset=utf-8")
 
     @blueprint.get("/dashboard/assets/<name>")
+    @documented(ASSET_DOC)
     async def asset(name: str) -> Response:
         if name not in ASSETS:
             raise RequestError(f"no dashboard asset {name!r}", 404)
         return _static(files[name], ASSETS[name])
 
     @blueprint.get("/v1/dashboard/overview")
+    @documented(OVERVIEW_DOC)
     async def overview_json() -> dict[str, Any]:
         return figures()
 
     @blueprint.get("/v1/dashboard/stream")
+    @documented(STREAM_DOC)
     async def stream() -> Response:
-        args = {"limit": str(DEFAULT_SNAPSHOT_PAGE), **request.args.to_dict()}
-        first = await snapshot(args)  # a bad query is a 400 while we can
+        query = page_query(SnapshotQuery, request.args)
+        first = await snapshot(query)  # a bad query is a 400 while we can
         body = _snapshots(
             first,
-            lambda: snapshot(args),
+            lambda: snapshot(query),
             settings.sse_ping_interval_s,
             streams,
             current_principal(),
@@ -171,11 +206,13 @@ def dashboard_blueprint(
         return response
 
     @blueprint.get("/v1/dashboard/sessions/<owner>/<session_id>")
+    @documented(SESSION_DOC)
     async def session(owner: str, session_id: str) -> dict[str, Any]:
         info = await catalogue.session(_key(owner, session_id))
         return {"session": render(info), "messages": await catalogue.messages(info)}
 
     @blueprint.get("/v1/dashboard/sessions/<owner>/<session_id>/events")
+    @documented(EVENTS_DOC)
     async def session_events(owner: str, session_id: str) -> Response:
         key = _key(owner, session_id)
         ping_s = settings.sse_ping_interval_s
@@ -186,11 +223,13 @@ def dashboard_blueprint(
         return response
 
     @blueprint.post("/v1/dashboard/sessions/<owner>/<session_id>/interrupt")
+    @documented(INTERRUPT_DOC)
     async def interrupt(owner: str, session_id: str) -> dict[str, Any]:
         interrupted = supervisor.interrupt(_key(owner, session_id))
         return {"id": session_id, "owner": owner, "interrupted": interrupted}
 
     @blueprint.delete("/v1/dashboard/sessions/<owner>/<session_id>")
+    @documented(DELETE_DOC)
     async def delete(owner: str, session_id: str) -> dict[str, Any]:
         deleted = await catalogue.delete(_key(owner, session_id))
         return {
@@ -271,3 +310,85 @@ def _dashboard_json(info: SessionInfo, lineage: LineageIndex | None) -> dict[str
         "owner": owner_of(info.principal),
         "address": _address(info),
     }
+
+
+# -- What each route takes and answers (GET /openapi.json) ----------------------------
+
+ADDRESS = {
+    "owner": "The session's principal (16 lowercase hex digits), or `-` without keys.",
+    "session_id": "The session's id.",
+}
+PAGE_DOC = Doc(
+    summary="The dashboard page",
+    tag="Dashboard",
+    auth="open",
+    description="No data: its script asks for an operator key and reads the routes below.",
+    replies=(Reply(200, "The page.", media=("text/html",)),),
+)
+ASSET_DOC = Doc(
+    summary="A file of the dashboard page",
+    tag="Dashboard",
+    auth="open",
+    params={"name": f"One of {', '.join(f'`{name}`' for name in ASSETS)}."},
+    replies=(
+        Reply(200, "The file.", media=("text/javascript", "text/css")),
+        Reply(404, "No such file.", model=AnthropicError),
+    ),
+)
+OVERVIEW_DOC = Doc(
+    summary="The overview figures",
+    tag="Dashboard",
+    auth="operator",
+    replies=(Reply(200, "Capacity, load, latency and failures.", model=Overview),),
+)
+STREAM_DOC = Doc(
+    summary="Overview and sessions, live (server-sent events)",
+    tag="Dashboard",
+    auth="operator",
+    description=f"A `snapshot` event at once and whenever it changes (looked at every "
+    f"{SNAPSHOT_INTERVAL_S:g} s), `: ping` comments in between; it does not end by "
+    "itself, but with an `error` event if the `after_id` session goes away.",
+    query=SnapshotQuery,
+    replies=(Reply(200, "The stream.", events={"snapshot": Snapshot, "error": AnthropicError}),),
+    refusals={429: "The key has `max_listeners_per_key` streams open; see `Retry-After`."},
+)
+SESSION_DOC = Doc(
+    summary="A session and its conversation",
+    tag="Dashboard",
+    auth="operator",
+    params=ADDRESS,
+    replies=(Reply(200, "The session and its messages.", model=DashboardConversation),),
+    refusals=NOT_FOUND,
+)
+EVENTS_DOC = Doc(
+    summary="Follow a session's events (server-sent events)",
+    tag="Dashboard",
+    auth="operator",
+    description="As `GET /v1/sessions/{session_id}/events`, for any principal's session.",
+    params=ADDRESS,
+    replies=(Reply(200, "The stream.", events=SESSION_EVENTS),),
+    refusals={
+        **NOT_FOUND,
+        429: "The key has `max_listeners_per_key` streams open; see `Retry-After`.",
+    },
+)
+INTERRUPT_DOC = Doc(
+    summary="Stop a session's running turn",
+    tag="Dashboard",
+    auth="operator",
+    params=ADDRESS,
+    replies=(Reply(200, "Whether a turn was running.", model=DashboardInterrupted),),
+    refusals=NOT_FOUND,
+)
+DELETE_DOC = Doc(
+    summary="Close and forget a session",
+    tag="Dashboard",
+    auth="operator",
+    params=ADDRESS,
+    replies=(Reply(200, "Deleted.", model=DashboardDeleted),),
+    refusals={
+        **NOT_FOUND,
+        503: "In a cluster: another node drives the session and did not hand it over "
+        "in time; see `Retry-After`.",
+    },
+)

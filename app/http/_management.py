@@ -13,22 +13,38 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import trio
+from pydantic import BaseModel, Field, ValidationError
 from quart import Blueprint, Response, request
 
-from actors import SessionInfo, SessionKey, Supervisor
+from actors import (
+    Lagged,
+    PermissionRequest,
+    SessionInfo,
+    SessionKey,
+    Supervisor,
+    TextDelta,
+    ThinkingDelta,
+    ToolResult,
+    ToolUse,
+    TurnCompleted,
+    TurnFailed,
+    TurnStarted,
+)
 
 from .._settings import Settings
 from ..sessions._catalogue import SessionCatalogue
 from ..sessions._lineage_index import LineageIndex
 from ..wire._events import event_json, event_type
-from ..wire._problems import RequestError
+from ..wire._problems import RequestError, describe
 from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._limits import PerKeyCap
+from ._openapi import Doc, Reply, documented
 from ._pipeline import session_key
 from ._requests import current_principal
+from ._shapes import Interrupted, Session, SessionDeleted, SessionMessages, SessionPage
 
 T = TypeVar("T")
 
@@ -51,29 +67,36 @@ def management_blueprint(
     listeners = PerKeyCap(settings.max_listeners_per_key, "event listeners")
 
     @blueprint.get("/v1/sessions")
+    @documented(LIST_DOC)
     async def list_sessions() -> dict[str, Any]:
-        return _page(await catalogue.sessions(current_principal()), request.args, catalogue.lineage)
+        query = page_query(PageQuery, request.args)
+        return _page(await catalogue.sessions(current_principal()), query, catalogue.lineage)
 
     @blueprint.get("/v1/sessions/<session_id>")
+    @documented(SESSION_DOC)
     async def get_session(session_id: str) -> dict[str, Any]:
         return _session_json(await catalogue.session(_key(session_id)), catalogue.lineage)
 
     @blueprint.delete("/v1/sessions/<session_id>")
+    @documented(DELETE_DOC)
     async def delete_session(session_id: str) -> dict[str, Any]:
         deleted = await catalogue.delete(_key(session_id))
         return {"id": session_id, "type": "session_deleted", "transcripts_deleted": deleted}
 
     @blueprint.get("/v1/sessions/<session_id>/messages")
+    @documented(MESSAGES_DOC)
     async def session_messages(session_id: str) -> dict[str, Any]:
         info = await catalogue.session(_key(session_id))
         messages = await catalogue.messages(info)
         return {"id": session_id, "claude_session_id": info.claude_session_id, "data": messages}
 
     @blueprint.post("/v1/sessions/<session_id>/interrupt")
+    @documented(INTERRUPT_DOC)
     async def interrupt(session_id: str) -> dict[str, Any]:
         return {"id": session_id, "interrupted": supervisor.interrupt(_key(session_id))}
 
     @blueprint.get("/v1/sessions/<session_id>/events")
+    @documented(EVENTS_DOC)
     async def session_events(session_id: str) -> Response:
         stream = _listen(supervisor, _key(session_id), settings.sse_ping_interval_s, listeners)
         await anext(stream)  # SessionNotFoundError -> 404, over the cap -> 429, while we can
@@ -127,38 +150,57 @@ SESSION_STATES = ("starting", "idle", "busy", "closing", "live", "hibernated")
 MAX_PAGE = 1000
 
 
+class PageQuery(BaseModel):
+    """The query string of ``GET /v1/sessions``: which page of which sessions."""
+
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description="sessions on the page")
+    after_id: str | None = Field(
+        None, description="the `last_id` of the previous page: this page starts after it"
+    )
+    state: Literal[SESSION_STATES] | None = Field(  # type: ignore[valid-type]
+        None,
+        description="only sessions in this state; `live` and `hibernated`: whether a CLI "
+        "process is running for them",
+    )
+
+
+Q = TypeVar("Q", bound=PageQuery)
+
+
+def page_query(model: type[Q], args: Any) -> Q:
+    """A request's query string (``request.args``) as ``model``; unknown parameters are
+    ignored. Not a checkpoint.
+
+    Raises:
+        RequestError: a parameter is malformed (400, naming it).
+    """
+    try:
+        return model.model_validate(args.to_dict())
+    except ValidationError as exc:
+        raise RequestError(describe(exc, root="query")) from None
+
+
 def _page(
     infos: list[SessionInfo],
-    args: Any,
+    query: PageQuery,
     lineage: LineageIndex | None,
     *,
     ident: Callable[[SessionInfo], str] = lambda info: info.session_id,
     render: Callable[[SessionInfo], dict[str, Any]] | None = None,
-    max_limit: int = MAX_PAGE,
 ) -> dict[str, Any]:
-    """One page of sessions, oldest first, in Anthropic's list shape.
+    """One page of sessions, oldest first, in Anthropic's list shape, as ``query`` asks
+    (``state``: ``live`` and ``hibernated`` filter on whether a CLI is running).
 
-    Query parameters: ``limit`` (1..``max_limit``, default 100 or ``max_limit`` if
-    smaller), ``after_id`` (the last id of the previous page), ``state`` (one of
-    ``SESSION_STATES``; ``live`` and ``hibernated`` filter on whether a CLI is running).
     ``ident`` names a session for ``after_id``, ``first_id`` and ``last_id`` (default its
     id); ``render`` makes its JSON (default ``_session_json`` with ``lineage``). Raises
-    ``RequestError`` for bad values.
+    ``RequestError`` if ``after_id`` is not a listed session.
     """
-    state = args.get("state")
-    if state is not None and state not in SESSION_STATES:
-        raise RequestError(f"state must be one of {', '.join(SESSION_STATES)}")
-    try:
-        limit = int(args.get("limit", min(100, max_limit)))
-    except ValueError:
-        raise RequestError("limit must be an integer") from None
-    if not 1 <= limit <= max_limit:
-        raise RequestError(f"limit must be between 1 and {max_limit}")
+    state, limit = query.state, query.limit
     if state in ("live", "hibernated"):
         infos = [i for i in infos if i.live == (state == "live")]
     elif state is not None:
         infos = [i for i in infos if i.state == state]
-    if (after := args.get("after_id")) is not None:
+    if (after := query.after_id) is not None:
         ids = [ident(i) for i in infos]
         if after not in ids:
             raise RequestError(f"after_id {after!r} is not a listed session")
@@ -208,3 +250,75 @@ def _session_json(info: SessionInfo, lineage: LineageIndex | None = None) -> dic
         "parent": None if parent is None else {"id": parent.session_id, "turn": parent.turn},
         "lineage_head": None if head is None else {"turn": head.turn, "hash": head.hash},
     }
+
+
+# -- What each route takes and answers (GET /openapi.json) ----------------------------
+
+SESSION_ID = {"session_id": "A session id of the caller's."}
+SESSION_EVENTS = {
+    "turn_started": TurnStarted,
+    "text_delta": TextDelta,
+    "thinking_delta": ThinkingDelta,
+    "tool_use": ToolUse,
+    "tool_result": ToolResult,
+    "turn_completed": TurnCompleted,
+    "turn_failed": TurnFailed,
+    "permission_request": PermissionRequest,
+    "lagged": Lagged,
+}
+NOT_FOUND = {404: "No such session (of this caller)."}
+
+LIST_DOC = Doc(
+    summary="List the caller's sessions",
+    tag="Sessions",
+    query=PageQuery,
+    replies=(Reply(200, "One page of sessions, oldest first.", model=SessionPage),),
+)
+SESSION_DOC = Doc(
+    summary="One session",
+    tag="Sessions",
+    params=SESSION_ID,
+    replies=(Reply(200, "The session.", model=Session),),
+    refusals=NOT_FOUND,
+)
+DELETE_DOC = Doc(
+    summary="Close and forget a session",
+    tag="Sessions",
+    description="Its CLI, working directory, record, lineage and transcripts; its forks "
+    "keep their own conversations.",
+    params=SESSION_ID,
+    replies=(Reply(200, "Deleted.", model=SessionDeleted),),
+    refusals={
+        **NOT_FOUND,
+        503: "In a cluster: another node drives the session and did not hand it over "
+        "in time; see `Retry-After`.",
+    },
+)
+MESSAGES_DOC = Doc(
+    summary="A session's conversation so far",
+    tag="Sessions",
+    params=SESSION_ID,
+    replies=(Reply(200, "Its messages, from its CLI's transcript.", model=SessionMessages),),
+    refusals=NOT_FOUND,
+)
+INTERRUPT_DOC = Doc(
+    summary="Stop the session's running turn",
+    tag="Sessions",
+    description="Its caller gets an `error` event (or `409` if not streaming).",
+    params=SESSION_ID,
+    replies=(Reply(200, "Whether a turn was running.", model=Interrupted),),
+    refusals=NOT_FOUND,
+)
+EVENTS_DOC = Doc(
+    summary="Follow a session's events (server-sent events)",
+    tag="Sessions",
+    description="Every event of the session's turns, for any number of listeners, with "
+    "`: ping` comments after `sse_ping_interval_s` of quiet; it does not end by itself. "
+    "Each event's data is its JSON with its `type`.",
+    params=SESSION_ID,
+    replies=(Reply(200, "The stream.", events=SESSION_EVENTS),),
+    refusals={
+        **NOT_FOUND,
+        429: "The key has `max_listeners_per_key` streams open; see `Retry-After`.",
+    },
+)

@@ -17,9 +17,11 @@ from actors import SessionError, Supervisor
 
 from .._settings import Settings
 from ..sessions._lineage_index import LineageIndex
-from ..wire._openai import MODEL_IDS, OpenAICodec, error_json
+from ..wire._openai import MODEL_IDS, ChatCompletionRequest, OpenAICodec, error_json
 from ..wire._problems import ERROR_TYPES, Problem, RequestError, problem_for, request_problem
+from ._openapi import TURN_REFUSALS, Doc, Reply, documented, not_documented
 from ._pipeline import problem_response, serve_turn
+from ._shapes import ChatCompletion, Model, ModelList, OpenAIError
 
 CODEC = OpenAICodec()
 
@@ -93,18 +95,22 @@ def openai_blueprint(
         return _error_response(status, exc.description or exc.name, headers=headers)
 
     @blueprint.post("/v1/chat/completions")
+    @documented(CHAT_DOC)
     async def chat_completions() -> quart.Response:
         return await serve_turn(CODEC, supervisor, settings, lineage)
 
     @blueprint.route("/v1/chat/completions", methods=["GET", "PUT", "PATCH", "DELETE"])
+    @not_documented("only answers 405, in OpenAI's error format, for the methods it lacks")
     async def chat_completions_other_methods() -> quart.Response:
         raise MethodNotAllowed(valid_methods=["POST"])
 
     @blueprint.get("/v1/models")
+    @documented(MODELS_DOC)
     async def models() -> dict[str, Any]:
         return {"object": "list", "data": [model_json(model_id) for model_id in listed]}
 
     @blueprint.get("/v1/models/<model_id>")
+    @documented(MODEL_DOC)
     async def model(model_id: str) -> dict[str, Any] | quart.Response:
         if model_id not in listed:
             message = f"The model {model_id!r} does not exist"
@@ -112,3 +118,59 @@ def openai_blueprint(
         return model_json(model_id)
 
     return blueprint
+
+
+# -- What each route takes and answers (GET /openapi.json) ----------------------------
+
+CHAT_DOC = Doc(
+    summary="Create a chat completion (OpenAI Chat Completions API)",
+    tag="OpenAI",
+    description="One turn of a session: a `chat.completion`, or (`stream: true`) "
+    "`chat.completion.chunk` objects as `data:` lines ending in `data: [DONE]` (a turn "
+    'that fails mid-stream sends `data: {"error": ...}` first). docs/openai.md has the '
+    "field policy: unsupported fields are refused with `400` naming them.",
+    body=ChatCompletionRequest,
+    errors="openai",
+    examples={
+        "completion": {
+            "model": "claude-sonnet-4-6",
+            "messages": [{"role": "user", "content": "Hello"}],
+        },
+        "stream": {
+            "model": "claude-sonnet-4-6",
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "messages": [{"role": "user", "content": "Hello again"}],
+        },
+    },
+    headers=("X-Session-ID", "X-Claude-Code-Session-Id", "X-Request-ID"),
+    replies=(
+        Reply(
+            200,
+            "The answer: a `chat.completion`, or (`stream: true`) its chunks, as OpenAI "
+            "documents them.",
+            model=ChatCompletion,
+            events={"message": None},
+            headers=("X-Session-ID",),
+        ),
+    ),
+    refusals=TURN_REFUSALS,
+)
+MODELS_DOC = Doc(
+    summary="List the models a request may name",
+    tag="OpenAI",
+    errors="openai",
+    description="The server's default model, Claude model ids and the configured "
+    "aliases; any other `claude-*` id is accepted too.",
+    replies=(Reply(200, "The models.", model=ModelList),),
+)
+MODEL_DOC = Doc(
+    summary="One model",
+    tag="OpenAI",
+    errors="openai",
+    params={"model_id": "A model id from `GET /v1/models`."},
+    replies=(
+        Reply(200, "The model.", model=Model),
+        Reply(404, "Not a listed model (`model_not_found`).", model=OpenAIError),
+    ),
+)

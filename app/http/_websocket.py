@@ -115,7 +115,16 @@ from ..wire._websocket import (
     turn_request,
 )
 from ._limits import PerKeyCap
+from ._management import SESSION_EVENTS
+from ._openapi import Doc, Reply, documented
 from ._pipeline import open_turn, session_key
+from ._shapes import (
+    ErrorFrame,
+    InterruptResultFrame,
+    PermissionResultFrame,
+    SessionFrame,
+    TurnAcceptedFrame,
+)
 from ._turns import prepare_turn
 
 # Frames waiting for the socket, per connection. Past this, event forwarding waits
@@ -376,6 +385,7 @@ def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint
         await websocket.close(POLICY_VIOLATION, reason[:MAX_CLOSE_REASON])
 
     @blueprint.websocket("/v1/sessions/<session_id>/ws")
+    @documented(WEBSOCKET_DOC)
     async def session_socket(session_id: str) -> None:
         await websocket.accept()
         try:
@@ -395,3 +405,30 @@ def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint
             await connection.serve(websocket._get_current_object())
 
     return blueprint
+
+
+# -- What the route takes and answers (GET /openapi.json) -----------------------------
+
+WEBSOCKET_DOC = Doc(
+    summary="A session over a WebSocket",
+    tag="Sessions",
+    description="A WebSocket handshake (`Upgrade: websocket`): send `turn`, `interrupt` "
+    "and `permission_response` messages, receive the session's events (JSON text "
+    "frames; `x-websocket` lists both sides; docs/websocket.md has the protocol). A "
+    "missing or invalid key, an invalid session id or a key over "
+    "`max_websockets_per_key` is an `error` frame, then close code 1008.",
+    params={"session_id": "The session's id (it need not exist yet)."},
+    replies=(Reply(101, "Switching Protocols: the WebSocket is open."),),
+    refusals={400: "Not a WebSocket handshake."},
+    websocket={
+        "client": [TurnMessage, InterruptMessage, PermissionResponseMessage],
+        "server": [
+            SessionFrame,
+            TurnAcceptedFrame,
+            *SESSION_EVENTS.values(),
+            InterruptResultFrame,
+            PermissionResultFrame,
+            ErrorFrame,
+        ],
+    },
+)

@@ -38,6 +38,7 @@ ROWS = {
     "resume",
     "hol",
     "memory",
+    "memory_more",
     "memory_store",
 }
 

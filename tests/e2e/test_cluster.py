@@ -3,7 +3,9 @@
 front (``app.cluster._local``). Nodes are killed, stopped and paused with real signals.
 
 The tests share one cluster and run in file order: the first two need two nodes alive,
-the SIGKILL and SIGTERM tests each take one away.
+the SIGKILL and SIGTERM tests each take one away. The cluster's processes belong to the
+Trio thread that runs it: tests only signal them and read ``returncode`` (never ``poll``
+or ``wait``, which would race with that thread's own wait).
 """
 
 from __future__ import annotations
@@ -216,7 +218,7 @@ def test_a_killed_nodes_sessions_are_taken_over_after_the_lease_runs_out(cluster
     assert replies[1][1] == owner.id
     clis = psutil.Process(owner.process.pid).children(recursive=True)
     owner.signal(signal.SIGKILL)
-    wait_until(lambda: owner.process.poll() is not None, 10, "the node to die")
+    wait_until(lambda: owner.process.returncode is not None, 10, "the node to die")
     replies += [turn(cluster.url, "killed") for _ in range(3)]
     assert [text for text, _, _ in replies] == [f"count={n}" for n in range(1, 6)]
     # (While HAProxy has not yet marked the dead node down, a redispatched request may
@@ -238,7 +240,7 @@ def test_a_stopped_node_hands_its_sessions_over_without_waiting_for_expiry(clust
     owner = node(cluster, replies[0][1])
     assert leases_of(cluster, owner.id) >= 1
     owner.signal(signal.SIGTERM)
-    wait_until(lambda: owner.process.poll() is not None, 30, "the node to drain and exit")
+    wait_until(lambda: owner.process.returncode is not None, 30, "the node to drain and exit")
     assert leases_of(cluster, owner.id) == 0
     text, by, took = turn(cluster.url, "stopped")
     assert (text, by != owner.id) == ("count=3", True)

@@ -139,6 +139,13 @@ class Leases:
         )
         return [(node, float(seen), held) for node, seen, held in rows]
 
+    async def holders(self) -> dict[SessionKey, str]:
+        """The node holding each session's live lease."""
+        rows = await self._database.fetch(
+            "SELECT principal, session_id, node FROM leases WHERE expires_at > now()"
+        )
+        return {SessionKey(session_id, principal): node for principal, session_id, node in rows}
+
     async def nodes(self) -> list[tuple[str, str, float]]:
         """Every node known: (id, URL, last seen, seconds since the epoch)."""
         rows = await self._database.fetch(

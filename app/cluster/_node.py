@@ -63,6 +63,11 @@ class Node:
 
         await self._nursery.start(self.requests.listen, on_request)
 
+    def holder(self, key: SessionKey) -> str | None:
+        """The node driving session ``key``: this one if it holds the lease, else as of
+        the last lease renewal; ``None`` if none does. Not a checkpoint."""
+        return self.id if self.ownership.holds(key) else self.ownership.holders.get(key)
+
     def peers(self) -> list[dict[str, Any]]:
         """Every node of the cluster as of this node's last lease renewal: ``node``,
         ``last_seen_s`` (seconds ago), ``sessions`` (leases held), ``this`` (this node).

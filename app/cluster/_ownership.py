@@ -55,6 +55,7 @@ class LeaseTable(Protocol):
     async def acquire(self, key: SessionKey, node: str, ttl_s: float) -> Lease: ...
     async def renew(self, node: str, ttl_s: float) -> dict[SessionKey, int]: ...
     async def cluster(self) -> list[tuple[str, float, int]]: ...
+    async def holders(self) -> dict[SessionKey, str]: ...
     async def release(self, lease: Lease) -> bool: ...
     async def release_all(self, node: str) -> int: ...
 
@@ -102,6 +103,7 @@ class Ownership(Observer):
         self.lost = 0  # leases that ran out under this node (it was paused or cut off)
         # Every node of the cluster as of the last renewal: (id, last seen, sessions held).
         self.peers: list[tuple[str, float, int]] = []
+        self.holders: dict[SessionKey, str] = {}  # the node driving each session, likewise
 
     def attach(self, supervisor: Supervisor, nursery: trio.Nursery) -> None:
         """Give the supervisor whose sessions are handed off, and the nursery for
@@ -215,6 +217,7 @@ class Ownership(Observer):
                 continue
             try:
                 self.peers = await self._leases.cluster()
+                self.holders = await self._leases.holders()
             except Exception:
                 log.exception("could not read the cluster's nodes")
             for key, held in list(self._held.items()):

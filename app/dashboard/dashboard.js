@@ -260,6 +260,7 @@ function sessionRow(s) {
     el("td", "", s.turns),
     el("td", "mono", s.cli_pid || ""),
     parentNode("td", "mono", s),
+    el("td", "mono", s.node || ""),
     el("td", "", when(s.last_active_at)),
     el("td", "error-cell", s.last_error || ""),
   );

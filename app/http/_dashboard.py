@@ -159,7 +159,7 @@ def dashboard_blueprint(
         return overview(supervisor, settings, metrics.time_to_first_token, rate, node)
 
     def render(info: SessionInfo) -> dict[str, Any]:
-        return _dashboard_json(info, catalogue.lineage)
+        return _dashboard_json(info, catalogue.lineage, node)
 
     async def snapshot(query: SnapshotQuery) -> dict[str, Any]:
         sessions = _page(
@@ -302,13 +302,18 @@ def _address(info: SessionInfo) -> str:
     return f"{owner_of(info.principal)}/{info.session_id}"
 
 
-def _dashboard_json(info: SessionInfo, lineage: LineageIndex | None) -> dict[str, Any]:
+def _dashboard_json(
+    info: SessionInfo, lineage: LineageIndex | None, node: Node | None = None
+) -> dict[str, Any]:
     """The management API's session JSON (with its ``parent``, from ``lineage``) plus
-    ``owner`` and ``address``."""
+    ``owner``, ``address`` and ``node`` (in a cluster, the node driving it, if any;
+    else ``null``)."""
+    key = SessionKey(info.session_id, info.principal)
     return {
         **_session_json(info, lineage),
         "owner": owner_of(info.principal),
         "address": _address(info),
+        "node": None if node is None else node.holder(key),
     }
 
 

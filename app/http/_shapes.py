@@ -315,6 +315,7 @@ class Overview(BaseModel):
 class DashboardSession(Session):
     owner: str = Field(description="16 hex digits (its API key's digest), or `-`")
     address: str = Field(description="`<owner>/<id>`")
+    node: str | None = Field(None, description="in a cluster: the node driving it, if any")
 
 
 class DashboardSessionPage(BaseModel):

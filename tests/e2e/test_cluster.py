@@ -169,6 +169,9 @@ def test_a_request_straight_to_another_node_is_served_after_a_hand_off(cluster):
 
     wait_until(lambda: peers().get(first.id, {}).get("sessions") == 1, 10, "the overview")
     assert set(peers()) == {n.id for n in cluster.nodes} and peers()[second.id]["this"]
+    # ... and its sessions table names the node driving each session.
+    page = httpx.get(f"{second.url}/v1/dashboard/sessions/-/direct", timeout=10).json()
+    assert page["session"]["node"] == first.id
 
 
 def test_a_paused_node_cannot_write_to_a_session_taken_over(cluster):

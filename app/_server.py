@@ -18,10 +18,12 @@ from actors import CliOptions, open_sdk_client, open_supervisor
 from ._settings import Settings
 from ._state_dir import prepare_state_dir
 from .cluster._node import open_node
+from .cluster._schema import MIGRATIONS as CLUSTER_MIGRATIONS
 from .http._app import create_app
 from .offline._upstream import serve_upstream
 from .security._environment import confine_environment
 from .sessions._lineage_index import LineageIndex
+from .sessions._schema import SESSION_MIGRATIONS
 from .sessions._store import open_session_store
 
 log = logging.getLogger("ccactors")
@@ -158,6 +160,7 @@ async def serve(
                     settings.state_dir / "sessions.sqlite3",
                     database_url=settings.database_url and settings.database_url.get_secret_value(),
                     fence=None if node is None else node.ownership,
+                    migrations=SESSION_MIGRATIONS if node is None else CLUSTER_MIGRATIONS,
                 )
             )
             supervisor = await stack.enter_async_context(

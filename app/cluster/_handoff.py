@@ -22,6 +22,7 @@ import trio
 
 from actors import SessionKey
 
+from ._database import Database
 from ._leases import Lease
 
 log = logging.getLogger(__name__)
@@ -50,24 +51,21 @@ def _wait_for_notifications(conn: psycopg.Connection) -> list[psycopg.Notify]:
 
 
 class HandOffRequests:
-    """Sends and receives hand-off requests for node ``node`` on database ``url``."""
+    """Sends (through ``database``'s pool) and receives (on a connection of its own to
+    ``url``, which ``LISTEN`` needs) hand-off requests for node ``node``."""
 
-    def __init__(self, url: str, node: str) -> None:
+    def __init__(self, url: str, node: str, database: Database) -> None:
         self._url = url
         self.node = node
+        self._database = database
         self.sent = 0
         self.received = 0
 
     async def ask(self, lease: Lease) -> None:
         """Ask the holder of ``lease`` to hand its session over. Does not wait for it
         to do so; a failure to send is logged (the lease runs out in the end anyway)."""
-
-        def send() -> None:
-            with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
-                conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, _payload(lease)))
-
         try:
-            await trio.to_thread.run_sync(send)
+            await self._database.fetch("SELECT pg_notify(%s, %s)", (CHANNEL, _payload(lease)))
             self.sent += 1
         except psycopg.Error:
             log.exception("could not ask node %s to hand over %s", lease.node, lease.key)

@@ -44,8 +44,8 @@ WHERE principal = %s AND session_id = %s AND node = %s AND token = %s
 """
 _RELEASE_ALL = "UPDATE leases SET expires_at = '-infinity' WHERE node = %s AND expires_at > now()"
 _REGISTER = """
-INSERT INTO nodes (node, url) VALUES (%s, %s)
-ON CONFLICT (node) DO UPDATE SET url = excluded.url, started_at = now(), last_seen = now()
+INSERT INTO nodes (node) VALUES (%s)
+ON CONFLICT (node) DO UPDATE SET started_at = now(), last_seen = now()
 """
 
 
@@ -124,9 +124,9 @@ class Leases:
         """Give back every live lease of ``node``; returns how many."""
         return await self._database.execute(_RELEASE_ALL, (node,))
 
-    async def register_node(self, node: str, url: str) -> None:
-        """Record ``node`` (and the URL it serves on, for operators) as started now."""
-        await self._database.execute(_REGISTER, (node, url))
+    async def register_node(self, node: str) -> None:
+        """Record ``node`` as started now."""
+        await self._database.execute(_REGISTER, (node,))
 
     async def cluster(self) -> list[tuple[str, float, int]]:
         """Every node known, with the sessions it holds now: (id, last seen, seconds
@@ -145,10 +145,3 @@ class Leases:
             "SELECT principal, session_id, node FROM leases WHERE expires_at > now()"
         )
         return {SessionKey(session_id, principal): node for principal, session_id, node in rows}
-
-    async def nodes(self) -> list[tuple[str, str, float]]:
-        """Every node known: (id, URL, last seen, seconds since the epoch)."""
-        rows = await self._database.fetch(
-            "SELECT node, url, extract(epoch FROM last_seen) FROM nodes ORDER BY node"
-        )
-        return [(node, url, float(seen)) for node, url, seen in rows]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import httpx
 import trio
 
 from ._haproxy import haproxy_config
-from ._postgres import throwaway_postgres
+from ._postgres import free_port, throwaway_postgres
 
 # Seconds a node or HAProxy gets to answer after it is started.
 START_TIMEOUT_S = 60.0
@@ -56,13 +55,6 @@ class LocalCluster:
     database_url: str
     nodes: list[LocalNode] = field(default_factory=list)
     directory: Path = Path()
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
 
 
 async def wait_until_up(url: str, timeout_s: float = START_TIMEOUT_S) -> None:

@@ -25,7 +25,6 @@ from ._database import Database, open_database
 from ._handoff import HandOffRequests
 from ._leases import Leases
 from ._ownership import Ownership
-from ._schema import migrate
 from ._transcripts import Transcripts
 
 log = logging.getLogger(__name__)
@@ -53,8 +52,10 @@ class Node:
     _nursery: trio.Nursery
 
     async def serve(self, supervisor: Supervisor) -> None:
-        """Start renewing this node's leases and answering hand-off requests for
-        ``supervisor``'s sessions (until the node is closed)."""
+        """Record this node in the cluster's registry, then renew its leases and answer
+        hand-off requests for ``supervisor``'s sessions (until the node is closed). The
+        tables must exist: the session store migrates them (``app.cluster._schema``)."""
+        await self.ownership.register()
         self.ownership.attach(supervisor, self._nursery)
         self._nursery.start_soon(self.ownership.renew_forever)
 
@@ -109,12 +110,8 @@ async def open_node(
     """
     node_id = node_id or default_node_id()
     async with open_database(database_url) as database:
-        applied = await database.run(migrate)
-        if applied:
-            log.info("database schema: applied migrations %s", applied)
         leases = Leases(database)
-        await leases.register_node(node_id, "")
-        requests = HandOffRequests(database_url, node_id)
+        requests = HandOffRequests(database_url, node_id, database)
         ownership = Ownership(
             leases,
             node_id,

@@ -58,6 +58,7 @@ class LeaseTable(Protocol):
     async def holders(self) -> dict[SessionKey, str]: ...
     async def release(self, lease: Lease) -> bool: ...
     async def release_all(self, node: str) -> int: ...
+    async def register_node(self, node: str) -> None: ...
 
 
 @dataclass
@@ -104,6 +105,10 @@ class Ownership(Observer):
         # Every node of the cluster as of the last renewal: (id, last seen, sessions held).
         self.peers: list[tuple[str, float, int]] = []
         self.holders: dict[SessionKey, str] = {}  # the node driving each session, likewise
+
+    async def register(self) -> None:
+        """Record this node in the cluster's registry (as started now)."""
+        await self._leases.register_node(self.node)
 
     def attach(self, supervisor: Supervisor, nursery: trio.Nursery) -> None:
         """Give the supervisor whose sessions are handed off, and the nursery for

@@ -52,7 +52,8 @@ def postgres_bin() -> Path:
     return versions[-1].parent
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -100,7 +101,7 @@ def postgres_server(*, timeout_s: float = 60.0) -> Iterator[str]:
         )
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed ({done.returncode}): {done.stderr.strip()}")
-        port = _free_port()
+        port = free_port()
         options = {
             "listen_addresses": "127.0.0.1",
             "unix_socket_directories": str(sockets),

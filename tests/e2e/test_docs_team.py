@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 from app._settings import PROJECT_ROOT, Settings
+from app.cluster._local import free_port
 
 from ..docs_blocks import block, blocks
 from .conftest import claude_cli, wait_until
@@ -31,12 +32,6 @@ pytestmark = pytest.mark.e2e
 
 GUIDE = PROJECT_ROOT / "docs" / "how-to" / "team.md"
 NAME = "ccactors.example.com"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def listening(port: int) -> bool:

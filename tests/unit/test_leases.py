@@ -57,7 +57,7 @@ async def test_a_lease_has_one_holder_and_a_new_token_for_each_new_owner(databas
 async def test_the_cluster_view_counts_each_nodes_live_leases(database):
     leases = Leases(database)
     for node in ("a", "b", "c"):
-        await leases.register_node(node, "")
+        await leases.register_node(node)
     await leases.acquire(KEY, "a", 30)
     await leases.acquire(SessionKey("t", "alice"), "a", 30)
     released = await leases.acquire(SessionKey("u", "alice"), "b", 30)
@@ -106,7 +106,8 @@ async def test_nodes_acquiring_at_once_get_one_winner_per_session(database):
 
 
 async def test_hand_off_requests_reach_the_node_named(database, database_url):
-    a, b = HandOffRequests(database_url, "a"), HandOffRequests(database_url, "b")
+    a = HandOffRequests(database_url, "a", database)
+    b = HandOffRequests(database_url, "b", database)
     heard: dict[str, list[SessionKey]] = {"a": [], "b": []}
     got = trio.Event()
 

@@ -18,7 +18,7 @@ from typing import Literal, Protocol
 
 import trio
 
-from ._client import ClaudeClient, ClientError, ClientFactory, SessionSpec
+from ._client import ClaudeClient, ClientError, ClientFactory, ModelRefusedError, SessionSpec
 from ._fanout import FanOut
 from ._logcontext import session_id_var, turn_id_var
 from ._permissions import PermissionBroker
@@ -111,6 +111,9 @@ class SessionActor:
         forgotten: it ended for good (retention, failures, deletion), not just stopped.
         fork_from: the conversation this session branches off, while it has no Claude
             session of its own yet (its CLI then resumes there as a fork).
+        warm_model: for a warm-pool actor, the model to switch its CLI to before it is
+            offered (the model new sessions ask for lately; ``None``: keep the launch
+            model).
     """
 
     def __init__(
@@ -152,6 +155,7 @@ class SessionActor:
         self.handed_off = False  # stopped so that another node drives the session
         self._handing_off = False
         self.fork_from = fork_from
+        self.warm_model: str | None = None
         self._runner: TurnRunner | None = None  # of the live CLI, if any
         self._client_factory = client_factory
         self._policy = policy
@@ -249,6 +253,12 @@ class SessionActor:
     def pending_permissions(self) -> list[PermissionRequest]:
         """Questions not answered yet, oldest first (replayed to a new listener)."""
         return self._permissions.pending()
+
+    @property
+    def first_turn_over(self) -> bool:
+        """Whether a turn has run and ended since its CLI connected or it was adopted
+        (or it is closing). Not a checkpoint."""
+        return self.state == "closing" or (self._served and self.state != "busy")
 
     @property
     def evictable(self) -> bool:
@@ -398,6 +408,8 @@ class SessionActor:
         session hibernates (``None``) or the client fails (the ``ClientError``, returned
         so it does not travel through a nursery)."""
         self._observer.cli_started(self._session_id or None, client.pid)
+        if self.key is None:  # a warm-pool actor, not offered yet
+            cli_model = await self._warm_up(client, cli_model)
         self.live, self.cli_pid, self._served = True, client.pid, False
         self.state = "idle"
         self._on_idle()  # a waiter for a live slot may take this one's now
@@ -430,6 +442,29 @@ class SessionActor:
             finally:
                 self._runner = None
                 watch.cancel_scope.cancel()
+
+    async def _warm_up(self, client: ClaudeClient, cli_model: str | None) -> str | None:
+        """Before a warm-pool actor is offered, pay what it can of its CLI's first-turn
+        cost, touching no conversation: switch to ``warm_model`` (a first ``set_model``
+        on a new CLI takes 25-45 ms, later ones a few) and, with ``policy.warm_up``,
+        have the CLI compute its context once (``ClaudeClient.warm_up``). Returns the
+        model the CLI runs now. A refused model is kept as it was.
+
+        Raises:
+            ClientError: the CLI is gone, or did not answer within ``prompt_write_s``
+                (it may hold half a request: the client is given up).
+        """
+        with trio.move_on_after(self._policy.prompt_write_s):
+            if self.warm_model is not None and self.warm_model != cli_model:
+                try:
+                    await client.set_model(self.warm_model)
+                    cli_model = self.warm_model
+                except ModelRefusedError as exc:
+                    log.warning("a warm CLI refused model %r: %s", self.warm_model, exc)
+            if self._policy.warm_up:
+                await client.warm_up()
+            return cli_model
+        raise ClientError(f"the warm CLI did not answer within {self._policy.prompt_write_s}s")
 
     async def _serve(self, client: ClaudeClient, runner: TurnRunner) -> None:
         """Run turns until the session idles out, is evicted, or the client fails.

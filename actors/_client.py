@@ -156,6 +156,14 @@ class ClaudeClient(Protocol):
         up on the client."""
         ...
 
+    async def warm_up(self) -> None:
+        """Do once, before the client's first turn, the work the CLI would otherwise do
+        in it, without adding anything to the conversation (the SDK client asks for the
+        context usage, as ``/context`` shows it). A CLI that answers with an error is
+        fine. Raises ``ClientError`` if the CLI is gone; cancelling it is as for
+        ``set_model``."""
+        ...
+
     async def receive(self) -> ClientMessage:
         """Wait for the next message. Raises ``ClientError`` if the stream ended.
 

@@ -34,6 +34,9 @@ class ActorPolicy:
         launch_model: the model every new CLI starts with (``CliOptions.model``, or
             ``"default"``, the CLI's name for its own default), as ``set_model`` names
             it; ``None``: not known. A turn for this model on a new CLI needs no switch.
+        warm_up: a warm-pool actor's CLI computes its context once before it is offered
+            (``ClaudeClient.warm_up``), which takes about half of the extra time off a
+            new session's first turn.
     """
 
     idle_ttl_s: float = 900.0
@@ -49,3 +52,4 @@ class ActorPolicy:
     permission_timeout_s: float = 60.0
     slash_commands: frozenset[str] = frozenset()
     launch_model: str | None = None
+    warm_up: bool = True

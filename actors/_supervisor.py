@@ -94,6 +94,11 @@ class Supervisor:
       whatever the model; a new session whose opening turn adds to the system prompt
       (``Turn.system``) is not: its own CLI starts, reading the text from a file in its
       workspace. Later turns' ``system`` changes nothing.
+    * Warm pool: a warm actor's CLI is switched, before it is offered, to the model the
+      latest adopting session asked for, and (``policy.warm_up``) computes its context
+      once (``SessionActor._warm_up``): both are a fresh CLI's first-turn costs. The
+      CLI that replaces an adopted one starts when the adopting session's first turn
+      is over, or ``REFILL_HOLD_OFF_S`` after the adoption (``WarmPool``).
     * Start-ups: at most ``max_concurrent_starts`` CLIs start at once (``limit_starts``);
       the others wait their turn, holding their live slot.
     * Ownership (a cluster of nodes): with an ``ownership`` (``SessionOwnership``),
@@ -214,7 +219,11 @@ class Supervisor:
             actor = self._sessions.get(key)
             if actor is None:
                 await self._start_session(
-                    key, one_turn=one_turn, fork=fork, system=envelope.turn.system
+                    key,
+                    one_turn=one_turn,
+                    fork=fork,
+                    system=envelope.turn.system,
+                    model=envelope.turn.model,
                 )
                 fork = None  # started (as a fork or not): from now on it exists
                 continue
@@ -407,9 +416,11 @@ class Supervisor:
         one_turn: bool,
         fork: ForkPoint | None = None,
         system: str | None = None,
+        model: str | None = None,
     ) -> None:
         """Start the actor for ``key`` (adopting a warm one if any), or wait for the
-        start already under way. ``system`` is the opening turn's ``Turn.system``.
+        start already under way. ``system`` and ``model`` are the opening turn's
+        ``Turn.system`` and ``Turn.model``.
 
         Raises:
             CapacityError, PrincipalLimitError, SupervisorClosedError: as for
@@ -433,7 +444,7 @@ class Supervisor:
                 )
             self._slots.check_share(key.principal)
             start = self._starting[key] = _Start()
-            self._nursery.start_soon(self._spawn, key, start, one_turn, fork, system)
+            self._nursery.start_soon(self._spawn, key, start, one_turn, fork, system, model)
         await start.done.wait()
         if isinstance(start.error, RetryLaterError):
             raise start.error
@@ -468,6 +479,7 @@ class Supervisor:
         one_turn: bool,
         fork: ForkPoint | None,
         system: str | None,
+        model: str | None,
     ) -> None:
         """Get the session an actor and register it: a session known from before resumes
         in its own workspace; otherwise a warm actor is adopted if there is one, else a
@@ -481,7 +493,7 @@ class Supervisor:
             known = None if one_turn or fork else await self._load(key)
             await self._slots.take_share(key.principal)  # adopting a warm actor takes a slot too
             adoptable = known is None and fork is None and system is None
-            if adoptable and (actor := self._pool.take()) is not None:
+            if adoptable and (actor := self._pool.take(model)) is not None:
                 actor.adopt(key, one_turn=one_turn)
                 self._slots.notify()
             else:
@@ -566,6 +578,7 @@ class Supervisor:
     async def _start_warm_actor(self) -> SessionActor:
         """Start one unassigned actor for the warm pool; returns it once connected."""
         actor = self._new_actor(None, self.config.workspace_root / f"w-{uuid.uuid4().hex}", False)
+        actor.warm_model = self._pool.model  # the model new sessions asked for lately
         await self._nursery.start(self._supervise, actor)
         return actor
 

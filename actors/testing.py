@@ -139,6 +139,8 @@ class ScriptedClient:
             ``message_start`` names it.
         set_model_calls: every ``set_model`` call, in order (refused ones included).
         set_model_delay: seconds each ``set_model`` takes (``math.inf``: no answer ever).
+        warm_ups: how many times ``warm_up`` was called.
+        closed: its factory closed it (the caller left the client's block).
     """
 
     def __init__(
@@ -166,6 +168,8 @@ class ScriptedClient:
         self.set_model_calls: list[str | None] = []
         self._refused_models = refused_models
         self.set_model_delay = set_model_delay
+        self.warm_ups = 0
+        self.closed = False
         self.interrupts = 0
         self.aborted = False
         self._script = script
@@ -227,6 +231,12 @@ class ScriptedClient:
         if model in self._refused_models:
             raise ModelRefusedError(f"the fake CLI refuses model {model!r}")
         self.model = model
+
+    async def warm_up(self) -> None:
+        self.warm_ups += 1
+        await trio.lowlevel.checkpoint()
+        if self._broken:
+            raise ClientError("the fake CLI is gone")
 
     async def receive(self) -> ClientMessage:
         while True:
@@ -354,6 +364,7 @@ class ScriptedClientFactory:
             yield client
         finally:
             self.live -= 1
+            client.closed = True
             nursery.cancel_scope.cancel()
             # (Waits only for its own cancelled children; no new cancel scope may be
             # opened around it, as it was entered before the caller's.)

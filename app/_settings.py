@@ -127,6 +127,14 @@ class Settings(BaseSettings):
         description="Connected CLIs kept ready for new sessions, so their first reply does "
         "not wait for a CLI to start (not refilled while a session waits for a slot).",
     )
+    warm_pool_warm_up: bool = Field(
+        True,
+        description="Have each warm CLI compute its context once before a session adopts "
+        "it (Claude Code's /context, as a control request: nothing enters the "
+        "conversation), which takes about half of the extra time off a new session's first "
+        "reply. It costs ~11 count_tokens requests upstream per warm CLI (Anthropic does "
+        "not bill them, but they count against that endpoint's rate limit).",
+    )
     max_concurrent_starts: int | None = Field(
         None,
         ge=1,
@@ -605,6 +613,7 @@ class Settings(BaseSettings):
                 permission_timeout_s=self.permission_timeout_s,
                 slash_commands=frozenset(name.lstrip("/") for name in self.slash_commands),
                 launch_model=self.default_model,
+                warm_up=self.warm_pool_warm_up,
             ),
         )
 

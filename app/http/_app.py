@@ -96,6 +96,9 @@ def create_app(
     cluster's shared store, taking a session over from another node to delete it.
     """
     app = QuartTrio(__name__, static_folder=None)  # no /static: every file is a route
+    # "/v1/sessions//ws" (an empty session id) is a 404, not a 308 to a path that merges
+    # the slashes: a redirect is no answer for a WebSocket handshake or an API call.
+    app.url_map.merge_slashes = False
     # Host, Origin and content-type checks against web pages, before any route or hook.
     app.asgi_app = BrowserGuard(app.asgi_app, RequestPolicy.from_settings(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

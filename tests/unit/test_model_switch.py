@@ -20,6 +20,7 @@ from actors import (
     TurnStarted,
     open_supervisor,
 )
+from actors._pool import REFILL_HOLD_OFF_S, RETRY_AFTER_FAILED_START_S
 from actors._workspaces import SYSTEM_PROMPT_FILE
 from actors.testing import ScriptedClientFactory
 
@@ -97,6 +98,65 @@ async def test_a_warm_actor_adopts_the_requested_model(tmp_path, autojump_clock)
         assert answered_by(events) == "haiku"
     assert warm.set_model_calls == ["haiku"]
     assert warm.prompts == ["hi"]
+
+
+async def test_warm_clis_are_warmed_up_and_switched_to_the_model_sessions_ask_for(
+    tmp_path, autojump_clock
+):
+    """Every warm CLI is warmed up once before it is offered; once a session has adopted
+    one asking for a model, the CLIs started for the pool after that switch to that model
+    in advance, so the next new session asking for it sends no ``set_model`` at all."""
+    factory = ScriptedClientFactory(connect_delay=1)
+    cfg = config(tmp_path, warm_pool_size=1, launch_model="default")
+    async with open_supervisor(cfg, factory) as sup:
+        await trio.sleep(1)
+        await trio.testing.wait_all_tasks_blocked()
+        first = factory.clients[0]
+        assert (first.warm_ups, first.set_model_calls) == (1, [])  # no model asked yet
+        assert answered_by(await run(sup, SessionKey("a"), "hi", "haiku")) == "haiku"
+        await trio.sleep(1)  # the refill
+        await trio.testing.wait_all_tasks_blocked()
+        second = factory.clients[1]
+        assert (second.warm_ups, second.set_model_calls) == (1, ["haiku"])
+        assert second.prompts == []  # nothing entered a conversation
+        assert answered_by(await run(sup, SessionKey("b"), "hi", "haiku")) == "haiku"
+        assert second.set_model_calls == ["haiku"]  # no switch at the turn
+        assert answered_by(await run(sup, SessionKey("b"), "again")) == "haiku"  # stays on it
+    assert first.set_model_calls == ["haiku"]  # switched at its adopting turn
+    assert second.set_model_calls == ["haiku"]
+
+
+async def test_warm_up_is_skipped_when_the_policy_says_so(tmp_path, autojump_clock):
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path, warm_pool_size=1, warm_up=False), factory) as sup:
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.stats()["warm_pool_size"] == 1
+    assert factory.clients[0].warm_ups == 0
+
+
+async def test_a_warm_cli_that_does_not_switch_in_time_is_never_offered(tmp_path, autojump_clock):
+    """A warm CLI that does not answer its model switch within ``prompt_write_s`` is
+    closed, never offered to a session, and the pool tries again."""
+    factory = ScriptedClientFactory(set_model_delay=math.inf)
+    cfg = config(tmp_path, warm_pool_size=1, launch_model="default", prompt_write_s=5)
+    async with open_supervisor(cfg, factory) as sup:
+        await trio.testing.wait_all_tasks_blocked()
+        t0 = trio.current_time()
+        events = await run(sup, SessionKey("a"), "hi", "haiku")  # adopted; its switch hangs
+        assert isinstance(events[-1], TurnFailed) and trio.current_time() == t0 + 5
+
+        def switching() -> list:  # warm CLIs told to switch to haiku before being offered
+            return [c for c in factory.clients if c.warm_ups == 0 and c.set_model_calls]
+
+        # The refill started REFILL_HOLD_OFF_S after the adoption (the turn was not over).
+        [warm] = switching()
+        await trio.sleep_until(t0 + REFILL_HOLD_OFF_S + 5)
+        await trio.testing.wait_all_tasks_blocked()
+        assert warm.closed and warm.prompts == []  # given up, never offered
+        assert sup.stats()["warm_pool_size"] == 0
+        await trio.sleep(RETRY_AFTER_FAILED_START_S)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(switching()) == 2 and sup.stats()["warm_pool_size"] == 0
 
 
 async def test_a_resumed_session_switches_its_new_cli_to_its_model(tmp_path, autojump_clock):

@@ -19,6 +19,7 @@ from actors import (
     TurnFailed,
     open_supervisor,
 )
+from actors._pool import REFILL_HOLD_OFF_S
 from actors.testing import AskPermission, ScriptedClientFactory, Step, text_reply
 
 
@@ -199,6 +200,40 @@ async def test_new_session_adopts_a_warm_actor_and_the_pool_refills(tmp_path, au
         await trio.testing.wait_all_tasks_blocked()
         assert sup.stats()["warm_pool_size"] == 2
         assert factory.live == 3
+
+
+async def test_the_pool_refills_once_the_adopting_sessions_first_turn_is_over(
+    tmp_path, autojump_clock
+):
+    """The CLI replacing an adopted one does not start while the adopting session's
+    first turn runs (its start-up CPU would slow that turn), only once the turn is over,
+    or ``REFILL_HOLD_OFF_S`` after the adoption if the turn lasts longer."""
+
+    def slow(prompt, history):
+        *steps, result = text_reply(f"echo: {prompt}")
+        return [*steps, Step(0.5 if "short" in prompt else 10, result)]
+
+    factory = ScriptedClientFactory(script=slow)
+    async with open_supervisor(config(tmp_path, warm_pool_size=1), factory) as sup:
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(factory.clients) == 1
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, sup, SessionKey("a"), "short")
+            await trio.sleep(0.4)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(factory.clients) == 1  # held off while that turn runs
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(factory.clients) == 2  # started as it ended
+        t0 = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(ask, sup, SessionKey("b"), "long")
+            await trio.sleep(REFILL_HOLD_OFF_S - 0.1)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(factory.clients) == 2
+            await trio.sleep_until(t0 + REFILL_HOLD_OFF_S)
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(factory.clients) == 3  # no longer than that, the turn still running
+            nursery.cancel_scope.cancel()
 
 
 async def test_warm_actors_are_evicted_before_sessions(tmp_path, autojump_clock):

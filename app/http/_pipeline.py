@@ -304,11 +304,11 @@ def _turn_ended(
 
 # Frames joined into one write at most: bounds the write (and the delay of its first
 # frame) when the CLI outpaces the client.
-MAX_FRAMES_PER_WRITE = 64
+MAX_FRAMES_PER_WRITE = 256
 # While deltas come faster than this apart, they are written together at most this long
 # after the previous write (seconds): a stream costs fewer writes and wake-ups, and no
 # delta waits longer than this.
-COALESCE_S = 0.004
+COALESCE_S = 0.010
 
 
 async def _next_event(events: trio.MemoryReceiveChannel[SessionEvent]) -> SessionEvent | None:

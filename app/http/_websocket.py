@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import json
 import math
 from collections.abc import Iterator
 
@@ -100,6 +99,7 @@ from actors import (
 
 from .._settings import Settings
 from ..security._auth import AuthError, principal_for
+from ..wire import _json
 from ..wire._events import event_json
 from ..wire._problems import RequestError
 from ..wire._websocket import (
@@ -240,7 +240,7 @@ class _Connection:
 
     async def _write(self, ws: Websocket) -> None:
         async for frame in self._outbox_receive:
-            await ws.send(json.dumps(frame, separators=(",", ":"), ensure_ascii=False))
+            await ws.send(_json.dumps(frame).decode())
 
     async def _forward_events(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Forward the session's events from its listeners, waiting for the session to
@@ -381,7 +381,7 @@ def websocket_blueprint(supervisor: Supervisor, settings: Settings) -> Blueprint
 
     async def reject(frame: Frame) -> None:
         reason = frame["error"]["message"]
-        await websocket.send(json.dumps(frame))
+        await websocket.send(_json.dumps(frame).decode())
         await websocket.close(POLICY_VIOLATION, reason[:MAX_CLOSE_REASON])
 
     @blueprint.websocket("/v1/sessions/<session_id>/ws")

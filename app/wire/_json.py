@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 # jiter's recursion limit: arrays and objects nested deeper than this are refused.
 MAX_DEPTH = 200
@@ -41,3 +41,14 @@ def is_json_media_type(value: str | None) -> bool:
     """Whether a ``Content-Type`` value is ``application/json`` (any case, parameters
     such as ``charset`` allowed). Not a checkpoint."""
     return value is not None and value.split(";", 1)[0].strip().lower() == "application/json"
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` as compact JSON (no spaces), UTF-8, non-ASCII characters unescaped;
+    a float that JSON cannot hold (NaN, infinities) becomes ``null``. Not a checkpoint.
+
+    pydantic-core's serializer (in Rust): about ten times quicker than ``json.dumps``
+    with the same output for the dicts, lists, strings and numbers the wire formats send,
+    which matters once per streamed delta.
+    """
+    return to_json(value)

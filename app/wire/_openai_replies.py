@@ -5,14 +5,13 @@ as OpenAI's API reference documents them. Requests are ``app.wire._openai``."""
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from actors import SessionEvent, TextDelta, TurnCompleted, TurnFailed
 
 from ._problems import Problem, failure_problem
-from ._sse import sse_comment
+from ._sse import encode_sse_data, sse_comment
 
 # -- Errors ---------------------------------------------------------------------------
 
@@ -113,7 +112,7 @@ class Completion:
                 frames = [self._chunk({}, _finish(event))]
                 if self.include_usage:
                     usage = {**self._head("chat.completion.chunk"), "choices": []}
-                    frames.append(_data({**usage, "usage": usage_of(event)}))
+                    frames.append(encode_sse_data({**usage, "usage": usage_of(event)}))
                 return frames
             case TurnFailed():
                 return self.failed(failure_problem(event))
@@ -122,7 +121,7 @@ class Completion:
 
     def failed(self, problem: Problem) -> list[bytes]:
         """``data: {"error": {...}}``."""
-        return [_data(error_json(problem))]
+        return [encode_sse_data(error_json(problem))]
 
     def ping(self) -> bytes:
         return sse_comment("ping")
@@ -145,20 +144,11 @@ class Completion:
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         chunk = {**self._head("chat.completion.chunk"), "choices": [choice]}
-        return _data({**chunk, "usage": None} if self.include_usage else chunk)
+        return encode_sse_data({**chunk, "usage": None} if self.include_usage else chunk)
 
 
 def _finish(done: TurnCompleted) -> str:
     return FINISH_REASONS.get(done.stop_reason, "stop")
-
-
-def _data(payload: dict[str, Any]) -> bytes:
-    """One SSE frame with only a ``data:`` line (compact JSON), as OpenAI streams."""
-    return (
-        b"data: "
-        + json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-        + b"\n\n"
-    )
 
 
 DONE = b"data: [DONE]\n\n"

@@ -8,8 +8,9 @@ the official clients.
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from ._json import dumps
 
 SSE_HEADERS = {
     "Content-Type": "text/event-stream; charset=utf-8",
@@ -24,8 +25,12 @@ def encode_sse(event: str, data: dict[str, Any]) -> bytes:
     The JSON is compact and on one line (JSON strings escape newlines), UTF-8, as
     Anthropic's streaming responses send it. Not a checkpoint.
     """
-    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-    return f"event: {event}\ndata: {payload}\n\n".encode()
+    return b"event: " + event.encode() + b"\ndata: " + dumps(data) + b"\n\n"
+
+
+def encode_sse_data(data: dict[str, Any]) -> bytes:
+    """One SSE frame with only a ``data:`` line (compact JSON), as OpenAI streams."""
+    return b"data: " + dumps(data) + b"\n\n"
 
 
 def sse_comment(text: str = "") -> bytes:

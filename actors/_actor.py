@@ -412,6 +412,9 @@ class SessionActor:
             cli_model = await self._warm_up(client, cli_model)
         self.live, self.cli_pid, self._served = True, client.pid, False
         self.state = "idle"
+        # Idle from now: a start that took longer than the idle TTL (a start-up storm)
+        # must not hibernate the CLI before the turn that started it is handed over.
+        self._idle_since = trio.current_time()
         self._on_idle()  # a waiter for a live slot may take this one's now
         if not self.started:
             self.started = True

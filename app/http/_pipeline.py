@@ -343,6 +343,9 @@ async def stream_turn(
     fork = None if placement is None else placement.fork
     try:
         async with open_turn(supervisor, key, turn, principal=principal, fork=fork) as events:
+            # Let the session's actor take the turn and write its prompt to the CLI
+            # before this task builds and sends the response's head.
+            await trio.lowlevel.checkpoint()
             yield b""
             yield b"".join(reply.start())
             deadline = trio.current_time() + ping_s

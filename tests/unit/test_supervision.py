@@ -236,6 +236,26 @@ async def test_the_pool_refills_once_the_adopting_sessions_first_turn_is_over(
             nursery.cancel_scope.cancel()
 
 
+async def test_idle_time_counts_from_the_clis_connection(tmp_path, autojump_clock):
+    """A CLI is live for ``idle_ttl_s`` after it connects, however long its start took:
+    a start slower than the TTL (many CLIs starting at once on a small machine) must not
+    close the new CLI the moment it is ready (for a new session, before its first turn
+    was handed over, which then started yet another CLI)."""
+    factory = ScriptedClientFactory(connect_delay=5)
+    async with open_supervisor(config(tmp_path, idle_ttl_s=3), factory) as sup:
+        key = SessionKey("slow")
+        await ask(sup, key, "hi")  # at t=5
+        factory.clients[0].break_()  # its CLI dies at t=5 (idle): restarted, resuming
+        t0 = trio.current_time()
+        await trio.sleep(5 + 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.session(key).live and factory.live == 1  # connected at t0+5
+        await trio.sleep_until(t0 + 5 + 3)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not sup.session(key).live and factory.live == 0
+        assert len(factory.clients) == 2
+
+
 async def test_warm_actors_are_evicted_before_sessions(tmp_path, autojump_clock):
     """When live slots run out, an idle warm actor gives up its slot before any session."""
     factory = ScriptedClientFactory()

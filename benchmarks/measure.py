@@ -18,6 +18,9 @@ DELTA = "content_block_delta"
 # A turn taking longer than this is given up and counted as failed (a hang guard: a
 # server that keeps a stream open with keep-alives would otherwise never let go).
 TURN_LIMIT_S = 180.0
+# A machine whose CPUs were less busy than this (percent of all CPUs) over the last poll
+# is quiet, whatever its load average.
+QUIET_CPU_PERCENT = 20.0
 
 
 @dataclass
@@ -112,8 +115,11 @@ class CpuMeter:
 
 @dataclass
 class Quiet:
-    """Waits, before each timed block, for the 1-minute load average to drop below
-    ``max_load``, for at most ``max_wait_s`` seconds, and says what happened.
+    """Waits, before each timed block, for a quiet machine: the 1-minute load average
+    below ``max_load``, or the CPUs' use over the last poll below ``QUIET_CPU_PERCENT``
+    (the load average trails by a minute: after a storm of CLIs it stays high long
+    after the CPUs went idle); for at most ``max_wait_s`` seconds, and says what
+    happened.
 
     A block measured after giving up is marked ``busy``: its figures were taken on a
     machine doing other work.
@@ -125,20 +131,31 @@ class Quiet:
     created: float = field(default_factory=time.monotonic)
 
     async def wait(self, block: str) -> dict[str, Any]:
-        """Wait (bounded); returns ``load_avg`` (when the block starts), ``waited_s`` and
-        ``busy``. Prints one line."""
+        """Wait (bounded); returns ``load_avg`` and ``cpu_percent`` (when the block
+        starts; the latter ``None`` if not waited), ``waited_s`` and ``busy``. Prints
+        one line."""
         started = time.monotonic()
-        load = os.getloadavg()[0]
-        while load >= self.max_load and time.monotonic() - started < self.max_wait_s:
+        psutil.cpu_percent(None)  # the CPU use is measured from here to the next call
+        load, cpu = os.getloadavg()[0], None
+
+        def busy() -> bool:
+            return load >= self.max_load and (cpu is None or cpu >= QUIET_CPU_PERCENT)
+
+        while busy() and time.monotonic() - started < self.max_wait_s:
             await trio.sleep(min(self.poll_s, self.max_wait_s))
-            load = os.getloadavg()[0]
+            load, cpu = os.getloadavg()[0], psutil.cpu_percent(None)
         waited = time.monotonic() - started
-        busy = load >= self.max_load
-        if busy:
-            note = f"gave up waiting after {waited:.0f} s: load {load:.2f} (busy machine)"
+        measured = f"load {load:.2f}" + ("" if cpu is None else f", CPU {cpu:.0f}%")
+        if busy():
+            note = f"gave up waiting after {waited:.0f} s: {measured} (busy machine)"
         elif waited >= 0.5:
-            note = f"waited {waited:.0f} s for load {load:.2f} < {self.max_load:g}"
+            note = f"waited {waited:.0f} s for a quiet machine: {measured}"
         else:
-            note = f"load {load:.2f}"
+            note = measured
         print(f"[{time.monotonic() - self.created:5.0f} s] {block}: {note}", flush=True)
-        return {"load_avg": round(load, 2), "waited_s": round(waited, 1), "busy": busy}
+        return {
+            "load_avg": round(load, 2),
+            "cpu_percent": cpu,
+            "waited_s": round(waited, 1),
+            "busy": busy(),
+        }

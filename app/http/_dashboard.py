@@ -57,6 +57,7 @@ from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._limits import PerKeyCap
 from ._management import (
     NOT_FOUND,
+    NOT_HANDED_OVER,
     SESSION_EVENTS,
     PageQuery,
     _listen,
@@ -391,9 +392,5 @@ DELETE_DOC = Doc(
     auth="operator",
     params=ADDRESS,
     replies=(Reply(200, "Deleted.", model=DashboardDeleted),),
-    refusals={
-        **NOT_FOUND,
-        503: "In a cluster: another node drives the session and did not hand it over "
-        "in time; see `Retry-After`.",
-    },
+    refusals={**NOT_FOUND, **NOT_HANDED_OVER},
 )

@@ -267,6 +267,11 @@ SESSION_EVENTS = {
     "lagged": Lagged,
 }
 NOT_FOUND = {404: "No such session (of this caller)."}
+# Deleting a session another node drives: it is taken over first (cluster).
+NOT_HANDED_OVER = {
+    503: "In a cluster: another node drives the session and did not hand it over in "
+    "time; see `Retry-After`.",
+}
 
 LIST_DOC = Doc(
     summary="List the caller's sessions",
@@ -288,11 +293,7 @@ DELETE_DOC = Doc(
     "keep their own conversations.",
     params=SESSION_ID,
     replies=(Reply(200, "Deleted.", model=SessionDeleted),),
-    refusals={
-        **NOT_FOUND,
-        503: "In a cluster: another node drives the session and did not hand it over "
-        "in time; see `Retry-After`.",
-    },
+    refusals={**NOT_FOUND, **NOT_HANDED_OVER},
 )
 MESSAGES_DOC = Doc(
     summary="A session's conversation so far",

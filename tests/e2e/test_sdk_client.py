@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -70,6 +71,25 @@ async def test_set_model_switches_the_model_of_the_running_cli(cli, cwd):
             assert client.pid == pid
     assert text == "echo: two"
     assert second == "claude-haiku-4-5-20251001" != first
+
+
+async def test_warm_up_puts_nothing_into_a_conversation(cli, cwd, tmp_path):
+    """``warm_up`` on a new CLI writes no transcript; the first turn after it is the
+    conversation's first and only user message."""
+    projects = tmp_path / "claude" / "projects"
+    with trio.fail_after(90):
+        async with open_sdk_client(cli, SessionSpec(cwd)) as client:
+            await client.warm_up()
+            assert not list(projects.rglob("*.jsonl"))
+            text, _, _, result = await turn(client, "hello")
+    assert text == "echo: hello"
+    [transcript] = projects.rglob(f"{result.claude_session_id}.jsonl")
+    users = [
+        entry["message"]["content"]
+        for entry in map(json.loads, transcript.read_text().splitlines())
+        if entry.get("type") == "user"
+    ]
+    assert users == ["hello"]
 
 
 async def test_a_fork_at_a_turn_continues_from_there_as_a_new_session(cli, cwd, tmp_path):

@@ -1,7 +1,6 @@
 """One ordered queue of database work and the one task that applies it, for the session
 store (``app.sessions._store``): every statement, read or write, in the order it was made,
-each in its own transaction, in a worker thread (``Backend.transaction``); what is queued
-together (a turn's records) goes to the thread in one hop. A failing
+each in its own transaction, in a worker thread (``Backend.transaction``). A failing
 database is logged and counted (``errors``), never a crash; a full queue drops a record
 (``dropped``).
 
@@ -26,10 +25,6 @@ from actors import SessionKey
 from ._backends import Backend, Statement
 
 log = logging.getLogger(__name__)
-
-# Operations applied in one hop to the worker thread at most (each in its own
-# transaction): a hop costs more than a small SQLite transaction.
-MAX_BATCH = 64
 
 # The lease check of a fenced write: (principal, session id, node, token).
 LEASE_IS_CURRENT = (
@@ -61,7 +56,6 @@ class Operation:
     guard: Statement | None = None
     results: list[list[tuple]] = field(default_factory=list)
     error: Exception | None = None
-    refused: bool = False  # its guard found no current lease: nothing was applied
 
 
 class OrderedWriter:
@@ -171,11 +165,15 @@ class OrderedWriter:
         with queue:
             try:
                 async for operation in queue:
-                    await self._apply([operation, *_queued(queue, MAX_BATCH - 1)])
+                    await self._apply(operation)
             finally:
                 with trio.move_on_after(drain_timeout_s, shield=True):
-                    while batch := _queued(queue, MAX_BATCH):
-                        await self._apply(batch)
+                    while True:
+                        try:
+                            operation = queue.receive_nowait()
+                        except (trio.WouldBlock, trio.EndOfChannel):
+                            break
+                        await self._apply(operation)
 
     def _refused(self, about: tuple[object, ...] | None) -> None:
         """Count a fenced-off write; log it, as a warning the first time per session."""
@@ -191,41 +189,21 @@ class OrderedWriter:
             about,
         )
 
-    async def _apply(self, batch: list[Operation]) -> None:
-        """Apply ``batch`` in order, in one hop to a worker thread, then report each."""
-        await trio.to_thread.run_sync(self._transactions, batch)
-        for operation in batch:
-            if operation.refused:
+    async def _apply(self, operation: Operation) -> None:
+        statements = [(operation.sql, operation.args), *operation.more]
+        try:
+            results = await trio.to_thread.run_sync(
+                self._backend.transaction, statements, operation.guard
+            )
+            if results is None:  # the lease check found no current lease
                 self._refused(operation.guard and tuple(operation.guard[1][:2]))
-            elif operation.error is not None:
-                self.errors += 1
-                if operation.done is None:  # nobody waits to hear of it
-                    log.error(
-                        "could not write to the session database",
-                        exc_info=operation.error,
-                    )
+            else:
+                operation.results = results
+        except self._backend.errors as exc:
+            self.errors += 1
+            operation.error = exc
+            if operation.done is None:  # nobody waits to hear of it
+                log.exception("could not write to the session database")
+        finally:
             if operation.done is not None:
                 operation.done.set()
-
-    def _transactions(self, batch: list[Operation]) -> None:
-        """Each operation in its own transaction, its outcome stored in it. Blocking."""
-        for operation in batch:
-            statements = [(operation.sql, operation.args), *operation.more]
-            try:
-                results = self._backend.transaction(statements, operation.guard)
-            except self._backend.errors as exc:
-                operation.error = exc
-            else:
-                operation.refused = results is None
-                operation.results = results or []
-
-
-def _queued(queue: trio.MemoryReceiveChannel[Operation], limit: int) -> list[Operation]:
-    """Up to ``limit`` operations already queued, without waiting. Not a checkpoint."""
-    batch: list[Operation] = []
-    while len(batch) < limit:
-        try:
-            batch.append(queue.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
-    return batch

@@ -110,6 +110,29 @@ _ROWS: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...], Target
 ]  # fmt: skip
 
 
+# The best this stack allows for a row, measured in the same run: key -> (what it is,
+# where it is in the results). Shown beside the target; a target past its limit cannot be
+# met by any front end built this way on this machine.
+_LIMITS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "warm_ttft": ("SDK + HTTP floor", ("warm", "limit", "ttft_ms")),
+    "warm_turn": ("SDK + HTTP floor", ("warm", "limit", "turn_ms")),
+    "cpu_per_delta": ("the SDK alone", ("relay", "direct", "cpu_us_per_delta")),
+}
+
+
+def _limit(key: str, target: Target | None, results: dict[str, Any]) -> dict[str, Any] | None:
+    """The row's measured limit: ``what``, ``value`` (a ratio for a ratio target, else in
+    the row's unit) and ``allows_target`` (whether the target is within it)."""
+    if key not in _LIMITS or target is None:
+        return None
+    what, path = _LIMITS[key]
+    value = _get(results, *path)
+    if value is None:
+        return None
+    as_row = {"ratio": value, "ccactors": value}
+    return {"what": what, "value": value, "allows_target": target.met(as_row)}
+
+
 def _derive(results: dict[str, Any]) -> None:
     """Figures the rows need that are differences of others, added in place."""
     for side in ("direct", "ccactors"):
@@ -163,6 +186,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
                 zip(("direct", "ccactors", "ratio"), ISSUE_12_TODAY.get(key, ()), strict=False)
             ),
             "target": target.text if target else None,
+            "limit": _limit(key, target, results),
             "busy": _busy(results, ours_path[0]),
         }
         try:
@@ -190,7 +214,33 @@ def _ratio(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}x"
 
 
-HEADER = ("scenario", "direct SDK", "ccactors", "ratio", "issue 12: SDK / ours / ratio", "target")
+HEADER = (
+    "scenario",
+    "direct SDK",
+    "ccactors",
+    "ratio",
+    "issue 12: SDK / ours / ratio",
+    "target",
+    "limit",
+)
+
+
+def _limit_cell(row: dict[str, Any]) -> str:
+    limit = row.get("limit")
+    if not limit:
+        return ""
+    value = (
+        _ratio(limit["value"]) if row["target"].endswith("x") else _fmt(limit["value"], row["unit"])
+    )
+    return f"{value} ({limit['what']})"
+
+
+def _met_cell(row: dict[str, Any]) -> str:
+    text = {True: "yes", False: "NO", None: ""}[row["met"]]
+    limit = row.get("limit")
+    if row["met"] is False and limit and not limit["allows_target"]:
+        text += ", past the limit"
+    return text
 
 
 def table(table_rows: list[dict[str, Any]]) -> str:
@@ -213,7 +263,8 @@ def table(table_rows: list[dict[str, Any]]) -> str:
                 _ratio(row["ratio"]),
                 issue if today else "",
                 row["target"] or "",
-                {True: "yes", False: "NO", None: ""}[row["met"]],
+                _limit_cell(row),
+                _met_cell(row),
             )
         )
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
@@ -228,4 +279,9 @@ def table(table_rows: list[dict[str, Any]]) -> str:
     if any(row["busy"] for row in table_rows):
         text.append("* measured on a busy machine (the wait for a quiet one gave up)")
     text.append("issue 12: the issue's own measurement of ccactors before its work, for reference")
+    text.append(
+        "limit: the least this stack allows, measured in this run: the SDK's turn plus the HTTP "
+        "floor (quart-trio on hypercorn, httpx, no work: benchmarks/floor.py); the SDK alone, "
+        "which ccactors runs inside its server"
+    )
     return "\n".join(text)

@@ -16,7 +16,14 @@ import trio
 from .direct import Session
 from .measure import CpuMeter, TurnTiming, summary_ms, turns_summary
 from .plan import Bench
-from .server import Process, open_http, served_turn, start_ccactors, wait_for_stats
+from .server import (
+    Process,
+    open_http,
+    served_turn,
+    start_ccactors,
+    start_floor,
+    wait_for_stats,
+)
 
 FIVE = "[[chunks=5]]"  # a short reply, streamed as five deltas
 
@@ -48,20 +55,36 @@ def shifted(timing: TurnTiming, seconds: float) -> TurnTiming:
 
 
 async def warm(bench: Bench, direct: Session, http: httpx.AsyncClient) -> dict[str, Any]:
-    """Warm turns on a live session: TTFT and whole turn, five deltas each."""
+    """Warm turns on a live session: TTFT and whole turn, five deltas each. Beside them,
+    the HTTP floor (``floor.py``: the same stack and client, no work): the least any
+    front end on this stack adds to the SDK's turn, so ``limit`` is (SDK + floor) / SDK."""
     machine = await bench.quiet.wait("warm turn")
-    await direct.turn("warm up")
-    await served_turn(http, "warm", "warm up")
-    await wait_pool_full(http, bench.plan.pool)  # no refill competes with the timed turns
-    direct_turns, served = [], []
-    for n in range(bench.plan.warm_turns):
-        direct_turns.append(await direct.turn(f"warm {n} {FIVE}"))
-        served.append(await served_turn(http, "warm", f"warm {n} {FIVE}"))
-    return {
+    floor = start_floor(bench.root / "floor.log")
+    try:
+        async with open_http(floor.url) as floor_http:
+            await direct.turn("warm up")
+            await served_turn(http, "warm", "warm up")
+            await served_turn(floor_http, None, "warm up")
+            await wait_pool_full(http, bench.plan.pool)  # no refill competes with the turns
+            direct_turns, served, floors = [], [], []
+            for n in range(bench.plan.warm_turns):
+                direct_turns.append(await direct.turn(f"warm {n} {FIVE}"))
+                served.append(await served_turn(http, "warm", f"warm {n} {FIVE}"))
+                floors.append(await served_turn(floor_http, None, f"warm {n} {FIVE}"))
+    finally:
+        floor.stop()
+    results = {
         "machine": machine,
         "direct": turns_summary(direct_turns),
         "ccactors": turns_summary(served),
+        "floor": turns_summary(floors),
     }
+    results["limit"] = {
+        measure: round((sdk + results["floor"][measure]["p50"]) / sdk, 3)
+        for measure in ("ttft_ms", "turn_ms")
+        if (sdk := results["direct"][measure]["p50"]) and results["floor"][measure]["p50"]
+    }
+    return results
 
 
 def _relay_figures(turns: list[TurnTiming], cpu_s: float) -> dict[str, Any]:

@@ -67,16 +67,18 @@ class Process:
                 self.popen.stdout.close()
 
 
-def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) -> Process:
-    """Start ``python -m app <args>`` (a command that prints ``serving on <url>``) and wait
-    up to 60 s for its URL. Its stderr goes to ``log_path``.
+def spawn(
+    args: list[str], log_path: Path, env: dict[str, str] | None = None, module: str = "app"
+) -> Process:
+    """Start ``python -m <module> <args>`` (a command that prints ``serving on <url>``) and
+    wait up to 60 s for its URL. Its stderr goes to ``log_path``.
 
     Raises:
         RuntimeError: it exited or printed no URL in time (with its log).
     """
     with log_path.open("w") as log:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "app", *args],
+            [sys.executable, "-m", module, *args],
             cwd=PROJECT_ROOT,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -94,12 +96,18 @@ def spawn(args: list[str], log_path: Path, env: dict[str, str] | None = None) ->
                 return Process(match.group(1), popen, log_path)
     popen.kill()
     popen.wait()
-    raise RuntimeError(f"`ccactors {args[0]}` did not start:\n{log_path.read_text()[-4000:]}")
+    command = " ".join([module, *args])
+    raise RuntimeError(f"`python -m {command}` did not start:\n{log_path.read_text()[-4000:]}")
 
 
 def start_upstream(log_path: Path) -> Process:
     """``ccactors offline-upstream`` on a free port."""
     return spawn(["offline-upstream", "--port", "0"], log_path)
+
+
+def start_floor(log_path: Path) -> Process:
+    """The HTTP floor (``benchmarks/floor.py``) on a free port."""
+    return spawn([], log_path, module="benchmarks.floor")
 
 
 def upstream_env(upstream_url: str) -> dict[str, str]:

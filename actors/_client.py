@@ -202,10 +202,10 @@ def limit_starts(factory: ClientFactory, limiter: trio.CapacityLimiter) -> Clien
     """``factory``, starting at most ``limiter.total_tokens`` clients at once.
 
     A CLI's start (process spawn and the SDK's ``initialize`` handshake) costs about a
-    second of CPU. Many at once on a few cores starve each other and the running
-    sessions alike: every start takes longer than the CLIs' own timeouts allow, and
-    first-chunk timeouts then restart the CLIs, which costs more starts. Queued here,
-    each start gets its CPU. Only the start is limited, not the client's life.
+    second of CPU. Without a bound, a storm of new sessions on a few cores would leave
+    too little CPU for the running sessions and make every start outlast the SDK's
+    handshake timeout (60 s), and failed starts cost more starts. Only the start is
+    limited, not the client's life.
 
     A start waiting for its turn is cancelled like any other checkpoint.
     """

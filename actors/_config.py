@@ -29,7 +29,7 @@ class SupervisorConfig:
             an embedder whose sessions all have principal ``""`` leaves it ``None``.
         warm_pool_size: idle actors kept connected, ready to be adopted by new sessions.
         max_concurrent_starts: CLI processes starting (spawn and handshake) at once; more
-            wait their turn. ``None``: the number of CPUs.
+            wait their turn. ``None``: ``STARTS_PER_CPU`` (8) per CPU.
         mailbox_size: turns that may wait behind a session's running turn.
         max_turns_per_principal: turns one principal (API key) may have under way (queued
             or running) at once; one more is refused with ``PrincipalLimitError``.

@@ -309,6 +309,10 @@ MAX_FRAMES_PER_WRITE = 256
 # after the previous write (seconds): a stream costs fewer writes and wake-ups, and no
 # delta waits longer than this.
 COALESCE_S = 0.010
+# A write of this many frames or more marks a dense stream (1,600 or more a second): its
+# next write gathers for the whole COALESCE_S without waking for each event, so its last
+# frame (the turn's end included) may wait up to COALESCE_S.
+DENSE_FRAMES = 16
 
 
 async def _next_event(events: trio.MemoryReceiveChannel[SessionEvent]) -> SessionEvent | None:
@@ -364,34 +368,49 @@ async def stream_turn(
                         streamed.append(event)
                 return reply.encode(event), False
 
+            def take_queued(frames: list[bytes]) -> bool:
+                """Add the frames of the events queued now, without a checkpoint; whether
+                the turn is finished."""
+                while len(frames) < MAX_FRAMES_PER_WRITE:
+                    try:
+                        event = events.receive_nowait()
+                    except trio.WouldBlock:
+                        return False
+                    except trio.EndOfChannel:
+                        event = None
+                    more, finished = frames_for(event)
+                    frames += more
+                    if finished:
+                        return True
+                return False
+
             written = -math.inf  # when the last write went out
+            dense = False  # the last write carried DENSE_FRAMES or more
             while not finished:
                 frames = [reply.ping()]
                 with trio.move_on_at(deadline):
-                    event = await _next_event(events)
-                    frames, finished = frames_for(event)
-                    # And the events already queued behind it, without a checkpoint:
-                    # a burst of deltas is one write (one ASGI send, one syscall).
-                    while not finished and len(frames) < MAX_FRAMES_PER_WRITE:
-                        try:
-                            event = events.receive_nowait()
-                        except trio.WouldBlock:
-                            break
-                        except trio.EndOfChannel:
-                            event = None
-                        more, finished = frames_for(event)
-                        frames += more
+                    frames, finished = frames_for(await _next_event(events))
+                    # And the events already queued behind it: a burst of deltas is one
+                    # write (one ASGI send, one syscall).
+                    finished = finished or take_queued(frames)
                 # In a burst (the last write was under COALESCE_S ago), gather what
                 # arrives until COALESCE_S after it: fewer, larger writes. A write after
-                # a pause (the first text of a turn) goes out at once.
-                with trio.move_on_at(written + COALESCE_S):
-                    while not finished and len(frames) < MAX_FRAMES_PER_WRITE:
-                        more, finished = frames_for(await _next_event(events))
-                        frames += more
+                # a pause (the first text of a turn) goes out at once. In a dense stream,
+                # sleep to the end of that window and take what came then, rather than
+                # waking for each event (a scheduler pass per delta).
+                if dense and not finished:
+                    await trio.sleep_until(written + COALESCE_S)
+                    finished = take_queued(frames)
+                else:
+                    with trio.move_on_at(written + COALESCE_S):
+                        while not finished and len(frames) < MAX_FRAMES_PER_WRITE:
+                            more, finished = frames_for(await _next_event(events))
+                            frames += more
                 if frames:
                     yield b"".join(frames)
                     written = trio.current_time()
                     deadline = written + ping_s
+                    dense = len(frames) >= DENSE_FRAMES
     finally:
         if placement is not None:
             placement.release()

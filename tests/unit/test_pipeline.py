@@ -97,15 +97,21 @@ async def test_turn_that_only_runs_tools_still_writes_a_ping_every_interval(
     assert_pinged_while_tools_ran(chunks, ping)
 
 
-async def test_a_burst_of_deltas_goes_out_in_few_writes_and_all_of_it(tmp_path):
+@pytest.mark.parametrize(
+    ("deltas", "chunk_delay"), [(60, 0.0005), (2000, 0.0)], ids=["burst", "dense"]
+)
+async def test_a_burst_of_deltas_goes_out_in_few_writes_and_all_of_it(
+    tmp_path, deltas, chunk_delay
+):
     """Deltas that come faster than ``COALESCE_S`` apart are written together: a burst
     of 60 deltas half a millisecond apart takes far fewer writes than deltas, and every
-    delta arrives, in order."""
+    delta arrives, in order. So does a dense stream (2,000 deltas as fast as the actor
+    relays them), which fills the caller's event buffer while the writer sleeps out its
+    windows; the turn still ends."""
     settings = Settings(state_dir=tmp_path, port=0)
-    deltas = 60
     factory = ScriptedClientFactory(
         script=lambda prompt, history: text_reply(
-            "".join(f"<{n}>" for n in range(deltas)), chunks=deltas, chunk_delay=0.0005
+            "".join(f"<{n}>" for n in range(deltas)), chunks=deltas, chunk_delay=chunk_delay
         )
     )
     with trio.fail_after(GUARD_S):
@@ -118,6 +124,8 @@ async def test_a_burst_of_deltas_goes_out_in_few_writes_and_all_of_it(tmp_path):
         if line.startswith(b"data: ") and b'"text_delta"' in line
     ]
     assert "".join(texts) == "".join(f"<{n}>" for n in range(deltas))
+    events = [line for line in body.splitlines() if line.startswith(b"event: ")]
+    assert events[-1] == b"event: message_stop", events[-3:]
     writes_with_text = sum(b'"text_delta"' in chunk for _, chunk in chunks)
     assert writes_with_text <= deltas // 3, writes_with_text
 

@@ -103,6 +103,28 @@ async def test_stream_idle_timeout_fires_after_the_last_message_and_keeps_the_cl
         assert sup.stats()["timeouts"] == {"first_chunk": 0, "stream_idle": 1}
 
 
+async def test_stream_idle_timeout_counts_from_the_last_of_many_messages(
+    tmp_path, autojump_clock
+):
+    """A stream that flows for longer than stream_idle_timeout_s (deltas 20 s apart up to
+    40 s) and then stalls fails at exactly 30 s after its last message, not after its
+    first."""
+
+    def flows_then_stalls(prompt, history):
+        *steps, result = text_reply("abc", chunks=3, chunk_delay=20)
+        return [*steps, Step(math.inf, result)]
+
+    factory = ScriptedClientFactory(script=flows_then_stalls)
+    cfg = config(tmp_path, first_chunk_timeout_s=10, stream_idle_timeout_s=30)
+    async with open_supervisor(cfg, factory) as sup:
+        t0 = trio.current_time()
+        events = await ask(sup, SessionKey("s"), "flow, then stall")
+        assert trio.current_time() - t0 == 40 + 30
+        assert sup.stats()["timeouts"] == {"first_chunk": 0, "stream_idle": 1}
+    assert text_of(events) == "abc"
+    assert events[-1].reason == "timeout"
+
+
 async def test_timeouts_do_not_fire_before_their_deadlines(tmp_path, autojump_clock):
     """A first message just inside first_chunk_timeout_s and deltas just inside
     stream_idle_timeout_s of each other make a normal, complete turn."""

@@ -103,9 +103,7 @@ async def test_stream_idle_timeout_fires_after_the_last_message_and_keeps_the_cl
         assert sup.stats()["timeouts"] == {"first_chunk": 0, "stream_idle": 1}
 
 
-async def test_stream_idle_timeout_counts_from_the_last_of_many_messages(
-    tmp_path, autojump_clock
-):
+async def test_stream_idle_timeout_counts_from_the_last_of_many_messages(tmp_path, autojump_clock):
     """A stream that flows for longer than stream_idle_timeout_s (deltas 20 s apart up to
     40 s) and then stalls fails at exactly 30 s after its last message, not after its
     first."""

@@ -80,6 +80,13 @@ class Session:
     connect_s: float
     claude_session_id: str | None = None
 
+    async def warm_up(self, model: str) -> None:
+        """What ccactors' warm pool does to a CLI before a session adopts it
+        (``SessionActor._warm_up``): switch it to ``model``, then ask for its context
+        usage (a control request; nothing enters the conversation)."""
+        await self.client.set_model(model)
+        await self.client.get_context_usage()
+
     async def turn(self, prompt: str) -> TurnTiming:
         """One turn: send ``prompt``, read to the result message; its timings. A turn
         not over within ``TURN_LIMIT_S`` is given up (``error``; the client is then

@@ -117,6 +117,7 @@ _LIMITS: dict[str, tuple[str, tuple[str, ...]]] = {
     "warm_ttft": ("SDK + HTTP floor", ("warm", "limit", "ttft_ms")),
     "warm_turn": ("SDK + HTTP floor", ("warm", "limit", "turn_ms")),
     "cpu_per_delta": ("the SDK alone", ("relay", "direct", "cpu_us_per_delta")),
+    "new_pool_vs_warm": ("SDK: warmed-up CLI's 1st turn", ("new", "warm_pool", "limit_vs_warm")),
 }
 
 
@@ -134,7 +135,11 @@ def _limit(key: str, target: Target | None, results: dict[str, Any]) -> dict[str
 
 
 def _derive(results: dict[str, Any]) -> None:
-    """Figures the rows need that are differences of others, added in place."""
+    """Figures the rows need that are differences or ratios of others, added in place."""
+    warmed = _get(results, "new", "warm_pool", "direct", "warmed_first_turn", "turn_ms", "p50")
+    warm = _get(results, "warm", "direct", "turn_ms", "p50")
+    if warmed and warm:
+        results["new"]["warm_pool"]["limit_vs_warm"] = round(warmed / warm, 3)
     for side in ("direct", "ccactors"):
         new = _get(results, "new", "warm_pool", side)
         if new:
@@ -282,6 +287,6 @@ def table(table_rows: list[dict[str, Any]]) -> str:
     text.append(
         "limit: the least this stack allows, measured in this run: the SDK's turn plus the HTTP "
         "floor (quart-trio on hypercorn, httpx, no work: benchmarks/floor.py); the SDK alone, "
-        "which ccactors runs inside its server"
+        "which ccactors runs inside its server; a fresh CLI warmed up as the warm pool does it"
     )
     return "\n".join(text)

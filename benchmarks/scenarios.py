@@ -17,6 +17,7 @@ from .direct import Session
 from .measure import CpuMeter, TurnTiming, summary_ms, turns_summary
 from .plan import Bench
 from .server import (
+    MODEL,
     Process,
     open_http,
     served_turn,
@@ -138,9 +139,11 @@ async def new_sessions(
 ) -> tuple[dict[str, Any], list[str]]:
     """New sessions one at a time: a fresh SDK client (connect, first turn, second turn)
     against a new ccactors session (first turn, second turn), the warm pool (if any)
-    full before each. Returns the figures and the SDK's Claude session ids."""
+    full before each. With a pool, also a fresh SDK client warmed up as the pool warms
+    its CLIs, then its first turn: the best a warm pool can do (``warmed_first_turn``).
+    Returns the figures and the SDK's Claude session ids."""
     machine = await bench.quiet.wait(f"new session, warm pool of {pool}")
-    connect, first, second, both = [], [], [], []
+    connect, first, second, both, warmed = [], [], [], [], []
     served_first, served_second = [], []
     claude_ids = []
     for n in range(bench.plan.new_sessions):
@@ -151,6 +154,10 @@ async def new_sessions(
         connect.append(session.connect_s)
         both.append(shifted(first[-1], session.connect_s))
         claude_ids.append(session.claude_session_id or "")
+        if pool:
+            async with bench.direct.open() as session:
+                await session.warm_up(MODEL)
+                warmed.append(await session.turn(f"warmed {n} {FIVE}"))
         await wait_pool_full(http, pool)
         served_first.append(await served_turn(http, f"{prefix}-{n}", f"new {n} {FIVE}"))
         await wait_pool_full(http, pool)
@@ -163,6 +170,7 @@ async def new_sessions(
             "first_turn": turns_summary(first),
             "second_turn": turns_summary(second),
             "connect_and_first_turn": turns_summary(both),
+            **({"warmed_first_turn": turns_summary(warmed)} if pool else {}),
         },
         "ccactors": {
             "first_turn": turns_summary(served_first),

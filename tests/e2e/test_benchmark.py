@@ -46,8 +46,8 @@ ROWS = {
 def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path) -> None:
     """``python -m benchmarks --quick`` completes, prints the side-by-side table, and
     its JSON holds every scenario with figures for both contenders, every table row,
-    the HTTP floor's turns and the limits taken from it, and every streamed delta the
-    relay asked for."""
+    the HTTP floor's and the warmed-up SDK client's turns and the limits taken from
+    them, and every streamed delta the relay asked for."""
     claude_cli()
     path = tmp_path / "bench.json"
     done = subprocess.run(
@@ -73,7 +73,8 @@ def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path)
     assert warm["floor"]["deltas"] == 5 * warm["floor"]["turns"] > 0
     assert warm["limit"]["ttft_ms"] > 1 and warm["limit"]["turn_ms"] > 1
     limited = {row["key"]: row["limit"] for row in result["rows"] if row["limit"]}
-    assert limited.keys() == {"warm_ttft", "warm_turn", "cpu_per_delta"}
+    assert limited.keys() == {"warm_ttft", "warm_turn", "cpu_per_delta", "new_pool_vs_warm"}
+    assert result["new"]["warm_pool"]["direct"]["warmed_first_turn"]["turns"] > 0
     assert limited["warm_ttft"]["value"] == warm["limit"]["ttft_ms"]
     relay = result["relay"]
     assert relay["direct"]["deltas"] == relay["ccactors"]["deltas"]

@@ -284,9 +284,11 @@ def table(table_rows: list[dict[str, Any]]) -> str:
     if any(row["busy"] for row in table_rows):
         text.append("* measured on a busy machine (the wait for a quiet one gave up)")
     text.append("issue 12: the issue's own measurement of ccactors before its work, for reference")
-    text.append(
-        "limit: the least this stack allows, measured in this run: the SDK's turn plus the HTTP "
-        "floor (quart-trio on hypercorn, httpx, no work: benchmarks/floor.py); the SDK alone, "
-        "which ccactors runs inside its server; a fresh CLI warmed up as the warm pool does it"
-    )
+    if any(row.get("limit") for row in table_rows):
+        text.append(
+            "limit: the least this stack allows, measured in this run: the SDK's turn plus the "
+            "HTTP floor (quart-trio on hypercorn, httpx, no work: benchmarks/floor.py); the SDK "
+            "alone, which ccactors runs inside its server; a fresh CLI warmed up as the warm "
+            "pool does it"
+        )
     return "\n".join(text)

@@ -42,11 +42,12 @@ log = logging.getLogger(__name__)
 
 # CLIs starting at once per CPU when ``max_concurrent_starts`` is unset. A session's first
 # turn waits for its CLI, so with N sessions opened together the slowest first turn comes
-# when the last start ends. Measured on 2 CPUs (first-turn TTFT p99 as a ratio to the SDK
-# alone starting every CLI at once): 16 sessions, 1 per CPU 1.48-1.69x, 2 per CPU
-# 1.12-1.19x, 8 per CPU (all at once) 0.89-1.16x; 32 sessions, 1 per CPU 1.50x, 4 per
-# CPU 1.32x, 8 per CPU 1.09-1.45x, all 32 at once 0.82x, none failing. Starts in waves leave
-# the later waves competing with the turns of the sessions already up.
+# when the last start ends. Measured on 2 CPUs (TTFT p99 as a ratio to the SDK alone
+# starting every CLI at once; docs/reference/benchmarks.md): 16 sessions, 1 per CPU
+# 1.48-1.69x, 2 per CPU 1.12-1.19x, 4 per CPU 1.15-1.58x, 8 per CPU (all at once)
+# 0.89-1.16x; 32 sessions, 1 per CPU 1.50x, 4 per CPU 1.32x, 8 per CPU 1.09-1.45x, all
+# 32 at once 0.82x; no turn failed. Started in waves, the later waves compete with the
+# turns of the sessions already up.
 STARTS_PER_CPU = 8
 
 

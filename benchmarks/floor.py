@@ -3,8 +3,9 @@
 ``python -m benchmarks.floor`` serves one route, ``POST /v1/messages``, with quart-trio
 on hypercorn (ccactors' hypercorn configuration) in its own process, as ccactors runs.
 It parses the request's JSON body and streams a five-delta Anthropic reply made of
-constant bytes, yielded in the pieces ccactors writes a warm turn in (the head of the
-stream, the first delta, the other deltas, the end), so the same socket writes happen.
+constant bytes (built once, at import, by ccactors' own SSE encoder), yielded in the
+pieces ccactors writes a warm turn in (the head of the stream, the first delta, the
+other deltas, the end), so the same socket writes happen.
 There is no actor, no CLI and no model: timed with the benchmark's own HTTP client, its
 time to the first delta and to the end of the stream is the least any front end on
 this stack pays for a turn, beside the direct SDK's. Prints ``serving on <url>``.
@@ -13,9 +14,9 @@ this stack pays for a turn, beside the direct SDK's. Prints ``serving on <url>``
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import hypercorn.trio
 import quart
@@ -24,10 +25,11 @@ from quart_trio import QuartTrio
 
 from app._server import hypercorn_config
 from app._settings import Settings
+from app.wire._sse import encode_sse
 
 
-def _frame(event: dict[str, object]) -> bytes:
-    return f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode()
+def _frame(event: dict[str, Any]) -> bytes:
+    return encode_sse(event["type"], event)
 
 
 def _delta(text: str) -> bytes:

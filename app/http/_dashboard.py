@@ -68,8 +68,8 @@ from ._management import (
 from ._metrics import Metrics
 from ._openapi import Doc, Reply, documented
 from ._overview import TurnRate, overview
-from ._pipeline import session_key
 from ._requests import current_principal
+from ._session_ids import session_key
 from ._shapes import (
     AnthropicError,
     DashboardConversation,

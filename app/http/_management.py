@@ -42,8 +42,8 @@ from ..wire._problems import RequestError, describe
 from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._limits import PerKeyCap
 from ._openapi import Doc, Reply, documented
-from ._pipeline import session_key
 from ._requests import current_principal
+from ._session_ids import session_key
 from ._shapes import Interrupted, Session, SessionDeleted, SessionMessages, SessionPage
 
 T = TypeVar("T")

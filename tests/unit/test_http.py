@@ -25,7 +25,7 @@ from actors._types import TurnCompleted, TurnFailed, Usage
 from actors.testing import ScriptedClientFactory, text_reply
 from app._settings import Settings
 from app.http._app import create_app
-from app.http._pipeline import session_id_from
+from app.http._session_ids import session_id_from
 from app.wire._anthropic import StreamEncoder
 
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}

@@ -116,6 +116,18 @@ class SessionActor:
             model).
     """
 
+    # Slots, not a __dict__: a hibernated session keeps its actor (~1.2 KiB less each).
+    __slots__ = (
+        "key", "cwd", "one_turn", "state", "started", "live", "cli_pid",
+        "claude_session_id", "model", "turns", "restarts", "dead_letters", "last_error",
+        "timeouts", "created_at", "last_active_at", "fanout", "scope", "done",
+        "closing_reason", "forgotten", "handed_off", "fork_from", "warm_model",
+        "_handing_off", "_runner", "_client_factory", "_policy", "_slots", "_on_retire",
+        "_on_idle", "_observer", "_mailbox_send", "_mailbox_receive", "_permissions",
+        "_idle_since", "_waiting", "_wake_up", "_current", "_carry", "_served",
+        "_restart_times", "_task_status",
+    )  # fmt: skip
+
     def __init__(
         self,
         key: SessionKey | None,
@@ -173,7 +185,8 @@ class SessionActor:
         self._current: Envelope | None = None  # the running turn
         self._carry: Envelope | None = None  # a turn in hand, to run on the next client
         self._served = False  # this lifetime ran a turn (see ``evictable``)
-        self._restart_times: collections.deque[float] = collections.deque()
+        self._restart_times: list[float] = []  # a deque would take ~0.5 KiB when empty
+        self._task_status: trio.TaskStatus[SessionActor] | None = None  # while starting
 
     # -- Called by other tasks (none of these is a checkpoint) ------------------------
 
@@ -313,10 +326,14 @@ class SessionActor:
         If cancelled (``close``, supervisor shutdown), the running turn gets
         ``TurnFailed(reason="session_closed")`` and the client is closed.
         """
+        # Held only until started: it refers to the task that started this one, which
+        # a hibernated session would otherwise keep for as long as it is remembered.
+        self._task_status = task_status
+        del task_status
         try:
             while True:
                 try:
-                    await self._lifetime(task_status)
+                    await self._lifetime()
                 except ClientError as exc:
                     if not self.started:
                         raise
@@ -360,7 +377,7 @@ class SessionActor:
         self.claude_session_id = None
         self.fork_from = None
 
-    async def _lifetime(self, task_status: trio.TaskStatus[SessionActor]) -> None:
+    async def _lifetime(self) -> None:
         """One CLI lifetime: take a live slot, open a client (resuming), serve turns, and
         close it when the session hibernates.
 
@@ -387,7 +404,7 @@ class SessionActor:
         try:
             async with self._client_factory(spec) as client:
                 connected = True
-                failure = await self._connected(client, task_status, cli_model)
+                failure = await self._connected(client, cli_model)
             if failure is not None:
                 raise failure
         except ClientError as exc:
@@ -398,12 +415,7 @@ class SessionActor:
             self.live, self.cli_pid = False, None
             self._slots.release(self)
 
-    async def _connected(
-        self,
-        client: ClaudeClient,
-        task_status: trio.TaskStatus[SessionActor],
-        cli_model: str | None,
-    ) -> ClientError | None:
+    async def _connected(self, client: ClaudeClient, cli_model: str | None) -> ClientError | None:
         """Serve turns on a connected client (running ``cli_model``, if known) until the
         session hibernates (``None``) or the client fails (the ``ClientError``, returned
         so it does not travel through a nursery)."""
@@ -416,9 +428,10 @@ class SessionActor:
         # must not hibernate the CLI before the turn that started it is handed over.
         self._idle_since = trio.current_time()
         self._on_idle()  # a waiter for a live slot may take this one's now
-        if not self.started:
+        if self._task_status is not None:
             self.started = True
-            task_status.started(self)
+            self._task_status.started(self)
+            self._task_status = None
         runner = self._runner = TurnRunner(
             client,
             TurnDeadlines(
@@ -535,8 +548,8 @@ class SessionActor:
         now = trio.current_time()
         self.last_error = str(exc)
         self._restart_times.append(now)
-        while self._restart_times[0] < now - self._policy.restart_window_s:
-            self._restart_times.popleft()
+        recent = now - self._policy.restart_window_s
+        self._restart_times = [t for t in self._restart_times if t >= recent]
         if len(self._restart_times) > self._policy.max_restarts:
             message = (
                 f"Claude Code failed {len(self._restart_times)} times within "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import contextvars
 import logging
 import os
 import uuid
@@ -140,6 +141,10 @@ class Supervisor:
         starts = config.max_concurrent_starts or STARTS_PER_CPU * (os.cpu_count() or 1)
         self._client_factory = limit_starts(client_factory, trio.CapacityLimiter(starts))
         self._nursery = nursery
+        # The context of the task that opened the supervisor: an actor is started in a
+        # copy of it, not of the caller's (a request's), whose variables (the request,
+        # its id in log lines) would otherwise live as long as the session.
+        self._context = contextvars.copy_context()
         self._sessions: dict[SessionKey, SessionActor] = {}
         self._starting: dict[SessionKey, _Start] = {}
         self._slots = LiveSlots(
@@ -455,7 +460,9 @@ class Supervisor:
                 )
             self._slots.check_share(key.principal)
             start = self._starting[key] = _Start()
-            self._nursery.start_soon(self._spawn, key, start, one_turn, fork, system, model)
+            self._context.run(
+                self._nursery.start_soon, self._spawn, key, start, one_turn, fork, system, model
+            )
         await start.done.wait()
         if isinstance(start.error, RetryLaterError):
             raise start.error
@@ -544,9 +551,13 @@ class Supervisor:
     ) -> None:
         """Run one actor until it ends; a failure after its start is logged, counted and
         the actor forgotten (a failure before it is re-raised to ``nursery.start``)."""
+        # The actor holds ``task_status`` only until it has started (it refers to the
+        # starting task): this frame must not hold it for the session's life either.
+        run = actor.run(task_status=task_status)
+        del task_status
         try:
             with actor.scope:
-                await actor.run(task_status=task_status)
+                await run
         except Exception:
             if not actor.started:
                 raise

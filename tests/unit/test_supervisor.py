@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextvars
+import gc
 import math
 import re
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -498,3 +501,38 @@ async def test_at_most_max_concurrent_starts_clis_start_at_once(tmp_path, autoju
                 nursery.start_soon(one, name)
     assert sorted(t for _, t in answered) == [1, 1, 2, 2, 3]
     assert sorted(text for text, _ in answered) == [f"echo: {n} #1" for n in "abcde"]
+
+
+caller_var: contextvars.ContextVar[object] = contextvars.ContextVar("caller_var", default=None)
+
+
+async def test_a_session_keeps_nothing_of_the_caller_that_started_it(tmp_path, autojump_clock):
+    """An actor runs in a copy of the supervisor's context, not of the caller's that
+    started it: what a request's context holds (the request, its id for log lines)
+    is neither seen by the session nor kept alive for the session's life."""
+    factory = ScriptedClientFactory()
+    seen: list[object] = []
+
+    def recording_factory(spec):  # entered in the actor's task
+        seen.append(caller_var.get())
+        return factory(spec)
+
+    class Request:
+        pass
+
+    refs: list[weakref.ref[Request]] = []
+
+    async def caller(sup, session: str) -> None:
+        request = Request()
+        refs.append(weakref.ref(request))
+        caller_var.set(request)
+        await ask(sup, SessionKey(session), "hi")
+
+    async with open_supervisor(config(tmp_path, idle_ttl_s=60), recording_factory) as sup:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(caller, sup, "s1")
+        await trio.sleep(61)  # hibernated: the actor waits for its next turn
+        assert not sup.session(SessionKey("s1")).live
+        gc.collect()
+        assert seen == [None]
+        assert [ref() for ref in refs] == [None]

@@ -59,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--turns", type=int, help="load: turns per session (default 10)")
     parser.add_argument("--live", type=int, help="load: max_live_sessions (default: sessions)")
     parser.add_argument("--pool", type=int, help="warm_pool_size (default 2)")
+    parser.add_argument(
+        "--memory-loads",
+        type=int,
+        help="load: untimed loads alike after it, for the memory figure (default 2)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(
         "--max-load",
@@ -78,7 +83,7 @@ def plan_of(args: argparse.Namespace) -> Plan:
     plan = Plan.quick() if args.quick else Plan()
     overrides = {
         name: getattr(args, name)
-        for name in ("sessions", "turns", "live", "pool")
+        for name in ("sessions", "turns", "live", "pool", "memory_loads")
         if getattr(args, name) is not None
     }
     return replace(plan, **overrides)

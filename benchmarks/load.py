@@ -10,6 +10,7 @@ connect; a ccactors session adopting a warm actor or starting one).
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -116,9 +117,33 @@ def _disk(server_state: Any) -> dict[str, int]:
     return {"store": store, "transcripts": directory_bytes(server_state / "claude" / "projects")}
 
 
+async def _hibernated_load(http: Any, bench: Bench, prefix: str) -> None:
+    """N new sessions x M turns all at once, as the timed load (untimed), then until
+    every one has hibernated and the warm pool is full again."""
+    plan = bench.plan
+
+    async def one(s: int) -> None:
+        for n in range(plan.turns):
+            await served_turn(http, f"{prefix}-{s}", f"turn {n} {FIVE}")
+
+    async with trio.open_nursery() as nursery:
+        for s in range(plan.sessions):
+            nursery.start_soon(one, s)
+    await _until_hibernated(http, bench, prefix)
+
+
+async def _until_hibernated(http: Any, bench: Bench, prefix: str) -> None:
+    with trio.fail_after(bench.plan.idle_ttl_s + 120):
+        for s in range(bench.plan.sessions):
+            await wait_hibernated(http, f"{prefix}-{s}")
+    await wait_pool_full(http, min(bench.plan.pool, bench.plan.max_live))
+    await trio.sleep(1)  # closing CLIs' last buffers are read and freed
+
+
 async def run_load(bench: Bench) -> dict[str, Any]:
     """The load scenario: direct, then ccactors, then the server's memory once every
-    load session has hibernated."""
+    load session has hibernated, and once as many sessions again have, in loads alike
+    (``plan.memory_loads``)."""
     plan = bench.plan
     settings = {
         "max_live_sessions": plan.max_live,
@@ -129,54 +154,54 @@ async def run_load(bench: Bench) -> dict[str, Any]:
     state = bench.state_dir("load")
     server = start_ccactors(state, bench.upstream_url, settings)
     try:
-        async with open_http(server.url) as http:
+        async with open_http(server.url, connections=plan.sessions + 4) as http:
             await wait_pool_full(http, settings["warm_pool_size"])
-            rss_before, disk_before = server.rss_bytes(), _disk(state)
+            rss = [server.rss_bytes()]
+            disk_before = _disk(state)
             machine = await bench.quiet.wait(f"load, {plan.sessions} x {plan.turns} SDK")
             direct = await direct_load(bench)
             served_machine = await bench.quiet.wait(
                 f"load, {plan.sessions} x {plan.turns} ccactors"
             )
             served = await served_load(bench, server)
-            with trio.fail_after(plan.idle_ttl_s + 120):
-                for s in range(plan.sessions):
-                    await wait_hibernated(http, f"load-{s}")
-            await wait_pool_full(http, settings["warm_pool_size"])
-            await trio.sleep(1)  # closing CLIs' last buffers are read and freed
-            rss_after, disk_after = server.rss_bytes(), _disk(state)
-            # The marginal cost: as many sessions again, one turn each, now that the
-            # server's one-time growth (threads, caches, allocator arenas) is behind it.
-            for s in range(plan.sessions):
-                await served_turn(http, f"more-{s}", "hello")
-            with trio.fail_after(plan.idle_ttl_s + 120):
-                for s in range(plan.sessions):
-                    await wait_hibernated(http, f"more-{s}")
-            await wait_pool_full(http, settings["warm_pool_size"])
-            await trio.sleep(1)
-            rss_more = server.rss_bytes()
+            await _until_hibernated(http, bench, "load")
+            rss.append(server.rss_bytes())
+            disk_after = _disk(state)
+            # What one more hibernated session costs, once the one-time growth of the
+            # first loads (caches, allocator arenas) is behind the server: as many
+            # sessions again, in loads of the same shape.
+            for n in range(plan.memory_loads):
+                await _hibernated_load(http, bench, f"more{n}")
+                rss.append(server.rss_bytes())
     finally:
         server.stop()
-    hibernated = plan.sessions
+    per_session = [round((b - a) / 1024 / plan.sessions, 1) for a, b in itertools.pairwise(rss)]
     memory = {
         "measured": (
-            "growth of the server process's RSS (its CLIs excluded) and of its session "
-            "store and the CLIs' transcripts, from before the load (warm pool full) to "
-            "after every load session hibernated (warm pool full again), per session; "
-            "rss_kib_per_more_session: the growth from as many more sessions, one turn "
-            "each, once hibernated (the marginal cost, without the first load's one-time "
-            "growth)"
+            "growth of the server process's RSS (its CLIs excluded) from before a load "
+            "of N sessions x M turns (warm pool full) to after every one of its sessions "
+            "hibernated (warm pool full again), per session: the timed load first "
+            "(rss_kib_per_session), then as many new sessions in each of memory_loads "
+            "loads alike; rss_kib_per_more_session is over all of those, the cost of one "
+            "more hibernated session once the first load's one-time growth is behind; "
+            "the session store's and the CLIs' transcripts' growth over the timed load"
         ),
-        "sessions": hibernated,
+        "sessions": plan.sessions,
         "turns_each": plan.turns,
-        "rss_before_mib": round(rss_before / 2**20, 1),
-        "rss_after_mib": round(rss_after / 2**20, 1),
-        "rss_kib_per_session": round((rss_after - rss_before) / 1024 / hibernated, 1),
-        "rss_kib_per_more_session": round((rss_more - rss_after) / 1024 / hibernated, 1),
+        "memory_loads": plan.memory_loads,
+        "rss_mib_after_each_load": [round(r / 2**20, 1) for r in rss],
+        "rss_kib_per_session_by_load": per_session,
+        "rss_kib_per_session": per_session[0],
+        "rss_kib_per_more_session": (
+            round((rss[-1] - rss[1]) / 1024 / (plan.sessions * plan.memory_loads), 1)
+            if plan.memory_loads
+            else None
+        ),
         "store_kib_per_session": round(
-            (disk_after["store"] - disk_before["store"]) / 1024 / hibernated, 1
+            (disk_after["store"] - disk_before["store"]) / 1024 / plan.sessions, 1
         ),
         "transcript_kib_per_session": round(
-            (disk_after["transcripts"] - disk_before["transcripts"]) / 1024 / hibernated, 1
+            (disk_after["transcripts"] - disk_before["transcripts"]) / 1024 / plan.sessions, 1
         ),
     }
     return {

@@ -27,6 +27,8 @@ class Plan:
         sessions, turns: the concurrent load, N sessions x M turns.
         live: ``max_live_sessions`` of the load server (default: ``sessions``).
         pool: ``warm_pool_size`` of the servers that have a pool.
+        memory_loads: untimed loads alike after the timed one, for the memory a
+            hibernated session costs once the server's one-time growth is behind it.
         idle_ttl_s: ``session_idle_ttl_s`` of the servers (sessions hibernate between
             scenarios; each scenario warms its session up first).
     """
@@ -42,6 +44,7 @@ class Plan:
     turns: int = 10
     live: int | None = None
     pool: int = 2
+    memory_loads: int = 2
     idle_ttl_s: float = 3.0
 
     @classmethod
@@ -58,6 +61,7 @@ class Plan:
             sessions=2,
             turns=2,
             pool=1,
+            memory_loads=1,
             idle_ttl_s=2.0,
         )
 

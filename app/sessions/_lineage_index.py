@@ -243,6 +243,15 @@ class LineageIndex(Observer):
                 self.store.record_parent(principal, mark.session_id, parent)
 
     def _add(self, principal: str, mark: Mark) -> None:
+        head = self._heads.get((principal, mark.session_id))
+        if (
+            head is not None
+            and head.claude_session_id == mark.claude_session_id
+            and head.claude_session_id is not mark.claude_session_id
+        ):
+            # A session's marks share one copy of its Claude session id (a new string
+            # from the CLI's JSON every turn, kept for as long as the session is).
+            mark = replace(mark, claude_session_id=head.claude_session_id)
         self._sessions_of[principal].add(mark.session_id)
         self._hashes_of[principal].add(mark.hash)
         self._by_hash[principal, mark.hash].append(mark)

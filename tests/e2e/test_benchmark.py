@@ -38,7 +38,7 @@ ROWS = {
     "resume",
     "hol",
     "memory",
-    "memory_more",
+    "memory_first",
     "memory_store",
 }
 
@@ -82,4 +82,6 @@ def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path)
     load = result["load"]
     assert len(load["ccactors"]["turns_detail"]) == plan["sessions"] * plan["turns"]
     assert len(load["direct"]["turns_detail"]) == plan["sessions"] * plan["turns"]
-    assert result["memory"]["ccactors"]["sessions"] == plan["sessions"]
+    memory = result["memory"]["ccactors"]
+    assert memory["sessions"] == plan["sessions"]
+    assert len(memory["rss_kib_per_session_by_load"]) == 1 + plan["memory_loads"] >= 2

@@ -177,7 +177,7 @@ def _connect(path: Path, migrations: Sequence[Migration]) -> sqlite3.Connection:
     path.touch(mode=0o600)  # private from the start: before sqlite writes anything to it
     connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
+        _configure(connection)
         _adopt(connection)
         apply_migrations(connection, "sqlite", migrations)
         connection.execute("SELECT count(*) FROM sessions").fetchone()
@@ -196,9 +196,21 @@ def _connect(path: Path, migrations: Sequence[Migration]) -> sqlite3.Connection:
         )
         path.rename(aside)
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        connection.execute("PRAGMA journal_mode=WAL")
+        _configure(connection)
         apply_migrations(connection, "sqlite", migrations)
         return connection
+
+
+def _configure(connection: sqlite3.Connection) -> None:
+    """Make ``connection``'s database write-ahead logged, syncing to disk at checkpoints
+    rather than at every commit (``synchronous=NORMAL``, SQLite's advice for WAL: a
+    commit can be lost to a power failure, never to a crash of the server, and the file
+    is never corrupted). A turn writes several records:
+    with a sync each (``FULL``) a commit took ~630 µs on this machine's disk, ~30 µs
+    without, and warm turns were ~2 ms slower (TTFT 1.23x-1.25x the SDK alone against
+    1.16x-1.21x, three benchmark runs each, alternating)."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=NORMAL")
 
 
 def _damaged(exc: sqlite3.DatabaseError) -> bool:

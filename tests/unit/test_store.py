@@ -168,3 +168,16 @@ async def test_an_older_database_gains_the_session_model_column(tmp_path):
         store.turn_ended(turn)
         assert (await store.load(key)).model == "sonnet"
         assert [r.model for r in await store.records("alice")] == ["sonnet"]
+
+
+def test_the_sqlite_store_is_write_ahead_logged_and_syncs_at_checkpoints(tmp_path):
+    """A commit does not wait for the disk (synchronous=NORMAL, with WAL): a turn's
+    records cost ~30 µs each instead of a ~630 µs fsync (docstring of ``_configure``)."""
+    from app.sessions._backends import SqliteBackend
+
+    backend = SqliteBackend(tmp_path / "sessions.sqlite3")
+    try:
+        assert backend.connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert backend.connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    finally:
+        backend.close()

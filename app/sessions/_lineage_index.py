@@ -125,10 +125,10 @@ class LineageIndex(Observer):
         self._heads: dict[tuple[str, str], Mark] = {}
         self._parents: dict[tuple[str, str], Parent] = {}
         self._taken: collections.Counter[tuple[str, str]] = collections.Counter()
-        # Per principal, the session ids and hashes its keys above may use (a superset),
-        # so ``refresh`` drops one principal's entries without scanning everyone's.
+        # Per principal, the session ids its keys above may use (a superset), so
+        # ``refresh`` drops one principal's entries without scanning everyone's (its
+        # hashes are those of its sessions' marks).
         self._sessions_of: dict[str, set[str]] = collections.defaultdict(set)
-        self._hashes_of: dict[str, set[str]] = collections.defaultdict(set)
 
     def load(
         self,
@@ -151,10 +151,10 @@ class LineageIndex(Observer):
             return
         marks, parents = await self.store.lineage(principal)
         for session_id in self._sessions_of.pop(principal, ()):
-            for table in (self._by_session, self._heads, self._parents):
-                table.pop((principal, session_id), None)
-        for hash_ in self._hashes_of.pop(principal, ()):
-            self._by_hash.pop((principal, hash_), None)
+            for mark in self._by_session.pop((principal, session_id), ()):
+                self._by_hash.pop((principal, mark.hash), None)
+            self._heads.pop((principal, session_id), None)
+            self._parents.pop((principal, session_id), None)
         self.load(marks, parents)
 
     # -- Resolving ---------------------------------------------------------------------
@@ -253,7 +253,6 @@ class LineageIndex(Observer):
             # from the CLI's JSON every turn, kept for as long as the session is).
             mark = replace(mark, claude_session_id=head.claude_session_id)
         self._sessions_of[principal].add(mark.session_id)
-        self._hashes_of[principal].add(mark.hash)
         self._by_hash[principal, mark.hash].append(mark)
         self._by_session[principal, mark.session_id].append(mark)
         self._heads[principal, mark.session_id] = mark
@@ -287,7 +286,6 @@ class LineageIndex(Observer):
             bucket[:] = [m for m in bucket if m is not mark]
             if not bucket:
                 del self._by_hash[principal, mark.hash]
-                self._hashes_of[principal].discard(mark.hash)
         self._heads.pop((principal, session_id), None)
         self._parents.pop((principal, session_id), None)
         self._sessions_of[principal].discard(session_id)

@@ -169,7 +169,9 @@ async def run_load(bench: Bench) -> dict[str, Any]:
             disk_after = _disk(state)
             # What one more hibernated session costs, once the one-time growth of the
             # first loads (caches, allocator arenas) is behind the server: as many
-            # sessions again, in loads of the same shape.
+            # sessions again, in loads of the same shape; the last one counts (the
+            # second load still grows by 24-43 KiB a session, the third and later
+            # ones by about the same as each other).
             for n in range(plan.memory_loads):
                 await _hibernated_load(http, bench, f"more{n}")
                 rss.append(server.rss_bytes())
@@ -182,8 +184,8 @@ async def run_load(bench: Bench) -> dict[str, Any]:
             "of N sessions x M turns (warm pool full) to after every one of its sessions "
             "hibernated (warm pool full again), per session: the timed load first "
             "(rss_kib_per_session), then as many new sessions in each of memory_loads "
-            "loads alike; rss_kib_per_more_session is over all of those, the cost of one "
-            "more hibernated session once the first load's one-time growth is behind; "
+            "loads alike; rss_kib_per_more_session is the last of them, the cost of one "
+            "more hibernated session once the first loads' one-time growth is behind; "
             "the session store's and the CLIs' transcripts' growth over the timed load"
         ),
         "sessions": plan.sessions,
@@ -192,11 +194,7 @@ async def run_load(bench: Bench) -> dict[str, Any]:
         "rss_mib_after_each_load": [round(r / 2**20, 1) for r in rss],
         "rss_kib_per_session_by_load": per_session,
         "rss_kib_per_session": per_session[0],
-        "rss_kib_per_more_session": (
-            round((rss[-1] - rss[1]) / 1024 / (plan.sessions * plan.memory_loads), 1)
-            if plan.memory_loads
-            else None
-        ),
+        "rss_kib_per_more_session": per_session[-1] if plan.memory_loads else None,
         "store_kib_per_session": round(
             (disk_after["store"] - disk_before["store"]) / 1024 / plan.sessions, 1
         ),

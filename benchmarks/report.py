@@ -101,7 +101,7 @@ _ROWS: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...], Target
      ("resume", "direct", "turn_ms", "p50"), ("resume", "ccactors", "turn_ms", "p50"), None),
     ("hol", "head-of-line: B while A streams and A2 queues, / B alone", "x",
      None, ("hol", "ccactors", "ratio"), Target("<= 1.20x", lambda row: row["ccactors"] <= 1.2)),
-    ("memory", "memory per hibernated session (server RSS, later loads)", "KiB",
+    ("memory", "memory per hibernated session (server RSS, last load)", "KiB",
      None, ("memory", "ccactors", "rss_kib_per_more_session"), _ours_at_most(20, "KiB")),
     ("memory_first", "  the first load's, one-time growth included", "KiB",
      None, ("memory", "ccactors", "rss_kib_per_session"), None),

@@ -71,9 +71,10 @@ async def direct_load(bench: Bench) -> dict[str, Any]:
     return {**_figures(rows, time.perf_counter() - started, cpu.seconds), "turns_detail": rows}
 
 
-async def served_load(bench: Bench, server: Process) -> dict[str, Any]:
-    """N ccactors sessions, each sending M streamed turns back to back, all at once;
-    the server's CPU time and its RSS (sampled every 0.25 s) beside."""
+async def served_load(bench: Bench, server: Process, prefix: str = "load") -> dict[str, Any]:
+    """N ccactors sessions (``<prefix>-<n>``), each sending M streamed turns back to
+    back, all at once; the server's CPU time and its RSS (sampled every 0.25 s)
+    beside."""
     plan = bench.plan
     rows: list[dict[str, Any]] = []
     peak_rss = server.rss_bytes()
@@ -87,7 +88,7 @@ async def served_load(bench: Bench, server: Process) -> dict[str, Any]:
     async def one(http: Any, s: int) -> None:
         for n in range(plan.turns):
             at = time.perf_counter()
-            timing = await served_turn(http, f"load-{s}", f"turn {n} {FIVE}")
+            timing = await served_turn(http, f"{prefix}-{s}", f"turn {n} {FIVE}")
             rows.append(_row(timing, s, n, at - started))
 
     async with (
@@ -117,19 +118,12 @@ def _disk(server_state: Any) -> dict[str, int]:
     return {"store": store, "transcripts": directory_bytes(server_state / "claude" / "projects")}
 
 
-async def _hibernated_load(http: Any, bench: Bench, prefix: str) -> None:
-    """N new sessions x M turns all at once, as the timed load (untimed), then until
-    every one has hibernated and the warm pool is full again."""
-    plan = bench.plan
-
-    async def one(s: int) -> None:
-        for n in range(plan.turns):
-            await served_turn(http, f"{prefix}-{s}", f"turn {n} {FIVE}")
-
-    async with trio.open_nursery() as nursery:
-        for s in range(plan.sessions):
-            nursery.start_soon(one, s)
-    await _until_hibernated(http, bench, prefix)
+async def _hibernated_load(bench: Bench, server: Process, prefix: str) -> None:
+    """A load as the timed one (its figures unused) on new sessions, then until every
+    one has hibernated and the warm pool is full again."""
+    await served_load(bench, server, prefix)
+    async with open_http(server.url) as http:
+        await _until_hibernated(http, bench, prefix)
 
 
 async def _until_hibernated(http: Any, bench: Bench, prefix: str) -> None:
@@ -173,7 +167,7 @@ async def run_load(bench: Bench) -> dict[str, Any]:
             # second load still grows by 24-43 KiB a session, the third and later
             # ones by about the same as each other).
             for n in range(plan.memory_loads):
-                await _hibernated_load(http, bench, f"more{n}")
+                await _hibernated_load(bench, server, f"more{n}")
                 rss.append(server.rss_bytes())
     finally:
         server.stop()

@@ -205,10 +205,10 @@ def _configure(connection: sqlite3.Connection) -> None:
     """Make ``connection``'s database write-ahead logged, syncing to disk at checkpoints
     rather than at every commit (``synchronous=NORMAL``, SQLite's advice for WAL: a
     commit can be lost to a power failure, never to a crash of the server, and the file
-    is never corrupted). A turn writes several records:
-    with a sync each (``FULL``) a commit took ~630 µs on this machine's disk, ~30 µs
-    without, and warm turns were ~2 ms slower (TTFT 1.23x-1.25x the SDK alone against
-    1.16x-1.21x, three benchmark runs each, alternating)."""
+    is never corrupted). A turn writes several records: with a sync each (``FULL``) a
+    commit took ~630 µs on this machine's disk, ~30 µs without, and warm turns were
+    ~2 ms slower (TTFT 1.23x-1.25x the SDK alone against 1.16x-1.21x, three benchmark
+    runs each, alternating)."""
     connection.execute("PRAGMA journal_mode=WAL")
     connection.execute("PRAGMA synchronous=NORMAL")
 

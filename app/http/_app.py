@@ -42,9 +42,10 @@ from ._limits import shield_last_send
 from ._management import management_blueprint
 from ._metrics import Metrics
 from ._openai import openai_blueprint
-from ._openapi import TURN_REFUSALS, Doc, Reply, documented, openapi_document
+from ._openapi import openapi_document
 from ._pipeline import problem_response, serve_turn
 from ._requests import json_object
+from ._route_docs import TURN_REFUSALS, Doc, Reply, documented
 from ._shapes import AnthropicMessage, CountTokensRequest, Health, Service, Stats, TokenCount
 from ._websocket import websocket_blueprint
 

@@ -66,9 +66,9 @@ from ._management import (
     page_query,
 )
 from ._metrics import Metrics
-from ._openapi import Doc, Reply, documented
 from ._overview import TurnRate, overview
 from ._requests import current_principal
+from ._route_docs import Doc, Reply, documented
 from ._session_ids import session_key
 from ._shapes import (
     AnthropicError,

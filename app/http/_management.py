@@ -41,8 +41,8 @@ from ..wire._events import event_json, event_type
 from ..wire._problems import RequestError, describe
 from ..wire._sse import SSE_HEADERS, encode_sse, sse_comment
 from ._limits import PerKeyCap
-from ._openapi import Doc, Reply, documented
 from ._requests import current_principal
+from ._route_docs import Doc, Reply, documented
 from ._session_ids import session_key
 from ._shapes import Interrupted, Session, SessionDeleted, SessionMessages, SessionPage
 

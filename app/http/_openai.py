@@ -19,8 +19,8 @@ from .._settings import Settings
 from ..sessions._lineage_index import LineageIndex
 from ..wire._openai import MODEL_IDS, ChatCompletionRequest, OpenAICodec, error_json
 from ..wire._problems import ERROR_TYPES, Problem, RequestError, problem_for, request_problem
-from ._openapi import TURN_REFUSALS, Doc, Reply, documented, not_documented
 from ._pipeline import problem_response, serve_turn
+from ._route_docs import TURN_REFUSALS, Doc, Reply, documented, not_documented
 from ._shapes import ChatCompletion, Model, ModelList, OpenAIError
 
 CODEC = OpenAICodec()

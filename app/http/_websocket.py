@@ -116,8 +116,8 @@ from ..wire._websocket import (
 )
 from ._limits import PerKeyCap
 from ._management import SESSION_EVENTS
-from ._openapi import Doc, Reply, documented
 from ._pipeline import open_turn
+from ._route_docs import Doc, Reply, documented
 from ._session_ids import session_key
 from ._shapes import (
     ErrorFrame,

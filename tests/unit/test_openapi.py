@@ -10,7 +10,8 @@ from openapi_spec_validator import OpenAPIV31SpecValidator
 from quart import Quart
 
 from app._settings import Settings
-from app.http._openapi import ATTRIBUTE, SKIPPED, documented_rules
+from app.http._openapi import documented_rules
+from app.http._route_docs import ATTRIBUTE, SKIPPED
 from app.http.openapi import MARKDOWN_COMMAND, REFERENCE_PAGE, build_document, endpoints_markdown
 
 from .serving import open_client
@@ -26,7 +27,7 @@ def _routes(app: Quart) -> set[tuple[str, str]]:
         function = app.view_functions[rule.endpoint]
         assert hasattr(function, ATTRIBUTE) or hasattr(function, SKIPPED), (
             f"{rule.rule} ({rule.endpoint}) is neither documented nor not_documented: "
-            "declare it with app.http._openapi.documented"
+            "declare it with app.http._route_docs.documented"
         )
         if hasattr(function, SKIPPED):
             continue

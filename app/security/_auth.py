@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import ipaddress
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -90,7 +91,9 @@ def principal_for(headers: Mapping[str, str], key_hashes: list[bytes]) -> str:
         matched |= hmac.compare_digest(digest, known)
     if not matched:
         raise AuthError("invalid API key")
-    return digest[:PRINCIPAL_BYTES].hex()
+    # One string per key, not one per request: principals key long-lived entries
+    # (sessions, their lineage marks), which would otherwise each keep a copy.
+    return sys.intern(digest[:PRINCIPAL_BYTES].hex())
 
 
 def is_admin(headers: Mapping[str, str], admin_hashes: list[bytes]) -> bool:

@@ -244,14 +244,16 @@ class LineageIndex(Observer):
 
     def _add(self, principal: str, mark: Mark) -> None:
         head = self._heads.get((principal, mark.session_id))
-        if (
-            head is not None
-            and head.claude_session_id == mark.claude_session_id
-            and head.claude_session_id is not mark.claude_session_id
-        ):
-            # A session's marks share one copy of its Claude session id (a new string
-            # from the CLI's JSON every turn, kept for as long as the session is).
-            mark = replace(mark, claude_session_id=head.claude_session_id)
+        if head is not None:
+            # A session's marks share one copy of its ids: each turn brings new strings
+            # (its session id from the request, its Claude session id from the CLI's
+            # JSON), which its mark would keep for as long as the session is known.
+            same = head.claude_session_id == mark.claude_session_id
+            mark = replace(
+                mark,
+                session_id=head.session_id,
+                claude_session_id=head.claude_session_id if same else mark.claude_session_id,
+            )
         self._sessions_of[principal].add(mark.session_id)
         self._by_hash[principal, mark.hash].append(mark)
         self._by_session[principal, mark.session_id].append(mark)

@@ -218,6 +218,25 @@ def test_renaming_and_forgetting_move_and_drop_a_sessions_lineage():
     assert resolve(index, None, "u1", "a1", "u2") == Route("new", None, 0)
 
 
+def test_a_sessions_marks_share_one_copy_of_its_ids():
+    """Each turn's mark arrives with new (equal) strings for its session ids, from the
+    request and the CLI's JSON; the index keeps one copy per session, not one per turn."""
+    index = LineageIndex()
+
+    def fresh(text: str) -> str:
+        return "".join(list(text))  # equal, but another object
+
+    heads = []
+    for turn, claude_session_id in enumerate(("c-1", "c-1", "c-2"), 1):  # c-2: resumed anew
+        mark = Mark(fresh("s-1"), turn, f"h{turn}", f"m{turn}", fresh(claude_session_id))
+        index.record("alice", mark)
+        heads.append(index.head("alice", "s-1"))
+    first, second, third = heads
+    assert second.session_id is first.session_id and third.session_id is first.session_id
+    assert second.claude_session_id is first.claude_session_id
+    assert third.claude_session_id == "c-2"
+
+
 # -- The store ------------------------------------------------------------------------
 
 

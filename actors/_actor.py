@@ -46,7 +46,7 @@ ActorState = Literal["starting", "idle", "busy", "closing"]
 # Why an idle actor stopped waiting for its next turn (other than a turn arriving).
 @dataclass(frozen=True, slots=True)
 class IdleExpired:
-    """The idle TTL (or, hibernated, the retention) ran out."""
+    """The idle TTL ran out."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,25 +89,30 @@ class _StartFailedError(ClientError):
 class SessionActor:
     """Runs the turns of one session, one at a time, in arrival order.
 
-    The actor is one task (``run``) that lives as long as the session, through any
-    number of CLI lifetimes: it opens a client, serves turns from its bounded mailbox,
-    and closes the client when the session hibernates (idle), is evicted, or the CLI
-    fails (then it reopens one at once, resuming the conversation). A client never
-    leaves this task. Other tasks only read the public attributes (plain snapshots) and
-    call the methods marked "not a checkpoint"; every reason to stop waiting for a turn
-    arrives as a message (``IdleExpired``, ``Evict``, ``CliExited``), never as a flag.
+    The actor is one task (``run``) through any number of CLI lifetimes: it opens a
+    client, serves turns from its bounded mailbox, and closes the client when the
+    session hibernates (idle), is evicted, or the CLI fails (then it reopens one at
+    once, resuming the conversation). A client never leaves this task. Hibernated with
+    no turn queued, the task ends and the actor is ``dormant``: the session keeps only
+    this object (its ids, workspace and listeners; no mailbox), and the supervisor runs
+    ``run`` again for its next turn (``revive``) or forgets it after ``retention_s``
+    (``retire_dormant``). Other tasks only read the public attributes (plain
+    snapshots) and call the methods marked "not a checkpoint"; every reason to stop
+    waiting for a turn arrives as a message (``IdleExpired``, ``Evict``, ``CliExited``),
+    never as a flag.
 
     Attributes:
         key: the session (``None`` while it is an unassigned warm-pool actor).
         state: ``starting``, ``idle``, ``busy`` or ``closing``.
         live: a CLI process is running for this session (else it is hibernated).
+        dormant: hibernated with no task (``run`` ended, to be run again for a turn).
         cli_pid, claude_session_id, turns, restarts, last_error, timeouts: for stats.
         model: the model the session runs, as named to its CLI (``policy.launch_model``
             until a turn asks for another); a resumed CLI is switched to it before its
             first turn.
         created_at, last_active_at: wall-clock times (seconds since the epoch).
         fanout: the session's listeners.
-        done: set once the actor's task has ended.
+        done: set once the actor has ended for good (not when it goes dormant).
         forgotten: it ended for good (retention, failures, deletion), not just stopped.
         fork_from: the conversation this session branches off, while it has no Claude
             session of its own yet (its CLI then resumes there as a fork).
@@ -119,13 +124,14 @@ class SessionActor:
     # Slots, not a __dict__: a hibernated session keeps its actor (~1.2 KiB less each).
     __slots__ = (
         "_carry", "_client_factory", "_current", "_handing_off", "_idle_since",
-        "_mailbox_receive", "_mailbox_send", "_observer", "_on_idle", "_on_retire",
+        "_mailbox_receive", "_mailbox_send", "_mailbox_size", "_observer", "_on_idle",
+        "_on_retire",
         "_permissions", "_policy", "_restart_times", "_runner", "_served", "_slots",
         "_task_status", "_waiting", "_wake_up", "claude_session_id", "cli_pid",
-        "closing_reason", "created_at", "cwd", "dead_letters", "done", "fanout",
-        "forgotten", "fork_from", "handed_off", "key", "last_active_at", "last_error",
-        "live", "model", "one_turn", "restarts", "scope", "started", "state", "timeouts",
-        "turns", "warm_model",
+        "closing_reason", "created_at", "cwd", "dead_letters", "done", "dormant",
+        "fanout", "forgotten", "fork_from", "handed_off", "key", "last_active_at",
+        "last_error", "live", "model", "one_turn", "restarts", "scope", "started", "state",
+        "timeouts", "turns", "warm_model",
     )  # fmt: skip
 
     def __init__(
@@ -150,6 +156,7 @@ class SessionActor:
         self.state: ActorState = "starting"
         self.started = False  # the first client connected and ``run`` reported started
         self.live = False
+        self.dormant = False
         self.cli_pid: int | None = None
         self.claude_session_id: str | None = None
         self.model: str | None = policy.launch_model
@@ -175,7 +182,11 @@ class SessionActor:
         self._on_retire = on_retire
         self._on_idle = on_idle
         self._observer = observer or Observer()
-        self._mailbox_send, self._mailbox_receive = trio.open_memory_channel[Envelope](mailbox_size)
+        # The mailbox; none while dormant (~1.7 KiB less for each hibernated session).
+        self._mailbox_send: trio.MemorySendChannel[Envelope] | None = None
+        self._mailbox_receive: trio.MemoryReceiveChannel[Envelope] | None = None
+        self._mailbox_size = mailbox_size
+        self._open_mailbox()
         self._permissions = PermissionBroker(
             self.fanout, policy.permission_timeout_s, self._current_turn_id
         )
@@ -191,13 +202,21 @@ class SessionActor:
     # -- Called by other tasks (none of these is a checkpoint) ------------------------
 
     def submit_nowait(self, envelope: Envelope) -> None:
-        """Put a turn in the mailbox. Not a checkpoint.
+        """Put a turn in the mailbox (a ``dormant`` actor is revived first). Not a
+        checkpoint.
 
         Raises:
             trio.WouldBlock: the mailbox is full.
             trio.BrokenResourceError: the actor has retired; use another actor.
         """
+        if self._mailbox_send is None:
+            raise trio.BrokenResourceError("the actor has no mailbox: it is dormant or retired")
         self._mailbox_send.send_nowait(envelope)
+
+    def _open_mailbox(self) -> None:
+        self._mailbox_send, self._mailbox_receive = trio.open_memory_channel[Envelope](
+            self._mailbox_size
+        )
 
     def adopt(self, key: SessionKey, *, one_turn: bool = False) -> None:
         """Make this warm-pool actor the actor of session ``key``. Not a checkpoint."""
@@ -258,6 +277,27 @@ class SessionActor:
         self.forgotten = True
         self.scope.cancel()
 
+    def revive(self) -> None:
+        """Make a ``dormant`` actor ready to ``run`` again (its next turn is on its way).
+        Not a checkpoint."""
+        assert self.dormant
+        self.dormant = False
+        self.scope = trio.CancelScope()  # each run has its own
+        self._open_mailbox()
+
+    def retire_dormant(self) -> None:
+        """End a ``dormant`` actor as ``run`` ends one for good (it holds no CLI and no
+        turn): it accepts no more turns and its listeners' channels end. Not a
+        checkpoint."""
+        assert self.dormant
+        self.dormant = False
+        self._retire()
+
+    @property
+    def retention_deadline(self) -> float:
+        """When a dormant actor is forgotten if no turn comes (trio time)."""
+        return self._idle_since + self._policy.retention_s
+
     def answer_permission(self, request_id: str, allow: bool, message: str = "") -> bool:
         """Answer a pending ``PermissionRequest``. Returns False if there is none with
         that id (answered already, timed out, or never asked). Not a checkpoint."""
@@ -292,6 +332,8 @@ class SessionActor:
     @property
     def mailbox_depth(self) -> int:
         """Turns waiting in the mailbox (not counting the running one)."""
+        if self._mailbox_send is None:
+            return 0
         return self._mailbox_send.statistics().current_buffer_used
 
     def seconds_until_idle_expiry(self) -> int | None:
@@ -313,7 +355,8 @@ class SessionActor:
     # -- The actor task: CLI lifetimes ------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[SessionActor]) -> None:
-        """Serve the session until it is forgotten (retention), closed, or cancelled.
+        """Serve the session until it goes dormant (hibernated, no turn queued), is
+        handed off, forgotten, closed, or cancelled; run again after ``revive``.
 
         Follows the nursery start protocol: ``started`` is called once the first client
         is connected.
@@ -331,6 +374,9 @@ class SessionActor:
         self._task_status = task_status
         del task_status
         try:
+            # Revived: the turn that woke it in hand (or, its caller gone, dormant again).
+            if self.started and not self._stay_awake():
+                return
             while True:
                 try:
                     await self._lifetime()
@@ -349,21 +395,39 @@ class SessionActor:
                     if self._carry is not None:
                         self._carry.abandon("overloaded", str(exc), self.fanout)
                         self._carry = None
-                if self.one_turn or self.key is None:
+                if self.one_turn or self.key is None or not self._stay_awake():
                     return
-                # Hibernated: no CLI; wake on the next turn or be forgotten.
-                next_turn = await self._next_turn(self._policy.retention_s)
-                if isinstance(next_turn, HandOff):
-                    log.info("session %s handed off", self.key)
-                    self.handed_off = True
-                    return
-                if not isinstance(next_turn, Envelope):
-                    log.info("session %s forgotten after retention", self.key)
-                    self.forgotten = True
-                    return
-                self._carry = next_turn
         finally:
-            self._retire()
+            if not self.dormant:
+                self._retire()
+
+    def _stay_awake(self) -> bool:
+        """Hibernated (no CLI): take the next queued turn in hand and go on (``True``),
+        or end the task: handed off, or ``dormant`` until a turn revives it. Not a
+        checkpoint, so a turn submitted once this returns ``False`` finds the actor
+        dormant (or retired), never waiting in a mailbox no task reads."""
+        self._carry = self._take_queued()
+        if self._carry is not None:
+            return True
+        if self._handing_off:
+            log.info("session %s handed off", self.key)
+            self.handed_off = True
+        else:
+            self.dormant = True
+            self._mailbox_send = self._mailbox_receive = None  # empty: a new one on revival
+        return False
+
+    def _take_queued(self) -> Envelope | None:
+        """The next queued turn whose caller still wants it, if any. Not a checkpoint."""
+        assert self._mailbox_receive is not None  # not dormant
+        while True:
+            try:
+                envelope = self._mailbox_receive.receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                return None
+            if not envelope.cancel_scope.cancel_called:
+                return envelope
+            envelope.abandon("interrupted", "cancelled before it started", self.fanout)
 
     def _start_afresh(self, exc: ClientError) -> None:
         """The CLI would not even start resuming (or forking): the transcript is gone or
@@ -519,6 +583,7 @@ class SessionActor:
         """Wait up to ``ttl`` seconds of idleness for a turn whose caller still wants it,
         or until woken (``Evict``, ``CliExited``). A turn that arrives as the actor is
         evicted waits in the mailbox for the next lifetime."""
+        assert self._mailbox_receive is not None  # not dormant
         while True:
             self._wake_up = None
             if self._handing_off:  # the turns queued first, then the hand-off
@@ -572,7 +637,7 @@ class SessionActor:
         self.state = "closing"
         pending = [self._carry] if self._carry is not None else []
         self._carry = None
-        while True:
+        while self._mailbox_receive is not None:  # (a dormant actor's is gone, empty)
             try:
                 pending.append(self._mailbox_receive.receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
@@ -581,7 +646,8 @@ class SessionActor:
             self.dead_letters += 1
             message = self.last_error or "the session closed"
             envelope.abandon("session_closed", message, self.fanout)
-        self._mailbox_receive.close()
+        if self._mailbox_receive is not None:
+            self._mailbox_receive.close()
         self.fanout.close()
         self._on_retire(self)
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import heapq
+import itertools
 import logging
+import math
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -84,8 +87,10 @@ class Supervisor:
       A session started as a fork (``open_turn(..., fork=...)``) never adopts a warm
       actor: its CLI must start resuming the conversation it branches off.
     * Hibernation: a session idle for ``idle_ttl_s`` closes its CLI but keeps its
-      Claude session id and workspace; its next turn resumes it. After ``retention_s``
-      without a turn it is forgotten.
+      Claude session id and workspace; its next turn resumes it. With no turn queued
+      its actor's task ends (``SessionActor.dormant``): the session is the actor object
+      alone until its next turn runs the actor again. After ``retention_s`` without a
+      turn it is forgotten (one timer for all of them: ``expire_dormant``).
     * Capacity: at most ``max_live_sessions`` CLI processes. Needing one when all are
       taken hibernates the least recently used idle session (warm-pool actors go
       first); if none is idle, the session waits up to ``live_slot_wait_s`` for one to
@@ -160,6 +165,12 @@ class Supervisor:
         self._turns_by_principal: collections.Counter[str] = collections.Counter()
         self._closed = False
         self._session_waiters: dict[SessionKey, trio.lowlevel.ParkingLot] = {}
+        # Dormant actors by retention deadline: (deadline, tie-breaker, actor). An entry
+        # goes stale when its actor is revived; stale ones are skipped when they come up
+        # and dropped when they outnumber the sessions (``_note_dormant``).
+        self._dormant: list[tuple[float, int, SessionActor]] = []
+        self._dormant_ties = itertools.count()
+        self._dormant_added = trio.lowlevel.ParkingLot()
 
     # -- Turns ------------------------------------------------------------------------
 
@@ -252,6 +263,8 @@ class Supervisor:
                     await self._slots.wait_for_room(actor)
                     if self._sessions.get(key) is not actor:
                         continue  # it retired meanwhile: look again
+            if actor.dormant:
+                self._revive(actor)
             try:
                 actor.submit_nowait(envelope)
                 return
@@ -391,6 +404,9 @@ class Supervisor:
         if actor is None:
             return False
         actor.hand_off()
+        if actor.dormant:
+            actor.handed_off = True
+            self._end_dormant(actor)
         await actor.done.wait()
         return True
 
@@ -404,6 +420,8 @@ class Supervisor:
         """
         actor = self._actor(key)
         actor.close(reason)
+        if actor.dormant:
+            self._end_dormant(actor)
         self._forget(actor)
 
     def answer_permission(
@@ -547,10 +565,14 @@ class Supervisor:
         return path
 
     async def _supervise(
-        self, actor: SessionActor, *, task_status: trio.TaskStatus[SessionActor]
+        self,
+        actor: SessionActor,
+        *,
+        task_status: trio.TaskStatus[SessionActor] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Run one actor until it ends; a failure after its start is logged, counted and
-        the actor forgotten (a failure before it is re-raised to ``nursery.start``)."""
+        """Run one actor until it ends or goes dormant; a failure after its start is
+        logged, counted and the actor forgotten (a failure before it is re-raised to
+        ``nursery.start``)."""
         # The actor holds ``task_status`` only until it has started (it refers to the
         # starting task): this frame must not hold it for the session's life either.
         run = actor.run(task_status=task_status)
@@ -564,14 +586,65 @@ class Supervisor:
             self.sessions_failed += 1
             log.exception("session %s closed", actor.key)
         finally:
-            self.dead_letters += actor.dead_letters
-            self._totals.update(actor.timeouts)
-            self._totals["restarts"] += actor.restarts
-            if actor.forgotten and actor.key is not None and not actor.one_turn:
-                self._observers.session_forgotten(actor.key)
-            if actor.one_turn or actor.key is None or actor.scope.cancel_called:
-                await remove_workspace(actor.cwd)
-            actor.done.set()
+            if actor.dormant:
+                self._note_dormant(actor)
+            else:
+                await self._bury(actor)
+
+    async def _bury(self, actor: SessionActor) -> None:
+        """After an actor ended for good (or handed its session off): its counts go to
+        the totals, observers hear of a forgotten session, the workspace of a closed or
+        one-turn session is removed; then ``actor.done`` is set."""
+        self.dead_letters += actor.dead_letters
+        self._totals.update(actor.timeouts)
+        self._totals["restarts"] += actor.restarts
+        if actor.forgotten and actor.key is not None and not actor.one_turn:
+            self._observers.session_forgotten(actor.key)
+        if actor.one_turn or actor.key is None or actor.scope.cancel_called:
+            await remove_workspace(actor.cwd)
+        actor.done.set()
+
+    def _revive(self, actor: SessionActor) -> None:
+        """Run a dormant actor again (a turn for it follows at once). Not a checkpoint."""
+        actor.revive()
+        self._context.run(self._nursery.start_soon, self._supervise, actor)
+
+    def _end_dormant(self, actor: SessionActor) -> None:
+        """End a dormant actor for good (closed, handed off, or past its retention): as
+        its task would have, had it one. Not a checkpoint."""
+        actor.retire_dormant()
+        self._context.run(self._nursery.start_soon, self._bury, actor)
+
+    def _note_dormant(self, actor: SessionActor) -> None:
+        """Time a newly dormant actor's retention. Not a checkpoint."""
+        if len(self._dormant) > 2 * len(self._sessions) + 64:  # mostly stale entries
+            self._dormant = [
+                e for e in self._dormant if e[2].dormant and e[0] == e[2].retention_deadline
+            ]
+            heapq.heapify(self._dormant)
+        entry = (actor.retention_deadline, next(self._dormant_ties), actor)
+        heapq.heappush(self._dormant, entry)
+        self._dormant_added.unpark_all()
+
+    async def expire_dormant(self) -> None:
+        """Forget each dormant session once its retention has passed, until cancelled
+        (``open_supervisor`` runs it): exactly at ``retention_s`` after its last turn."""
+        while True:
+            now = trio.current_time()
+            while self._dormant and self._dormant[0][0] <= now:
+                _, _, actor = heapq.heappop(self._dormant)
+                if (
+                    actor.dormant
+                    and actor.retention_deadline <= now
+                    and actor.key is not None
+                    and self._sessions.get(actor.key) is actor
+                ):
+                    log.info("session %s forgotten after retention", actor.key)
+                    actor.forgotten = True
+                    self._end_dormant(actor)
+            next_deadline = self._dormant[0][0] if self._dormant else math.inf
+            with trio.move_on_at(next_deadline):
+                await self._dormant_added.park()
 
     async def _load(self, key: SessionKey) -> SessionRecord | None:
         """The directory's record of ``key``, if any; a failing directory is logged and
@@ -625,6 +698,13 @@ class Supervisor:
     def close(self) -> None:
         """Refuse new turns from now on. Not a checkpoint; running turns go on."""
         self._closed = True
+
+    def retire_dormant(self) -> None:
+        """At shutdown: end every dormant actor (their listeners' channels end), as the
+        cancelled tasks of the others end them. Not a checkpoint."""
+        for actor in [a for a in self._sessions.values() if a.dormant]:
+            actor.retire_dormant()
+            actor.done.set()
 
     @property
     def closing(self) -> bool:
@@ -739,8 +819,10 @@ async def open_supervisor(
     async with trio.open_nursery() as nursery:
         supervisor = Supervisor(config, client_factory, nursery, directory, ownership)
         nursery.start_soon(supervisor.keep_pool_warm)
+        nursery.start_soon(supervisor.expire_dormant)
         try:
             yield supervisor
         finally:
             supervisor.close()
             nursery.cancel_scope.cancel()
+            supervisor.retire_dormant()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import gc
 import math
@@ -120,6 +121,71 @@ async def test_idle_session_hibernates_exactly_after_ttl_and_resumes(tmp_path, a
         assert text_of(events) == "echo: again #2"
         assert factory.specs[1].resume == factory.clients[0].claude_session_id
         assert factory.specs[1].cwd == factory.specs[0].cwd
+
+
+def actor_tasks() -> int:
+    """How many session actors have a task now (the supervisor's ``_supervise``)."""
+
+    def count(task: trio.lowlevel.Task) -> int:
+        own = task.coro.cr_code.co_name == "_supervise"
+        return own + sum(count(t) for n in task.child_nurseries for t in n.child_tasks)
+
+    return count(trio.lowlevel.current_root_task())
+
+
+async def test_a_hibernated_session_keeps_no_task_until_its_next_turn(tmp_path, autojump_clock):
+    """Hibernated with no turn queued, a session's actor task ends (each would keep its
+    frames, mailbox wait and timer for as long as the session is remembered); the
+    session stays, listeners included, and its next turn runs the actor again."""
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path, idle_ttl_s=60), factory) as sup:
+        key = SessionKey("s1")
+        await ask(sup, key, "hi")
+        assert actor_tasks() == 1
+        await trio.sleep(61)
+        assert actor_tasks() == 0
+        assert not sup.session(key).live
+        with sup.listen(key) as heard:
+            events = await ask(sup, key, "again")
+            assert text_of(events) == "echo: again #2"
+            assert factory.specs[1].resume == factory.clients[0].claude_session_id
+            assert actor_tasks() == 1
+            assert [type(e) for e in (heard.receive_nowait(), heard.receive_nowait())] == [
+                TurnStarted,
+                TextDelta,
+            ]
+        await trio.sleep(61)
+        assert actor_tasks() == 0
+        assert sup.stats()["hibernated_sessions"] == 1
+        async with sup.open_turn(key, Turn("never mind")):
+            pass  # its caller gone before the actor ran: no CLI is started for it
+        await trio.testing.wait_all_tasks_blocked()
+        assert (actor_tasks(), len(factory.specs)) == (0, 2)
+
+
+async def test_a_dormant_session_can_be_closed_or_handed_off(tmp_path, autojump_clock):
+    """Closing a session that has no task removes it and its workspace and ends its
+    listeners; handing one off removes it and keeps its workspace; at shutdown the
+    listeners of those left end too."""
+    factory = ScriptedClientFactory()
+    keys = [SessionKey(name) for name in ("closed", "handed", "kept")]
+    with contextlib.ExitStack() as listening:
+        async with open_supervisor(config(tmp_path, idle_ttl_s=60), factory) as sup:
+            for key in keys:
+                await ask(sup, key, "hi")
+            await trio.sleep(61)
+            assert actor_tasks() == 0
+            closed, handed, kept = (factory.specs[n].cwd for n in range(3))
+            with sup.listen(keys[0]) as heard:
+                info = await sup.close_session(keys[0])
+                assert [event async for event in heard] == []  # the channel ended
+            assert info.claude_session_id == factory.clients[0].claude_session_id
+            assert sup.session(keys[0]) is None and not closed.exists()
+            assert await sup.hand_off(keys[1])
+            assert sup.session(keys[1]) is None and handed.exists()
+            heard_last = listening.enter_context(sup.listen(keys[2]))
+        assert [event async for event in heard_last] == []
+    assert kept.exists()
 
 
 async def test_turns_keep_an_idle_session_alive(tmp_path, autojump_clock):

@@ -37,7 +37,7 @@ class Plan:
     relay_turns: int = 5
     relay_chunks: int = 2000
     new_sessions: int = 6
-    hol_turns: int = 10
+    hol_turns: int = 20
     hol_chunks: int = 200
     hol_chunk_delay_s: float = 0.01
     sessions: int = 16

@@ -163,6 +163,28 @@ async def test_a_hibernated_session_keeps_no_task_until_its_next_turn(tmp_path, 
         assert (actor_tasks(), len(factory.specs)) == (0, 2)
 
 
+async def test_retention_stays_exact_and_bounded_through_many_hibernations(
+    tmp_path, autojump_clock
+):
+    """Each hibernation times the session's retention anew (stale timings are dropped
+    as they pile up, so they stay bounded): after many, the session is still forgotten
+    exactly retention_s after its last turn."""
+    factory = ScriptedClientFactory()
+    async with open_supervisor(config(tmp_path, idle_ttl_s=1, retention_s=1000), factory) as sup:
+        key = SessionKey("s1")
+        for _ in range(100):  # more timings than the bound allows for one session
+            await ask(sup, key, "hi")
+            await trio.sleep(2)  # hibernated, dormant
+        assert len(sup._dormant) <= 2 * len(sup.sessions()) + 65  # (a private bound)
+        await ask(sup, key, "last")
+        t_last = trio.current_time()
+        await trio.sleep_until(t_last + 999.999)
+        assert sup.session(key) is not None
+        await trio.sleep_until(t_last + 1000)
+        await trio.testing.wait_all_tasks_blocked()
+        assert sup.session(key) is None
+
+
 async def test_a_dormant_session_can_be_closed_or_handed_off(tmp_path, autojump_clock):
     """Closing a session that has no task removes it and its workspace and ends its
     listeners; handing one off removes it and keeps its workspace; at shutdown the

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import heapq
-import itertools
 import logging
-import math
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,6 +19,7 @@ from ._client import ClientFactory, limit_starts
 from ._config import SessionInfo, SupervisorConfig, session_info
 from ._fanout import Notice
 from ._pool import WarmPool
+from ._retention import RetentionTimer
 from ._slots import BUSY_RETRY_AFTER_S, LiveSlots
 from ._turn import Envelope
 from ._types import (
@@ -90,7 +88,7 @@ class Supervisor:
       Claude session id and workspace; its next turn resumes it. With no turn queued
       its actor's task ends (``SessionActor.dormant``): the session is the actor object
       alone until its next turn runs the actor again. After ``retention_s`` without a
-      turn it is forgotten (one timer for all of them: ``expire_dormant``).
+      turn it is forgotten (one timer for all of them: ``RetentionTimer``).
     * Capacity: at most ``max_live_sessions`` CLI processes. Needing one when all are
       taken hibernates the least recently used idle session (warm-pool actors go
       first); if none is idle, the session waits up to ``live_slot_wait_s`` for one to
@@ -165,12 +163,10 @@ class Supervisor:
         self._turns_by_principal: collections.Counter[str] = collections.Counter()
         self._closed = False
         self._session_waiters: dict[SessionKey, trio.lowlevel.ParkingLot] = {}
-        # Dormant actors by retention deadline: (deadline, tie-breaker, actor). An entry
-        # goes stale when its actor is revived; stale ones are skipped when they come up
-        # and dropped when they outnumber the sessions (``_note_dormant``).
-        self._dormant: list[tuple[float, int, SessionActor]] = []
-        self._dormant_ties = itertools.count()
-        self._dormant_added = trio.lowlevel.ParkingLot()
+        # Forgets dormant sessions at their retention: one task for all of them.
+        self._retention = RetentionTimer(
+            self._expire, self._registered, lambda: len(self._sessions)
+        )
 
     # -- Turns ------------------------------------------------------------------------
 
@@ -587,7 +583,7 @@ class Supervisor:
             log.exception("session %s closed", actor.key)
         finally:
             if actor.dormant:
-                self._note_dormant(actor)
+                self._retention.time(actor)
             else:
                 await self._bury(actor)
 
@@ -615,36 +611,14 @@ class Supervisor:
         actor.retire_dormant()
         self._context.run(self._nursery.start_soon, self._bury, actor)
 
-    def _note_dormant(self, actor: SessionActor) -> None:
-        """Time a newly dormant actor's retention. Not a checkpoint."""
-        if len(self._dormant) > 2 * len(self._sessions) + 64:  # mostly stale entries
-            self._dormant = [
-                e for e in self._dormant if e[2].dormant and e[0] == e[2].retention_deadline
-            ]
-            heapq.heapify(self._dormant)
-        entry = (actor.retention_deadline, next(self._dormant_ties), actor)
-        heapq.heappush(self._dormant, entry)
-        self._dormant_added.unpark_all()
+    def _registered(self, actor: SessionActor) -> bool:
+        return actor.key is not None and self._sessions.get(actor.key) is actor
 
-    async def expire_dormant(self) -> None:
-        """Forget each dormant session once its retention has passed, until cancelled
-        (``open_supervisor`` runs it): exactly at ``retention_s`` after its last turn."""
-        while True:
-            now = trio.current_time()
-            while self._dormant and self._dormant[0][0] <= now:
-                _, _, actor = heapq.heappop(self._dormant)
-                if (
-                    actor.dormant
-                    and actor.retention_deadline <= now
-                    and actor.key is not None
-                    and self._sessions.get(actor.key) is actor
-                ):
-                    log.info("session %s forgotten after retention", actor.key)
-                    actor.forgotten = True
-                    self._end_dormant(actor)
-            next_deadline = self._dormant[0][0] if self._dormant else math.inf
-            with trio.move_on_at(next_deadline):
-                await self._dormant_added.park()
+    def _expire(self, actor: SessionActor) -> None:
+        """A dormant session's retention passed: forget it. Not a checkpoint."""
+        log.info("session %s forgotten after retention", actor.key)
+        actor.forgotten = True
+        self._end_dormant(actor)
 
     async def _load(self, key: SessionKey) -> SessionRecord | None:
         """The directory's record of ``key``, if any; a failing directory is logged and
@@ -665,6 +639,12 @@ class Supervisor:
         self._changed.unpark_all()
 
     # -- Warm pool and live slots -----------------------------------------------------
+
+    async def forget_past_retention(self) -> None:
+        """Forget each dormant session once its retention has passed (exactly
+        ``retention_s`` after its last turn), until cancelled (``open_supervisor`` runs
+        it)."""
+        await self._retention.run()
 
     async def keep_pool_warm(self) -> None:
         """Keep the warm pool filled until cancelled (``open_supervisor`` runs it)."""
@@ -819,7 +799,7 @@ async def open_supervisor(
     async with trio.open_nursery() as nursery:
         supervisor = Supervisor(config, client_factory, nursery, directory, ownership)
         nursery.start_soon(supervisor.keep_pool_warm)
-        nursery.start_soon(supervisor.expire_dormant)
+        nursery.start_soon(supervisor.forget_past_retention)
         try:
             yield supervisor
         finally:

@@ -125,13 +125,12 @@ class SessionActor:
     __slots__ = (
         "_carry", "_client_factory", "_current", "_handing_off", "_idle_since",
         "_mailbox_receive", "_mailbox_send", "_mailbox_size", "_observer", "_on_idle",
-        "_on_retire",
-        "_permissions", "_policy", "_restart_times", "_runner", "_served", "_slots",
-        "_task_status", "_waiting", "_wake_up", "claude_session_id", "cli_pid",
+        "_on_retire", "_permissions", "_policy", "_restart_times", "_runner", "_served",
+        "_slots", "_task_status", "_waiting", "_wake_up", "claude_session_id", "cli_pid",
         "closing_reason", "created_at", "cwd", "dead_letters", "done", "dormant",
-        "fanout", "forgotten", "fork_from", "handed_off", "key", "last_active_at",
-        "last_error", "live", "model", "one_turn", "restarts", "scope", "started", "state",
-        "timeouts", "turns", "warm_model",
+        "fanout", "forgotten", "fork_from", "key", "last_active_at", "last_error", "live",
+        "model", "one_turn", "restarts", "scope", "started", "state", "timeouts", "turns",
+        "warm_model",
     )  # fmt: skip
 
     def __init__(
@@ -171,7 +170,6 @@ class SessionActor:
         self.done = trio.Event()
         self.closing_reason = "the server is shutting down"
         self.forgotten = False
-        self.handed_off = False  # stopped so that another node drives the session
         self._handing_off = False
         self.fork_from = fork_from
         self.warm_model: str | None = None
@@ -263,7 +261,7 @@ class SessionActor:
 
     def hand_off(self) -> None:
         """Stop once the turns running and queued now are over: close the CLI and end,
-        not forgotten (``handed_off``), so that another node can resume the session.
+        not forgotten, so that another node can resume the session.
         Turns queued after that fail with ``session_closed``. Not a checkpoint."""
         self._handing_off = True
         self.closing_reason = "the session moved to another node"
@@ -411,7 +409,6 @@ class SessionActor:
             return True
         if self._handing_off:
             log.info("session %s handed off", self.key)
-            self.handed_off = True
         else:
             self.dormant = True
             self._mailbox_send = self._mailbox_receive = None  # empty: a new one on revival
@@ -587,10 +584,7 @@ class SessionActor:
         while True:
             self._wake_up = None
             if self._handing_off:  # the turns queued first, then the hand-off
-                try:
-                    return self._mailbox_receive.receive_nowait()
-                except trio.WouldBlock:
-                    return HandOff()
+                return self._take_queued() or HandOff()
             with trio.CancelScope(deadline=self._idle_since + ttl) as self._waiting:
                 envelope = await self._mailbox_receive.receive()
                 self._waiting = None
@@ -603,10 +597,7 @@ class SessionActor:
                 return self._wake_up
             # The deadline passed; a turn may have arrived since. Retiring (if that is
             # what the caller does next) happens before any checkpoint.
-            try:
-                return self._mailbox_receive.receive_nowait()
-            except trio.WouldBlock:
-                return IdleExpired()
+            return self._take_queued() or IdleExpired()
 
     def _count_restart(self, exc: ClientError) -> None:
         """Record a client failure; raise SessionFailedError past the restart intensity."""

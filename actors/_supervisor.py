@@ -401,7 +401,6 @@ class Supervisor:
             return False
         actor.hand_off()
         if actor.dormant:
-            actor.handed_off = True
             self._end_dormant(actor)
         await actor.done.wait()
         return True
@@ -679,7 +678,7 @@ class Supervisor:
         """Refuse new turns from now on. Not a checkpoint; running turns go on."""
         self._closed = True
 
-    def retire_dormant(self) -> None:
+    def _retire_all_dormant(self) -> None:
         """At shutdown: end every dormant actor (their listeners' channels end), as the
         cancelled tasks of the others end them. Not a checkpoint."""
         for actor in [a for a in self._sessions.values() if a.dormant]:
@@ -805,4 +804,4 @@ async def open_supervisor(
         finally:
             supervisor.close()
             nursery.cancel_scope.cancel()
-            supervisor.retire_dormant()
+            supervisor._retire_all_dormant()

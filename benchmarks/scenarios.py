@@ -21,6 +21,7 @@ from .server import (
     Process,
     open_http,
     served_turn,
+    start_bare_proxy,
     start_ccactors,
     start_floor,
     wait_for_stats,
@@ -57,33 +58,42 @@ def shifted(timing: TurnTiming, seconds: float) -> TurnTiming:
 
 async def warm(bench: Bench, direct: Session, http: httpx.AsyncClient) -> dict[str, Any]:
     """Warm turns on a live session: TTFT and whole turn, five deltas each. Beside them,
-    the HTTP floor (``floor.py``: the same stack and client, no work): the least any
-    front end on this stack adds to the SDK's turn, so ``limit`` is (SDK + floor) / SDK."""
-    machine = await bench.quiet.wait("warm turn")
+    taking turns with the two: the HTTP floor (``floor.py``: the same stack and client, no
+    CLI, no work) and the bare proxy (``bare_proxy.py``: the SDK's events passed through
+    on the same stack, nothing else): the least any proxy on this stack can take for a
+    turn, so ``limit`` is bare proxy / SDK. The floor shows how much of that is the stack
+    itself; the rest is the CLI sharing the machine with the server and the client."""
     floor = start_floor(bench.root / "floor.log")
+    bare = start_bare_proxy(bench.root / "bare-proxy", bench.upstream_url)
     try:
-        async with open_http(floor.url) as floor_http:
+        async with open_http(floor.url) as floor_http, open_http(bare.url) as bare_http:
+            machine = await bench.quiet.wait("warm turn")
             await direct.turn("warm up")
             await served_turn(http, "warm", "warm up")
             await served_turn(floor_http, None, "warm up")
+            await served_turn(bare_http, None, "warm up")
             await wait_pool_full(http, bench.plan.pool)  # no refill competes with the turns
-            direct_turns, served, floors = [], [], []
+            direct_turns, served, floors, bares = [], [], [], []
             for n in range(bench.plan.warm_turns):
                 direct_turns.append(await direct.turn(f"warm {n} {FIVE}"))
                 served.append(await served_turn(http, "warm", f"warm {n} {FIVE}"))
                 floors.append(await served_turn(floor_http, None, f"warm {n} {FIVE}"))
+                bares.append(await served_turn(bare_http, None, f"warm {n} {FIVE}"))
     finally:
         floor.stop()
+        bare.stop()
     results = {
         "machine": machine,
         "direct": turns_summary(direct_turns),
         "ccactors": turns_summary(served),
         "floor": turns_summary(floors),
+        "bare_proxy": turns_summary(bares),
     }
     results["limit"] = {
-        measure: round((sdk + results["floor"][measure]["p50"]) / sdk, 3)
+        measure: round(bare / sdk, 3)
         for measure in ("ttft_ms", "turn_ms")
-        if (sdk := results["direct"][measure]["p50"]) and results["floor"][measure]["p50"]
+        if (sdk := results["direct"][measure]["p50"])
+        and (bare := results["bare_proxy"][measure]["p50"])
     }
     return results
 

@@ -110,6 +110,15 @@ def start_floor(log_path: Path) -> Process:
     return spawn([], log_path, module="benchmarks.floor")
 
 
+def start_bare_proxy(root: Path, upstream_url: str) -> Process:
+    """The bare proxy (``benchmarks/bare_proxy.py``) on a free port, its CLI pointed at
+    ``upstream_url``, its state under ``root`` (created)."""
+    root.mkdir(parents=True, exist_ok=True)
+    return spawn(
+        [upstream_url, str(root)], root.parent / f"{root.name}.log", module="benchmarks.bare_proxy"
+    )
+
+
 def upstream_env(upstream_url: str) -> dict[str, str]:
     """What points a CLI at the offline upstream, as ``serve --offline`` does it."""
     return {

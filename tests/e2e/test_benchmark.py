@@ -46,8 +46,8 @@ ROWS = {
 def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path) -> None:
     """``python -m benchmarks --quick`` completes, prints the side-by-side table, and
     its JSON holds every scenario with figures for both contenders, every table row,
-    the HTTP floor's and the warmed-up SDK client's turns and the limits taken from
-    them, and every streamed delta the relay asked for."""
+    the HTTP floor's, the bare proxy's and the warmed-up SDK client's turns and the
+    limits taken from them, and every streamed delta the relay asked for."""
     claude_cli()
     path = tmp_path / "bench.json"
     done = subprocess.run(
@@ -71,7 +71,11 @@ def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path)
         assert result[scenario]["ccactors"]["turns"] > 0, scenario
     warm = result["warm"]
     assert warm["floor"]["deltas"] == 5 * warm["floor"]["turns"] > 0
-    assert warm["limit"]["ttft_ms"] > 1 and warm["limit"]["turn_ms"] > 1
+    bare = warm["bare_proxy"]
+    assert bare["deltas"] == 5 * bare["turns"] > 0 and not bare["failures"]
+    for measure in ("ttft_ms", "turn_ms"):
+        sdk = warm["direct"][measure]["p50"]
+        assert warm["limit"][measure] == round(bare[measure]["p50"] / sdk, 3) > 0, measure
     limited = {row["key"]: row["limit"] for row in result["rows"] if row["limit"]}
     assert limited.keys() == {"warm_ttft", "warm_turn", "cpu_per_delta", "new_pool_vs_warm"}
     assert result["new"]["warm_pool"]["direct"]["warmed_first_turn"]["turns"] > 0

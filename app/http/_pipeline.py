@@ -279,7 +279,9 @@ async def stream_turn(
     queued, so the route can still answer a refusal with a status code.
 
     When ``ping_s`` seconds pass with no byte written (events the API does not show,
-    such as Claude Code's tool activity, write none), ``reply.ping()`` goes out. Events
+    such as Claude Code's tool activity, write none), ``reply.ping()`` goes out. The
+    stream's start (``reply.start()``: ``message_start``, the role chunk) is written
+    with the first frames, the first keep-alive included. Events
     already queued when one arrives are written with it, as one chunk (at most
     ``MAX_FRAMES_PER_WRITE`` frames). No yield happens inside a cancel scope. A client
     that disconnects cancels the task iterating this generator; leaving ``open_turn``
@@ -290,13 +292,17 @@ async def stream_turn(
     try:
         async with open_turn(supervisor, key, turn, principal=principal, fork=fork) as events:
             # One scheduler pass, so the session's actor (woken by the turn) may start
-            # on it before this task builds and sends the response's head. It does not
+            # on it before quart writes the HTTP head (status and headers). It does not
             # make the prompt's write come first: the SDK's write path checkpoints on
-            # the way (traced: the head's writes still delay the prompt ~1.5 ms, and
+            # the way (traced: the head's write still delays the prompt ~1.5 ms, and
             # waiting for the prompt instead measured no sooner first text).
             await trio.lowlevel.checkpoint()
             yield b""
-            yield b"".join(reply.start())
+            # The stream's start (``reply.start()``) goes out with the first frames the
+            # turn shows (or the first keep-alive), in the same write, not while the CLI
+            # works on the prompt: on 2 cores that write, and the client's read of it,
+            # slowed the CLI by ~2.5 ms a warm turn (docs/reference/benchmarks.md).
+            head = reply.start()
             deadline = trio.current_time() + ping_s
             finished = False
             streamed: list[SessionEvent] = []  # the text deltas, for the lineage
@@ -352,7 +358,8 @@ async def stream_turn(
                             more, finished = frames_for(await _next_event(events))
                             frames += more
                 if frames:
-                    yield b"".join(frames)
+                    yield b"".join([*head, *frames])
+                    head = []
                     written = trio.current_time()
                     deadline = written + ping_s
                     dense = len(frames) >= DENSE_FRAMES

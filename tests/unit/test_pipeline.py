@@ -50,13 +50,15 @@ def tools_then_text(prompt: str, history: Sequence[str]) -> list[Step]:
 
 
 async def timed_chunks(url: str, body: dict) -> list[tuple[float, bytes]]:
-    """POST a streaming request; each chunk of the body as it arrives, with its time."""
-    chunks = []
+    """POST a streaming request; the time its response's head (status and headers)
+    arrived, with an empty chunk, then each chunk of the body as it arrives, with its
+    time."""
     async with (
         httpx.AsyncClient(timeout=GUARD_S) as client,
         client.stream("POST", url, json=body) as response,
     ):
         assert response.status_code == 200
+        chunks = [(trio.current_time(), b"")]
         async for chunk in response.aiter_raw():
             chunks.append((trio.current_time(), chunk))
     return chunks
@@ -95,6 +97,30 @@ async def test_turn_that_only_runs_tools_still_writes_a_ping_every_interval(
             chunks = await timed_chunks(url + path, {**body, "stream": True})
     assert b"done" in b"".join(chunk for _, chunk in chunks)
     assert_pinged_while_tools_ran(chunks, ping)
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "start"),
+    [
+        ("/v1/messages", ANTHROPIC_BODY, b"event: message_start\n"),
+        ("/v1/chat/completions", OPENAI_BODY, b'"role":"assistant"'),
+    ],
+    ids=["anthropic", "openai"],
+)
+async def test_the_stream_starts_with_its_first_text_in_one_write(tmp_path, path, body, start):
+    """While the CLI works on the prompt nothing is written after the HTTP head: the
+    stream's start (``message_start``, the role chunk) goes out with the first text, in
+    the same write, not on its own beside the CLI (on 2 cores that write and the
+    client's read of it slowed the CLI, see docs/reference/benchmarks.md)."""
+    settings = Settings(state_dir=tmp_path, port=0, sse_ping_interval_s=GUARD_S)
+    factory = ScriptedClientFactory(script=lambda p, h: text_reply("hello", first_delay=0.3))
+    with trio.fail_after(GUARD_S):
+        async with serving(settings, factory) as url:
+            chunks = await timed_chunks(url + path, {**body, "stream": True})
+    (_, head), (_, first), *_ = chunks
+    assert head == b""
+    assert start in first and b"hello" in first, first
+    assert b"".join(chunk for _, chunk in chunks).count(start) == 1
 
 
 @pytest.mark.parametrize(

@@ -64,8 +64,9 @@ async def warm(bench: Bench, direct: Session, http: httpx.AsyncClient) -> dict[s
     turn, so ``limit`` is bare proxy / SDK. The floor shows how much of that is the stack
     itself; the rest is the CLI sharing the machine with the server and the client."""
     floor = start_floor(bench.root / "floor.log")
-    bare = start_bare_proxy(bench.root / "bare-proxy", bench.upstream_url)
+    bare = None
     try:
+        bare = start_bare_proxy(bench.root / "bare-proxy", bench.upstream_url)
         async with open_http(floor.url) as floor_http, open_http(bare.url) as bare_http:
             machine = await bench.quiet.wait("warm turn")
             await direct.turn("warm up")
@@ -81,7 +82,8 @@ async def warm(bench: Bench, direct: Session, http: httpx.AsyncClient) -> dict[s
                 bares.append(await served_turn(bare_http, None, f"warm {n} {FIVE}"))
     finally:
         floor.stop()
-        bare.stop()
+        if bare is not None:
+            bare.stop()
     results = {
         "machine": machine,
         "direct": turns_summary(direct_turns),

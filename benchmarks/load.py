@@ -134,6 +134,17 @@ async def _until_hibernated(http: Any, bench: Bench, prefix: str) -> None:
     await trio.sleep(1)  # closing CLIs' last buffers are read and freed
 
 
+def kib_per_more_session(rss: list[int], sessions: int) -> float:
+    """What one more hibernated session costs, in KiB: from ``rss`` (bytes: before the
+    timed load, then after it and after each untimed load of ``sessions`` sessions), the
+    growth over the untimed loads after the first (which still grows more: see
+    docs/reference/benchmarks.md), per session; the last load's alone if there are
+    fewer. RSS moves in pages and arenas by about as much as one load's sessions take,
+    either way: over several loads the noise is a smaller part of the figure."""
+    later = rss[2:] if len(rss) > 3 else rss[-2:]
+    return round((later[-1] - later[0]) / 1024 / sessions / (len(later) - 1), 1)
+
+
 async def run_load(bench: Bench) -> dict[str, Any]:
     """The load scenario: direct, then ccactors, then the server's memory once every
     load session has hibernated, and once as many sessions again have, in loads alike
@@ -163,8 +174,8 @@ async def run_load(bench: Bench) -> dict[str, Any]:
             disk_after = _disk(state)
             # What one more hibernated session costs, once the one-time growth of the
             # first loads (caches, allocator arenas) is behind the server: as many
-            # sessions again, in loads of the same shape; the last one counts (the
-            # second load still grows by 24-43 KiB a session, the third and later
+            # sessions again, in loads of the same shape; those after the first count
+            # (the second load still grows by 24-43 KiB a session, the third and later
             # ones by about the same as each other).
             for n in range(plan.memory_loads):
                 await _hibernated_load(bench, server, f"more{n}")
@@ -178,8 +189,10 @@ async def run_load(bench: Bench) -> dict[str, Any]:
             "of N sessions x M turns (warm pool full) to after every one of its sessions "
             "hibernated (warm pool full again), per session: the timed load first "
             "(rss_kib_per_session), then as many new sessions in each of memory_loads "
-            "loads alike; rss_kib_per_more_session is the last of them, the cost of one "
-            "more hibernated session once the first loads' one-time growth is behind; "
+            "loads alike; rss_kib_per_more_session, the cost of one more hibernated "
+            "session once the first loads' one-time growth is behind, is the growth "
+            "over the untimed loads after the first (the last alone if there are fewer "
+            "than two), per session; "
             "the session store's and the CLIs' transcripts' growth over the timed load"
         ),
         "sessions": plan.sessions,
@@ -188,7 +201,9 @@ async def run_load(bench: Bench) -> dict[str, Any]:
         "rss_mib_after_each_load": [round(r / 2**20, 1) for r in rss],
         "rss_kib_per_session_by_load": per_session,
         "rss_kib_per_session": per_session[0],
-        "rss_kib_per_more_session": per_session[-1] if plan.memory_loads else None,
+        "rss_kib_per_more_session": (
+            kib_per_more_session(rss, plan.sessions) if plan.memory_loads else None
+        ),
         "store_kib_per_session": round(
             (disk_after["store"] - disk_before["store"]) / 1024 / plan.sessions, 1
         ),

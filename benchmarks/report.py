@@ -44,6 +44,12 @@ def _ours_at_most(limit: float, unit: str) -> Target:
     return Target(f"<= {limit:g} {unit}", lambda row: row["ccactors"] <= limit)
 
 
+def _grown_at_most(limit: float, unit: str) -> Target:
+    """A growth at most ``limit``; one that did not show (RSS shrank: the allocator gave
+    pages back) is no measurement, and does not meet it."""
+    return Target(f"<= {limit:g} {unit}", lambda row: 0 < row["ccactors"] <= limit)
+
+
 def _get(results: dict[str, Any], *path: str) -> Any:
     for name in path:
         if not isinstance(results, dict) or name not in results:
@@ -101,8 +107,8 @@ _ROWS: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...], Target
      ("resume", "direct", "turn_ms", "p50"), ("resume", "ccactors", "turn_ms", "p50"), None),
     ("hol", "head-of-line: B while A streams and A2 queues, / B alone", "x",
      None, ("hol", "ccactors", "ratio"), Target("<= 1.20x", lambda row: row["ccactors"] <= 1.2)),
-    ("memory", "memory per hibernated session (server RSS, last load)", "KiB",
-     None, ("memory", "ccactors", "rss_kib_per_more_session"), _ours_at_most(20, "KiB")),
+    ("memory", "memory per hibernated session (server RSS, later loads)", "KiB",
+     None, ("memory", "ccactors", "rss_kib_per_more_session"), _grown_at_most(20, "KiB")),
     ("memory_first", "  the first load's, one-time growth included", "KiB",
      None, ("memory", "ccactors", "rss_kib_per_session"), None),
     ("memory_store", "store per hibernated session (SQLite; transcripts apart)", "KiB",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import re
-import time
 import uuid
 from typing import Any
 
@@ -36,6 +35,7 @@ from ..wire._anthropic import (
     estimate_tokens,
 )
 from ..wire._problems import RequestError, describe, problem_for, request_problem
+from ._access_log import AccessLog
 from ._browser import BrowserGuard
 from ._dashboard import dashboard_blueprint, is_dashboard_page
 from ._limits import shield_last_send
@@ -53,7 +53,6 @@ log = logging.getLogger(__name__)
 OPEN_PATHS = {"/", "/health", "/openapi.json"}  # answer without an API key
 ADMIN_PATHS = {"/v1/stats", "/metrics"}  # need an operator key once keys are configured
 ADMIN_PREFIXES = ("/v1/dashboard/",)  # as ADMIN_PATHS, every path under these
-access_log = logging.getLogger("ccactors.access")
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 ANTHROPIC = AnthropicCodec()
@@ -100,6 +99,8 @@ def create_app(
     # "/v1/sessions//ws" (an empty session id) is a 404, not a 308 to a path that merges
     # the slashes: a redirect is no answer for a WebSocket handshake or an API call.
     app.url_map.merge_slashes = False
+    # One access line per request, when its response is over (a refusal below has its own).
+    app.asgi_app = AccessLog(app.asgi_app)  # type: ignore[method-assign]
     # Host, Origin and content-type checks against web pages, before any route or hook.
     app.asgi_app = BrowserGuard(app.asgi_app, RequestPolicy.from_settings(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
@@ -125,7 +126,6 @@ def create_app(
         given = request.headers.get("X-Request-ID", "")
         request_id = given if _REQUEST_ID.fullmatch(given) else f"req_{uuid.uuid4().hex}"
         request_id_var.set(request_id)
-        g.started = time.monotonic()
         if request.path not in OPEN_PATHS and not is_dashboard_page(request.path):
             try:
                 g.principal = principal_for(request.headers, key_hashes)
@@ -137,24 +137,11 @@ def create_app(
                 raise RequestError("this endpoint needs an operator (admin) API key", 403)
 
     @app.after_request
-    async def log_access(response: Response) -> Response:
+    async def name_response(response: Response) -> Response:
+        # The access log (AccessLog, once the response is over) reads the ids here.
         response.headers["request-id"] = request_id_var.get() or ""
         if node is not None:
             response.headers["X-Served-By"] = node.id
-        access_log.info(
-            "%s %s %s",
-            request.method,
-            request.path,
-            response.status_code,
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": response.status_code,
-                "duration_ms": round((time.monotonic() - g.started) * 1000, 1),
-                "session_id": response.headers.get("X-Session-ID"),
-                "client": request.remote_addr,
-            },
-        )
         return response
 
     @app.errorhandler(RequestError)

@@ -10,18 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
 
 from ..security._origin import Refusal, RequestPolicy
 from ..wire._anthropic import error_body as anthropic_error_body
 from ..wire._openai import error_body as openai_error_body
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+from ._asgi import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("ccactors.access")
 

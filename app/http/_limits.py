@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import collections
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import trio
 
 from actors import PrincipalLimitError
 
-Message = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]],
-    Awaitable[None],
-]
+from ._asgi import ASGIApp, Message, Receive, Scope, Send
 
 # Retry-After for a key at its cap: long-lived connections rarely end sooner.
 CAP_RETRY_AFTER_S = 5
@@ -83,9 +78,9 @@ def shield_last_send(app: ASGIApp) -> ASGIApp:
     """
 
     async def shielded(
-        scope: Message,
-        receive: Callable[[], Awaitable[Message]],
-        send: Callable[[Message], Awaitable[None]],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         async def send_last_shielded(message: Message) -> None:
             if message["type"] == "http.response.body" and not message.get("more_body"):

@@ -9,9 +9,10 @@ import logging
 import pytest
 
 from actors import SupervisorConfig, open_supervisor
-from actors.testing import ScriptedClientFactory
+from actors.testing import ScriptedClientFactory, text_reply
 from app._logging import JsonFormatter, _ContextFilter
 from app._settings import Settings
+from app.http._access_log import AccessLog
 from app.http._app import create_app
 
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
@@ -51,3 +52,47 @@ async def test_each_request_gets_one_json_access_line_with_its_ids(tmp_path, jso
     assert (first["request_id"], first["session_id"], first["status"]) == ("r-1", "s1", 200)
     assert first["duration_ms"] >= 0
     assert (second["path"], second["request_id"]) == ("/health", generated)
+
+
+async def test_a_stream_is_logged_once_over_with_its_whole_duration(
+    tmp_path, json_lines, autojump_clock
+):
+    """A streamed reply's access line is written when the stream ends: its duration is
+    the stream's (five deltas a second apart: over 4 s), not the time to its head."""
+    factory = ScriptedClientFactory(
+        script=lambda prompt, history: text_reply("a b c d e", chunks=5, chunk_delay=1.0)
+    )
+    async with open_supervisor(SupervisorConfig(workspace_root=tmp_path), factory) as sup:
+        client = create_app(sup, Settings(state_dir=tmp_path)).test_client()
+        response = await client.post(
+            "/v1/messages", json={**BODY, "stream": True}, headers={"X-Session-ID": "s1"}
+        )
+        assert "message_stop" in (await response.get_data(as_text=True))
+    (line,) = json_lines()
+    assert (line["status"], line["session_id"], line["complete"]) == (200, "s1", True)
+    assert line["duration_ms"] >= 4000
+
+
+async def test_a_response_cut_short_is_logged_as_incomplete(json_lines):
+    """A response whose application ended without its last body message (the client
+    went away mid-stream) is logged once, as not complete; one that failed before it
+    started has no status."""
+
+    async def cut_short(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"data", "more_body": True})
+
+    async def failing(scope, receive, send):
+        raise RuntimeError("boom")
+
+    async def send(message):
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/messages", "client": ("1.2.3.4", 1)}
+    await AccessLog(cut_short)(scope, None, send)
+    with pytest.raises(RuntimeError):
+        await AccessLog(failing)(scope, None, send)
+    cut, failed = json_lines()
+    assert (cut["status"], cut["complete"], cut["client"]) == (200, False, "1.2.3.4")
+    assert (failed["message"], failed["complete"]) == ("POST /v1/messages -", False)
+    assert "status" not in failed

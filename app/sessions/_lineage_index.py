@@ -120,7 +120,10 @@ class LineageIndex(Observer):
     def __init__(self, store: LineageStore | None = None, *, shared: bool = False) -> None:
         self.store = store
         self.shared = shared
-        self._by_hash: dict[tuple[str, str], list[Mark]] = collections.defaultdict(list)
+        # Per principal, each hash's marks: one ``Mark``, or a list of two or more (most
+        # hashes have one; a list and a (principal, hash) key for each would be ~150
+        # bytes more for every turn the index keeps). Read with ``_marks``.
+        self._by_hash: dict[str, dict[str, Mark | list[Mark]]] = collections.defaultdict(dict)
         self._by_session: dict[tuple[str, str], list[Mark]] = collections.defaultdict(list)
         self._heads: dict[tuple[str, str], Mark] = {}
         self._parents: dict[tuple[str, str], Parent] = {}
@@ -150,9 +153,9 @@ class LineageIndex(Observer):
         if not self.shared or self.store is None:
             return
         marks, parents = await self.store.lineage(principal)
+        self._by_hash.pop(principal, None)
         for session_id in self._sessions_of.pop(principal, ()):
-            for mark in self._by_session.pop((principal, session_id), ()):
-                self._by_hash.pop((principal, mark.hash), None)
+            self._by_session.pop((principal, session_id), None)
             self._heads.pop((principal, session_id), None)
             self._parents.pop((principal, session_id), None)
         self.load(marks, parents)
@@ -203,14 +206,14 @@ class LineageIndex(Observer):
     def _continuable(self, principal: str, session_id: str | None, hash_: str) -> Mark | None:
         heads = [
             mark
-            for mark in self._by_hash.get((principal, hash_), ())
+            for mark in self._marks(principal, hash_)
             if self._heads.get((principal, mark.session_id)) is mark
             and not self._taken[principal, mark.session_id]
         ]
         return _preferred(heads, session_id)
 
     def _fork_point(self, principal: str, session_id: str | None, hash_: str) -> Mark | None:
-        marks = [m for m in self._by_hash.get((principal, hash_), ()) if m.fork_point]
+        marks = [m for m in self._marks(principal, hash_) if m.fork_point]
         return _preferred(marks, session_id)
 
     @contextmanager
@@ -255,7 +258,14 @@ class LineageIndex(Observer):
                 claude_session_id=head.claude_session_id if same else mark.claude_session_id,
             )
         self._sessions_of[principal].add(mark.session_id)
-        self._by_hash[principal, mark.hash].append(mark)
+        hashes = self._by_hash[principal]
+        found = hashes.get(mark.hash)
+        if found is None:
+            hashes[mark.hash] = mark
+        elif isinstance(found, list):
+            found.append(mark)
+        else:
+            hashes[mark.hash] = [found, mark]
         self._by_session[principal, mark.session_id].append(mark)
         self._heads[principal, mark.session_id] = mark
 
@@ -265,8 +275,11 @@ class LineageIndex(Observer):
         marks = self._by_session.pop((principal, old), [])
         moved = {id(mark): replace(mark, session_id=new) for mark in marks}
         for mark in marks:
-            bucket = self._by_hash[principal, mark.hash]
-            bucket[:] = [moved.get(id(m), m) for m in bucket]
+            self._set_marks(
+                principal,
+                mark.hash,
+                [moved.get(id(m), m) for m in self._marks(principal, mark.hash)],
+            )
         if marks:
             self._by_session[principal, new] = [moved[id(m)] for m in marks]
             self._heads[principal, new] = moved[id(self._heads.pop((principal, old)))]
@@ -284,16 +297,33 @@ class LineageIndex(Observer):
         """Drop a session's marks, head and parent (the store deletes its rows with the
         session's). Forks of it keep naming it as their parent. Not a checkpoint."""
         for mark in self._by_session.pop((principal, session_id), []):
-            bucket = self._by_hash[principal, mark.hash]
-            bucket[:] = [m for m in bucket if m is not mark]
-            if not bucket:
-                del self._by_hash[principal, mark.hash]
+            kept = [m for m in self._marks(principal, mark.hash) if m is not mark]
+            self._set_marks(principal, mark.hash, kept)
         self._heads.pop((principal, session_id), None)
         self._parents.pop((principal, session_id), None)
         self._sessions_of[principal].discard(session_id)
 
     def session_forgotten(self, key: SessionKey) -> None:
         self.forget(key.principal, key.session_id)
+
+    def _marks(self, principal: str, hash_: str) -> list[Mark]:
+        """The principal's marks with hash ``hash_``, oldest first. Not a checkpoint."""
+        found = self._by_hash.get(principal, {}).get(hash_)
+        if found is None:
+            return []
+        return found if isinstance(found, list) else [found]
+
+    def _set_marks(self, principal: str, hash_: str, marks: list[Mark]) -> None:
+        """Make ``marks`` the principal's marks with hash ``hash_`` (none: forget it)."""
+        hashes = self._by_hash[principal]
+        if len(marks) > 1:
+            hashes[hash_] = marks
+        elif marks:
+            hashes[hash_] = marks[0]
+        else:
+            hashes.pop(hash_, None)
+            if not hashes:
+                del self._by_hash[principal]
 
     # -- Reading -----------------------------------------------------------------------
 

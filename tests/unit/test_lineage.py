@@ -218,6 +218,25 @@ def test_renaming_and_forgetting_move_and_drop_a_sessions_lineage():
     assert resolve(index, None, "u1", "a1", "u2") == Route("new", None, 0)
 
 
+def test_identical_sessions_share_their_hashes_until_renamed_or_forgotten():
+    """Two sessions of one conversation hold the same hashes: renaming one leaves both
+    found under their ids, forgetting one leaves the other, forgetting both leaves
+    nothing to continue or fork."""
+    index = LineageIndex()
+    served(index, "alice", "s", *THREE)
+    served(index, "alice", "twin", *THREE)
+    index.rename("alice", "s", "renamed")
+    assert resolve(index, "renamed", *THREE, "u4", exists=True) == Route("continue", "renamed", 3)
+    assert resolve(index, "twin", *THREE, "u4", exists=True) == Route("continue", "twin", 3)
+    index.forget("alice", "twin")
+    assert resolve(index, None, *THREE, "u4") == Route("continue", "renamed", 3)
+    regenerate = resolve(index, None, *THREE[:4], "u3")
+    assert (regenerate.kind, regenerate.fork_from.session_id) == ("fork", "renamed")
+    index.forget("alice", "renamed")
+    assert resolve(index, None, *THREE, "u4") == Route("new", None, 0)
+    assert resolve(index, None, *THREE[:4], "u3") == Route("new", None, 0)
+
+
 def test_a_sessions_marks_share_one_copy_of_its_ids():
     """Each turn's mark arrives with new (equal) strings for its session ids, from the
     request and the CLI's JSON; the index keeps one copy per session, not one per turn."""

@@ -100,7 +100,7 @@ def create_app(
     # the slashes: a redirect is no answer for a WebSocket handshake or an API call.
     app.url_map.merge_slashes = False
     # One access line per request, when its response is over (a refusal below has its own).
-    app.asgi_app = AccessLog(app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = AccessLog(app.asgi_app)
     # Host, Origin and content-type checks against web pages, before any route or hook.
     app.asgi_app = BrowserGuard(app.asgi_app, RequestPolicy.from_settings(settings))
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -99,7 +100,32 @@ def cli_version() -> str:
         return "unknown"
 
 
+class Stopped(Exception):
+    """The run was stopped by SIGTERM (after stopping everything it started)."""
+
+
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """The scenarios ``args`` ask for; their results.
+
+    SIGTERM stops the run as Ctrl-C does: it is cancelled, so every server, CLI and
+    upstream it started is stopped on the way out; then ``Stopped`` is raised.
+    """
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+
+            async def stop_on_signal() -> None:
+                async for _ in signals:
+                    nursery.cancel_scope.cancel()
+                    return
+
+            nursery.start_soon(stop_on_signal)
+            results = await run_scenarios(args, root)
+            nursery.cancel_scope.cancel()
+            return results
+    raise Stopped
+
+
+async def run_scenarios(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     wanted = set(args.scenario or SCENARIOS)
     if "resume" in wanted:
         wanted.add("new")
@@ -155,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ccactors-bench-", ignore_cleanup_errors=True) as root:
         try:
             results = trio.run(run, args, Path(root))
+        except Stopped:
+            print("stopped (SIGTERM): no results", flush=True)
+            return 128 + signal.SIGTERM
         finally:
             keep_logs(Path(root), path.with_suffix(".logs"))
     meta["duration_s"] = round(time.time() - started, 1)

@@ -28,6 +28,9 @@ from app._settings import Settings
 from .measure import DELTA, TURN_LIMIT_S, TurnTiming
 from .server import upstream_env
 
+# Seconds a client's disconnect may take (the SDK ends its CLI within ~10 s).
+DISCONNECT_LIMIT_S = 30.0
+
 
 @dataclass
 class Direct:
@@ -67,7 +70,9 @@ class Direct:
         finally:
             if session.claude_session_id:
                 self.cwd_of[session.claude_session_id] = spec.cwd
-            await client.disconnect()
+            # Also when the run is stopped (cancelled): its CLI must not outlive it.
+            with trio.move_on_after(DISCONNECT_LIMIT_S, shield=True):
+                await client.disconnect()
 
 
 @dataclass

@@ -5,10 +5,13 @@ goals belong to the benchmark's own table, not to CI."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from app._settings import PROJECT_ROOT
@@ -92,3 +95,39 @@ def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path)
     assert len(by_load) == 1 + plan["memory_loads"] >= 2
     if plan["memory_loads"] == 1:  # --quick: the one untimed load alone
         assert memory["rss_kib_per_more_session"] == by_load[-1]
+
+
+def test_sigterm_stops_the_benchmark_and_everything_it_started(tmp_path: Path) -> None:
+    """A benchmark stopped by SIGTERM (as ``timeout`` or a CI runner stops it) stops
+    what it started first: the offline upstream, the ccactors server and its CLIs, the
+    HTTP floor, the bare proxy and its CLI, the direct SDK's CLI. None outlives it."""
+    claude_cli()
+    args = ["--quick", "--quiet-wait", "0", "--scenario", "warm", "--json", tmp_path / "b.json"]
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", *map(str, args)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert bench.stdout is not None
+        for line in bench.stdout:  # every contender is up once the warm block starts
+            if "warm turn" in line:
+                break
+        started = psutil.Process(bench.pid).children(recursive=True)
+        commands = " ".join(" ".join(p.cmdline()) for p in started)
+        assert "serve" in commands and "bare_proxy" in commands and "claude" in commands
+        bench.send_signal(signal.SIGTERM)
+        assert bench.wait(timeout=120) == 128 + signal.SIGTERM
+        assert "stopped (SIGTERM)" in bench.stdout.read()
+    finally:
+        bench.kill()
+        bench.wait()
+        bench.stdout.close()
+    deadline = time.monotonic() + 30
+    alive = [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.5)
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [p.cmdline() for p in alive]

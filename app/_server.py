@@ -91,12 +91,13 @@ def hypercorn_config(settings: Settings) -> hypercorn.config.Config:
     return config
 
 
-async def wait_for_signal() -> None:
-    """Return on the first SIGINT or SIGTERM."""
+async def wait_for_signal() -> signal.Signals:
+    """Return the first SIGINT or SIGTERM received, once it is."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("received %s: shutting down", signal.Signals(signum).name)
-            return
+            return signal.Signals(signum)
+    raise AssertionError("unreachable: a signal receiver never ends")  # pragma: no cover
 
 
 async def serve(

@@ -31,6 +31,7 @@ from typing import Any
 import trio
 
 from actors import BUNDLED_CLI
+from app._server import wait_for_signal
 
 from .direct import Direct
 from .load import run_load
@@ -101,28 +102,31 @@ def cli_version() -> str:
 
 
 class Stopped(Exception):
-    """The run was stopped by SIGTERM (after stopping everything it started)."""
+    """The run was stopped by ``signum`` (after stopping everything it started)."""
+
+    def __init__(self, signum: signal.Signals) -> None:
+        super().__init__(signum.name)
+        self.signal = signum
 
 
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """The scenarios ``args`` ask for; their results.
 
-    SIGTERM stops the run as Ctrl-C does: it is cancelled, so every server, CLI and
-    upstream it started is stopped on the way out; then ``Stopped`` is raised.
+    Ctrl-C (SIGINT) or SIGTERM cancels the run, so every server, CLI and upstream it
+    started is stopped on the way out; then ``Stopped`` is raised.
     """
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
+    received: list[signal.Signals] = []
+    async with trio.open_nursery() as nursery:
 
-            async def stop_on_signal() -> None:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    return
-
-            nursery.start_soon(stop_on_signal)
-            results = await run_scenarios(args, root)
+        async def stop_on_signal() -> None:
+            received.append(await wait_for_signal())
             nursery.cancel_scope.cancel()
-            return results
-    raise Stopped
+
+        nursery.start_soon(stop_on_signal)
+        results = await run_scenarios(args, root)
+        nursery.cancel_scope.cancel()
+        return results
+    raise Stopped(received[0])
 
 
 async def run_scenarios(args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -181,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ccactors-bench-", ignore_cleanup_errors=True) as root:
         try:
             results = trio.run(run, args, Path(root))
-        except Stopped:
-            print("stopped (SIGTERM): no results", flush=True)
-            return 128 + signal.SIGTERM
+        except Stopped as stopped:
+            print(f"stopped ({stopped.signal.name}): no results", flush=True)
+            return 128 + stopped.signal
         finally:
             keep_logs(Path(root), path.with_suffix(".logs"))
     meta["duration_s"] = round(time.time() - started, 1)

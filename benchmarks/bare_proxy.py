@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.bare_proxy <upstream_url> <state_dir>`` connects one
 ``ClaudeSDKClient`` (the CLI, flags and offline upstream the direct SDK uses:
-``Direct.create``) and serves ``POST /v1/messages`` with quart-trio on hypercorn
+``Direct.open``) and serves ``POST /v1/messages`` with quart-trio on hypercorn
 (ccactors' hypercorn configuration) in its own process, as ccactors runs. A request's
 last message (a string) is sent to that one client, and each ``StreamEvent`` the SDK
 reads from the CLI is written to the response as an SSE frame, the event passed through
@@ -20,7 +20,6 @@ Stopped by SIGTERM or SIGINT (the CLI is disconnected). Prints ``serving on <url
 from __future__ import annotations
 
 import functools
-import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,8 +30,7 @@ import trio
 from claude_agent_sdk import ClaudeSDKClient, StreamEvent
 from quart_trio import QuartTrio
 
-from actors import SessionSpec
-from app._server import hypercorn_config
+from app._server import hypercorn_config, wait_for_signal
 from app._settings import Settings
 from app.wire._sse import encode_sse
 
@@ -62,27 +60,14 @@ def create_bare_proxy_app(client: ClaudeSDKClient) -> QuartTrio:
 
 
 async def main(upstream_url: str, root: Path) -> None:
-    direct = Direct.create(root, upstream_url)
-    client = ClaudeSDKClient(direct.cli.sdk_options(SessionSpec(direct.workspace())))
-    # The SDK binds its task group to the task that connects: this one disconnects too.
-    await client.connect()
-    try:
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(
-                functools.partial(
-                    hypercorn.trio.serve,
-                    create_bare_proxy_app(client),
-                    hypercorn_config(Settings(port=0)),
-                )
-            )
-            print(f"bare proxy: serving on {binds[0]}", flush=True)
-            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-                async for _ in signals:
-                    nursery.cancel_scope.cancel()
-                    break
-    finally:
-        with trio.CancelScope(shield=True):
-            await client.disconnect()
+    # The direct SDK's client, connected and disconnected by this one task.
+    async with Direct.create(root, upstream_url).open() as session, trio.open_nursery() as nursery:
+        app = create_bare_proxy_app(session.client)
+        serve = functools.partial(hypercorn.trio.serve, app, hypercorn_config(Settings(port=0)))
+        binds = await nursery.start(serve)
+        print(f"bare proxy: serving on {binds[0]}", flush=True)
+        await wait_for_signal()
+        nursery.cancel_scope.cancel()
 
 
 if __name__ == "__main__":

@@ -97,10 +97,14 @@ def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path)
         assert memory["rss_kib_per_more_session"] == by_load[-1]
 
 
-def test_sigterm_stops_the_benchmark_and_everything_it_started(tmp_path: Path) -> None:
-    """A benchmark stopped by SIGTERM (as ``timeout`` or a CI runner stops it) stops
-    what it started first: the offline upstream, the ccactors server and its CLIs, the
-    HTTP floor, the bare proxy and its CLI, the direct SDK's CLI. None outlives it."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_stops_the_benchmark_and_everything_it_started(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    """A benchmark stopped by SIGTERM (as ``timeout`` or a CI runner stops it) or Ctrl-C
+    stops what it started first: the offline upstream, the ccactors server and its CLIs,
+    the HTTP floor, the bare proxy and its CLI, the direct SDK's CLI. None outlives it,
+    and it exits with 128 plus the signal's number."""
     claude_cli()
     args = ["--quick", "--quiet-wait", "0", "--scenario", "warm", "--json", tmp_path / "b.json"]
     bench = subprocess.Popen(
@@ -118,9 +122,9 @@ def test_sigterm_stops_the_benchmark_and_everything_it_started(tmp_path: Path) -
         started = psutil.Process(bench.pid).children(recursive=True)
         commands = " ".join(" ".join(p.cmdline()) for p in started)
         assert "serve" in commands and "bare_proxy" in commands and "claude" in commands
-        bench.send_signal(signal.SIGTERM)
-        assert bench.wait(timeout=120) == 128 + signal.SIGTERM
-        assert "stopped (SIGTERM)" in bench.stdout.read()
+        bench.send_signal(signum)
+        assert bench.wait(timeout=120) == 128 + signum
+        assert f"stopped ({signum.name})" in bench.stdout.read()
     finally:
         bench.kill()
         bench.wait()

@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+import trio
 
 from actors import SupervisorConfig, open_supervisor
 from actors.testing import ScriptedClientFactory, text_reply
@@ -14,6 +15,10 @@ from app._logging import JsonFormatter, _ContextFilter
 from app._settings import Settings
 from app.http._access_log import AccessLog
 from app.http._app import create_app
+
+from .serving import serving
+
+GUARD_S = 30
 
 BODY = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
 
@@ -73,26 +78,53 @@ async def test_a_stream_is_logged_once_over_with_its_whole_duration(
     assert line["duration_ms"] >= 4000
 
 
-async def test_a_response_cut_short_is_logged_as_incomplete(json_lines):
-    """A response whose application ended without its last body message (the client
-    went away mid-stream) is logged once, as not complete; one that failed before it
-    started has no status."""
+async def test_a_client_that_leaves_mid_stream_is_logged_once_as_incomplete(tmp_path, json_lines):
+    """A client on a real socket reading a stream's first text and closing the
+    connection: the request's one access line says 200 and ``complete: false``."""
+    slow = ScriptedClientFactory(
+        script=lambda prompt, history: text_reply("a b", chunks=2, chunk_delay=GUARD_S)
+    )
+    logged = trio.Event()
+    notify = logging.Handler()
+    notify.emit = lambda record: logged.set()
+    logging.getLogger("ccactors.access").addHandler(notify)
+    body = json.dumps({**BODY, "stream": True}).encode()
+    try:
+        with trio.fail_after(GUARD_S):
+            async with serving(Settings(state_dir=tmp_path), slow) as url:
+                host, port = url.removeprefix("http://").rsplit(":", 1)
+                async with await trio.open_tcp_stream(host, int(port)) as stream:
+                    await stream.send_all(
+                        b"POST /v1/messages HTTP/1.1\r\n"
+                        + f"host: {host}:{port}\r\ncontent-length: {len(body)}\r\n".encode()
+                        + b"content-type: application/json\r\n\r\n"
+                        + body
+                    )
+                    received = b""
+                    while b"content_block_delta" not in received:
+                        received += await stream.receive_some()
+                await logged.wait()  # the client has left, the stream not ended
+    finally:
+        logging.getLogger("ccactors.access").removeHandler(notify)
+    (line,) = json_lines()
+    assert (line["path"], line["status"], line["complete"]) == ("/v1/messages", 200, False)
 
-    async def cut_short(scope, receive, send):
-        await send({"type": "http.response.start", "status": 200, "headers": []})
-        await send({"type": "http.response.body", "body": b"data", "more_body": True})
+
+async def test_a_request_that_fails_before_its_response_is_logged_without_a_status(json_lines):
+    """An application that fails before starting a response (nothing in ccactors'
+    stack lets one through: quart answers a route's error with a 500) still leaves
+    its line, with ``-`` for the status."""
 
     async def failing(scope, receive, send):
         raise RuntimeError("boom")
 
-    async def send(message):
-        pass
-
     scope = {"type": "http", "method": "POST", "path": "/v1/messages", "client": ("1.2.3.4", 1)}
-    await AccessLog(cut_short)(scope, None, send)
     with pytest.raises(RuntimeError):
-        await AccessLog(failing)(scope, None, send)
-    cut, failed = json_lines()
-    assert (cut["status"], cut["complete"], cut["client"]) == (200, False, "1.2.3.4")
-    assert (failed["message"], failed["complete"]) == ("POST /v1/messages -", False)
+        await AccessLog(failing)(scope, None, None)
+    (failed,) = json_lines()
+    assert (failed["message"], failed["complete"], failed["client"]) == (
+        "POST /v1/messages -",
+        False,
+        "1.2.3.4",
+    )
     assert "status" not in failed

@@ -24,8 +24,7 @@ import trio
 from app.cluster._local import open_local_cluster
 
 from .lineage import report
-
-MODEL = "claude-sonnet-4-6"
+from .server import MODEL
 
 
 def timed_turn(url: str, session_id: str) -> tuple[float, str]:

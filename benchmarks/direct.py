@@ -3,8 +3,12 @@
 The SDK drives the same CLI with the same flags as every ccactors session: the options
 come from ``app._server.cli_options`` and ``CliOptions.sdk_options`` (tools, permission
 mode, system prompt preset, ``--include-partial-messages``, no settings sources, the
-quiet environment), with the same offline upstream. It is the limit any proxy in front
-of Claude Code is measured against: the same CLI's work, and nothing else.
+quiet environment), with the same offline upstream, on the model the benchmark's
+requests ask ccactors for (``--model``: ``MODEL``), so that it is the same turn:
+Claude Code builds a different request for each model (in 2.1.332, ~36 KB for
+``claude-sonnet-4-6``, ~14 KB for its default ``claude-opus-5-5``), though timed in
+turns the two took the same time. It is the limit any proxy in front of Claude
+Code is measured against: the same CLI's work, and nothing else.
 
 A client is connected, used and disconnected by one task (the SDK binds its task group
 to the task that connected), as in a ccactors actor.
@@ -15,7 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import trio
@@ -26,7 +30,7 @@ from app._server import cli_options
 from app._settings import Settings
 
 from .measure import DELTA, TURN_LIMIT_S, TurnTiming
-from .server import upstream_env
+from .server import MODEL, upstream_env
 
 # Seconds a client's disconnect may take (the SDK ends its CLI within ~10 s).
 DISCONNECT_LIMIT_S = 30.0
@@ -44,9 +48,11 @@ class Direct:
     @classmethod
     def create(cls, root: Path, upstream_url: str) -> Direct:
         """Options as ccactors builds them from default settings (state under ``root``),
-        pointed at ``upstream_url``."""
+        pointed at ``upstream_url``, the CLI started on ``MODEL``: the model ccactors'
+        sessions switch their CLIs to for the benchmark's requests."""
         settings = Settings(state_dir=root, port=0)
-        return cls(cli_options(settings, upstream_env(upstream_url)), root)
+        cli = replace(cli_options(settings, upstream_env(upstream_url)), model=MODEL)
+        return cls(cli, root)
 
     def workspace(self) -> Path:
         """A fresh, empty working directory."""

@@ -27,7 +27,7 @@ import trio
 from app._server import serve
 from app._settings import Settings
 
-MODEL = "claude-sonnet-4-6"
+from .server import MODEL
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -4,6 +4,7 @@ Embeddable in any Trio program; knows nothing about HTTP. See ``open_supervisor`
 """
 
 from ._actor import SessionFailedError as SessionFailedError
+from ._children import SessionDirectory as SessionDirectory
 from ._client import ClaudeClient as ClaudeClient
 from ._client import ClientError as ClientError
 from ._client import ClientFactory as ClientFactory
@@ -16,7 +17,6 @@ from ._policy import ActorPolicy as ActorPolicy
 from ._sdk import BUNDLED_CLI as BUNDLED_CLI
 from ._sdk import CliOptions as CliOptions
 from ._sdk import open_sdk_client as open_sdk_client
-from ._supervisor import SessionDirectory as SessionDirectory
 from ._supervisor import SessionOwnership as SessionOwnership
 from ._supervisor import Supervisor as Supervisor
 from ._supervisor import open_supervisor as open_supervisor

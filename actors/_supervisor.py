@@ -1,64 +1,38 @@
-"""Supervisor: the registry of session actors, the nursery they run in, and their limits."""
+"""Supervisor: where turns are admitted to session actors, and sessions are answered for.
+
+The actors themselves (started, supervised, revived, ended) are its ``Children``
+(``actors._children``).
+"""
 
 from __future__ import annotations
 
 import collections
-import contextvars
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
 from typing import Any, Protocol
 
 import trio
 
-from ._actor import SessionActor
-from ._client import ClientFactory, limit_starts
+from ._children import Children, SessionDirectory
+from ._client import ClientFactory
 from ._config import SessionInfo, SupervisorConfig, session_info
 from ._fanout import Notice
-from ._pool import WarmPool
-from ._retention import RetentionTimer
-from ._slots import BUSY_RETRY_AFTER_S, LiveSlots
+from ._slots import BUSY_RETRY_AFTER_S
 from ._turn import Envelope
 from ._types import (
-    CapacityError,
     ForkPoint,
     MailboxFullError,
     Observer,
     PrincipalLimitError,
-    RetryLaterError,
     SessionEvent,
     SessionKey,
-    SessionNotFoundError,
-    SessionRecord,
-    SessionStartError,
     SupervisorClosedError,
     Turn,
-    TurnRecord,
 )
-from ._workspaces import make_workspace, remove_workspace, set_system_prompt, workspace_name
 
 log = logging.getLogger(__name__)
-
-# CLIs starting at once per CPU when ``max_concurrent_starts`` is unset. A session's first
-# turn waits for its CLI, so with N sessions opened together the slowest first turn comes
-# when the last start ends. Measured on 2 CPUs (TTFT p99 as a ratio to the SDK alone
-# starting every CLI at once; docs/reference/benchmarks.md): 16 sessions, 1 per CPU
-# 1.48-1.69x, 2 per CPU 1.12-1.19x, 4 per CPU 1.15-1.58x, 8 per CPU (all at once)
-# 0.89-1.16x; 32 sessions, 1 per CPU 1.50x, 4 per CPU 1.32x, 8 per CPU 1.09-1.45x, all
-# 32 at once 0.82x; no turn failed. Started in waves, the later waves compete with the
-# turns of the sessions already up.
-STARTS_PER_CPU = 8
-
-
-class _Start:
-    """A session whose actor is being started; callers for that session wait on it."""
-
-    def __init__(self) -> None:
-        self.done = trio.Event()
-        self.error: BaseException | None = None
 
 
 class Supervisor:
@@ -114,8 +88,8 @@ class Supervisor:
       CLI that replaces an adopted one starts when the adopting session's first turn
       is over, or ``REFILL_HOLD_OFF_S`` after the adoption (``WarmPool``).
     * Start-ups: at most ``max_concurrent_starts`` CLIs start at once (``limit_starts``;
-      unset, ``STARTS_PER_CPU`` per CPU); the others wait their turn, holding their live
-      slot.
+      unset, ``actors._children.STARTS_PER_CPU`` per CPU); the others wait their turn,
+      holding their live slot.
     * Ownership (a cluster of nodes): with an ``ownership`` (``SessionOwnership``),
       every turn of a session first claims it (``claim``: at once if this node drives
       it already, else possibly after another node hands it over); a session this node
@@ -136,37 +110,10 @@ class Supervisor:
         ownership: SessionOwnership | None = None,
     ) -> None:
         self.config = config
-        self._directory = directory
         self._ownership = ownership
-        self.dead_letters = 0
-        self.sessions_failed = 0
-        self.forks = 0  # sessions started as forks
-        starts = config.max_concurrent_starts or STARTS_PER_CPU * (os.cpu_count() or 1)
-        self._client_factory = limit_starts(client_factory, trio.CapacityLimiter(starts))
-        self._nursery = nursery
-        # The context of the task that opened the supervisor: an actor is started in a
-        # copy of it, not of the caller's (a request's), whose variables (the request,
-        # its id in log lines) would otherwise live as long as the session.
-        self._context = contextvars.copy_context()
-        self._sessions: dict[SessionKey, SessionActor] = {}
-        self._starting: dict[SessionKey, _Start] = {}
-        self._slots = LiveSlots(
-            config.max_live_sessions,
-            wait_s=config.live_slot_wait_s,
-            share=config.max_live_sessions_per_principal,
-            on_change=self._slots_changed,
-        )
-        self._pool = WarmPool(config.warm_pool_size, self._slots, self._start_warm_actor)
-        self._changed = trio.lowlevel.ParkingLot()  # a session went idle or retired
-        self._totals: collections.Counter[str] = collections.Counter()  # of gone actors
-        self._observers = _Observers()
+        self._children = Children(config, client_factory, nursery, directory)
         self._turns_by_principal: collections.Counter[str] = collections.Counter()
         self._closed = False
-        self._session_waiters: dict[SessionKey, trio.lowlevel.ParkingLot] = {}
-        # Forgets dormant sessions at their retention: one task for all of them.
-        self._retention = RetentionTimer(
-            self._expire, self._registered, lambda: len(self._sessions)
-        )
 
     # -- Turns ------------------------------------------------------------------------
 
@@ -239,9 +186,9 @@ class Supervisor:
         while True:
             if self._closed:
                 raise SupervisorClosedError("the server is shutting down")
-            actor = self._sessions.get(key)
+            actor = self._children.registered.get(key)
             if actor is None:
-                await self._start_session(
+                await self._children.start(
                     key,
                     one_turn=one_turn,
                     fork=fork,
@@ -254,13 +201,13 @@ class Supervisor:
                 # Hibernated: its key must be within its share of live CLIs (else 429
                 # now), and with no free slot it waits (bounded) for room while a
                 # refusal can still be a status code.
-                self._slots.check_share(key.principal, actor)
-                if len(self._slots) >= self.config.max_live_sessions:
-                    await self._slots.wait_for_room(actor)
-                    if self._sessions.get(key) is not actor:
+                self._children.slots.check_share(key.principal, actor)
+                if len(self._children.slots) >= self.config.max_live_sessions:
+                    await self._children.slots.wait_for_room(actor)
+                    if self._children.registered.get(key) is not actor:
                         continue  # it retired meanwhile: look again
             if actor.dormant:
-                self._revive(actor)
+                self._children.revive(actor)
             try:
                 actor.submit_nowait(envelope)
                 return
@@ -271,7 +218,7 @@ class Supervisor:
                     retry_after_s=1,
                 ) from None
             except trio.BrokenResourceError:
-                self._sessions.pop(key, None)  # retired: start another
+                self._children.registered.pop(key, None)  # retired: start another
 
     def rename_session(self, old: SessionKey, new: SessionKey) -> bool:
         """Give session ``old`` the key ``new``: its actor, CLI (live or hibernated),
@@ -292,16 +239,7 @@ class Supervisor:
         """
         if new.principal != old.principal:
             raise ValueError("a session keeps its principal when renamed")
-        if old in self._starting or new in self._starting or new in self._sessions:
-            return False
-        actor = self._actor(old)
-        if not actor.unoccupied:
-            return False
-        del self._sessions[old]
-        actor.rekey(new)
-        self._sessions[new] = actor
-        self._wake_session_waiters(new)
-        return True
+        return self._children.rename(old, new)
 
     def interrupt(self, key: SessionKey) -> bool:
         """Interrupt the session's running turn. Returns whether one was running.
@@ -311,7 +249,7 @@ class Supervisor:
 
         Not a checkpoint. The turn's caller gets ``TurnFailed(reason="interrupted")``.
         """
-        return self._actor(key).interrupt()
+        return self._children.actor(key).interrupt()
 
     @contextmanager
     def listen(self, key: SessionKey) -> Iterator[trio.MemoryReceiveChannel[Notice]]:
@@ -324,7 +262,7 @@ class Supervisor:
         Raises:
             SessionNotFoundError: no such session.
         """
-        actor = self._actor(key)
+        actor = self._children.actor(key)
         with actor.fanout.listen(replay=actor.pending_permissions()) as events:
             yield events
 
@@ -354,20 +292,7 @@ class Supervisor:
         timeout: wrap it in ``trio.move_on_after``. If cancelled, it leaves nothing
         behind.
         """
-        await trio.lowlevel.checkpoint()
-        while key not in self._sessions:
-            lot = self._session_waiters.setdefault(key, trio.lowlevel.ParkingLot())
-            try:
-                await lot.park()
-            finally:
-                if not len(lot) and self._session_waiters.get(key) is lot:
-                    del self._session_waiters[key]
-
-    def _wake_session_waiters(self, key: SessionKey) -> None:
-        """Wake every ``wait_for_session(key)``: the session was just registered."""
-        lot = self._session_waiters.pop(key, None)
-        if lot is not None:
-            lot.unpark_all()
+        await self._children.wait_for(key)
 
     async def close_session(self, key: SessionKey) -> SessionInfo:
         """Close a session for good: its running turn fails (``session_closed``), waiting
@@ -381,7 +306,7 @@ class Supervisor:
 
         Waits until the CLI process is gone. If cancelled, the closing goes on anyway.
         """
-        actor = self._actor(key)
+        actor = self._children.actor(key)
         info = session_info(actor)
         self.close_session_nowait(key)
         await actor.done.wait()
@@ -396,12 +321,12 @@ class Supervisor:
         Waits for the session's turns to end and its CLI to be gone; the hand-off goes on
         if this is cancelled.
         """
-        actor = self._sessions.get(key)
+        actor = self._children.registered.get(key)
         if actor is None:
             return False
         actor.hand_off()
         if actor.dormant:
-            self._end_dormant(actor)
+            self._children.end_dormant(actor)
         await actor.done.wait()
         return True
 
@@ -413,11 +338,11 @@ class Supervisor:
         Raises:
             SessionNotFoundError: no such session.
         """
-        actor = self._actor(key)
+        actor = self._children.actor(key)
         actor.close(reason)
         if actor.dormant:
-            self._end_dormant(actor)
-        self._forget(actor)
+            self._children.end_dormant(actor)
+        self._children.forget(actor)
 
     def answer_permission(
         self, key: SessionKey, request_id: str, allow: bool, message: str = ""
@@ -428,262 +353,30 @@ class Supervisor:
         Raises:
             SessionNotFoundError: no such session.
         """
-        return self._actor(key).answer_permission(request_id, allow, message)
+        return self._children.actor(key).answer_permission(request_id, allow, message)
 
-    def _actor(self, key: SessionKey) -> SessionActor:
-        actor = self._sessions.get(key)
-        if actor is None:
-            raise SessionNotFoundError(f"no session {key.session_id!r}")
-        return actor
-
-    # -- Starting sessions ------------------------------------------------------------
-
-    async def _start_session(
-        self,
-        key: SessionKey,
-        *,
-        one_turn: bool,
-        fork: ForkPoint | None = None,
-        system: str | None = None,
-        model: str | None = None,
-    ) -> None:
-        """Start the actor for ``key`` (adopting a warm one if any), or wait for the
-        start already under way. ``system`` and ``model`` are the opening turn's
-        ``Turn.system`` and ``Turn.model``.
-
-        Raises:
-            CapacityError, PrincipalLimitError, SupervisorClosedError: as for
-                ``open_turn``.
-            SessionStartError: the actor's client could not be connected.
-        """
-        start = self._starting.get(key)
-        if start is None:
-            if len(self._sessions) + len(self._starting) >= self.config.max_sessions:
-                raise CapacityError(
-                    f"all {self.config.max_sessions} sessions are in use",
-                    retry_after_s=BUSY_RETRY_AFTER_S,
-                )
-            owned = sum(k.principal == key.principal for k in (*self._sessions, *self._starting))
-            if owned >= self.config.max_sessions_per_principal:
-                raise PrincipalLimitError(
-                    f"this key already has {owned} sessions (at most "
-                    f"{self.config.max_sessions_per_principal}); delete one or wait for one "
-                    "to be forgotten",
-                    retry_after_s=BUSY_RETRY_AFTER_S,
-                )
-            self._slots.check_share(key.principal)
-            start = self._starting[key] = _Start()
-            self._context.run(
-                self._nursery.start_soon, self._spawn, key, start, one_turn, fork, system, model
-            )
-        await start.done.wait()
-        if isinstance(start.error, RetryLaterError):
-            raise start.error
-        if start.error is not None:
-            raise SessionStartError(f"could not start Claude Code: {start.error}") from (
-                start.error
-            )
-
-    def _new_actor(
-        self, key: SessionKey | None, cwd: Path, one_turn: bool, fork: ForkPoint | None = None
-    ) -> SessionActor:
-        make_workspace(cwd)
-        return SessionActor(
-            key,
-            cwd,
-            client_factory=self._client_factory,
-            policy=self.config.policy,
-            mailbox_size=self.config.mailbox_size,
-            fanout_buffer=self.config.fanout_buffer_size,
-            slots=self._slots,
-            one_turn=one_turn,
-            fork_from=fork,
-            on_retire=self._forget,
-            on_idle=self._actor_idle,
-            observer=self._observers,
-        )
-
-    async def _spawn(
-        self,
-        key: SessionKey,
-        start: _Start,
-        one_turn: bool,
-        fork: ForkPoint | None,
-        system: str | None,
-        model: str | None,
-    ) -> None:
-        """Get the session an actor and register it: a session known from before resumes
-        in its own workspace; otherwise a warm actor is adopted if there is one, else a
-        new actor is started (registered once its client is connected).
-
-        A fork never adopts a warm actor: its CLI must start by resuming the parent's
-        conversation. Nor does a new session whose opening turn adds to the system
-        prompt (``system``): a running CLI cannot take a system prompt any more. Its own
-        CLI reads the text from a file in the session's workspace."""
-        try:
-            known = None if one_turn or fork else await self._load(key)
-            await self._slots.take_share(key.principal)  # adopting a warm actor takes a slot too
-            adoptable = known is None and fork is None and system is None
-            if adoptable and (actor := self._pool.take(model)) is not None:
-                actor.adopt(key, one_turn=one_turn)
-                self._slots.notify()
-            else:
-                await self._slots.wait_for_room(None)
-                # A session known from before resumes in its workspace, if that is here
-                # (a session handed over from another machine gets a new one).
-                cwd = known.cwd if known and known.cwd.is_dir() else self._fresh_workspace(key)
-                actor = self._new_actor(key, cwd, one_turn, fork)
-                if known is not None:
-                    actor.restore(known)
-                else:
-                    set_system_prompt(cwd, system)
-                await self._nursery.start(self._supervise, actor)
-                self.forks += fork is not None
-        except Exception as exc:
-            log.warning("session %s could not start: %r", key.session_id, exc)
-            start.error = exc
-        else:
-            self._sessions[key] = actor
-            self._wake_session_waiters(key)
-        finally:
-            del self._starting[key]
-            start.done.set()
-            self._pool.notify()  # the pool holds off while sessions are starting
-
-    def _fresh_workspace(self, key: SessionKey) -> Path:
-        """The working directory of a new session: named by ``workspace_name``, or, if a
-        directory of that name is still there (e.g. it went with a renamed session),
-        that name with a random suffix. Not a checkpoint."""
-        path = self.config.workspace_root / workspace_name(key)
-        if path.exists():
-            path = path.with_name(f"{path.name}-{uuid.uuid4().hex[:8]}")
-        return path
-
-    async def _supervise(
-        self,
-        actor: SessionActor,
-        *,
-        task_status: trio.TaskStatus[SessionActor] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """Run one actor until it ends or goes dormant; a failure after its start is
-        logged, counted and the actor forgotten (a failure before it is re-raised to
-        ``nursery.start``)."""
-        # The actor holds ``task_status`` only until it has started (it refers to the
-        # starting task): this frame must not hold it for the session's life either.
-        run = actor.run(task_status=task_status)
-        del task_status
-        try:
-            with actor.scope:
-                await run
-        except Exception:
-            if not actor.started:
-                raise
-            self.sessions_failed += 1
-            log.exception("session %s closed", actor.key)
-        finally:
-            if actor.dormant:
-                self._retention.time(actor)
-            else:
-                await self._bury(actor)
-
-    async def _bury(self, actor: SessionActor) -> None:
-        """After an actor ended for good (or handed its session off): its counts go to
-        the totals, observers hear of a forgotten session, the workspace of a closed or
-        one-turn session is removed; then ``actor.done`` is set."""
-        self.dead_letters += actor.dead_letters
-        self._totals.update(actor.timeouts)
-        self._totals["restarts"] += actor.restarts
-        if actor.forgotten and actor.key is not None and not actor.one_turn:
-            self._observers.session_forgotten(actor.key)
-        if actor.one_turn or actor.key is None or actor.scope.cancel_called:
-            await remove_workspace(actor.cwd)
-        actor.done.set()
-
-    def _revive(self, actor: SessionActor) -> None:
-        """Run a dormant actor again (a turn for it follows at once). Not a checkpoint."""
-        actor.revive()
-        self._context.run(self._nursery.start_soon, self._supervise, actor)
-
-    def _end_dormant(self, actor: SessionActor) -> None:
-        """End a dormant actor for good (closed, handed off, or past its retention): as
-        its task would have, had it one. Not a checkpoint."""
-        actor.retire_dormant()
-        self._context.run(self._nursery.start_soon, self._bury, actor)
-
-    def _registered(self, actor: SessionActor) -> bool:
-        return actor.key is not None and self._sessions.get(actor.key) is actor
-
-    def _expire(self, actor: SessionActor) -> None:
-        """A dormant session's retention passed: forget it. Not a checkpoint."""
-        log.info("session %s forgotten after retention", actor.key)
-        actor.forgotten = True
-        self._end_dormant(actor)
-
-    async def _load(self, key: SessionKey) -> SessionRecord | None:
-        """The directory's record of ``key``, if any; a failing directory is logged and
-        treated as knowing nothing (the session then starts afresh)."""
-        if self._directory is None:
-            return None
-        try:
-            return await self._directory.load(key)
-        except Exception:
-            log.exception("could not look up session %s in the session directory", key)
-            return None
-
-    def _forget(self, actor: SessionActor) -> None:
-        """Unregister a retiring actor (only if it is still the one registered)."""
-        if actor.key is not None and self._sessions.get(actor.key) is actor:
-            del self._sessions[actor.key]
-        self._pool.discard(actor)
-        self._changed.unpark_all()
-
-    # -- Warm pool and live slots -----------------------------------------------------
+    # -- Background tasks and observers -----------------------------------------------
 
     async def forget_past_retention(self) -> None:
         """Forget each dormant session once its retention has passed (exactly
         ``retention_s`` after its last turn), until cancelled (``open_supervisor`` runs
         it)."""
-        await self._retention.run()
+        await self._children.forget_past_retention()
 
     async def keep_pool_warm(self) -> None:
         """Keep the warm pool filled until cancelled (``open_supervisor`` runs it)."""
-        await self._pool.keep_warm(self._nursery, lambda: self._closed or bool(self._starting))
-
-    async def _start_warm_actor(self) -> SessionActor:
-        """Start one unassigned actor for the warm pool; returns it once connected."""
-        actor = self._new_actor(None, self.config.workspace_root / f"w-{uuid.uuid4().hex}", False)
-        actor.warm_model = self._pool.model  # the model new sessions asked for lately
-        await self._nursery.start(self._supervise, actor)
-        return actor
-
-    def _slots_changed(self) -> None:
-        """A slot was released or the last waiter for one left: the pool may refill."""
-        self._pool.notify()
-        self._changed.unpark_all()
-
-    def _actor_idle(self) -> None:
-        """An actor connected or ended a turn: it may be evictable now, and idle."""
-        self._slots.notify()
-        self._pool.notify()
-        self._changed.unpark_all()
+        await self._children.keep_pool_warm(lambda: self._closed)
 
     def add_observer(self, observer: Observer) -> None:
         """Have ``observer`` notified of every turn's end and every CLI start from now on.
         Not a checkpoint."""
-        self._observers.members.append(observer)
+        self._children.observers.members.append(observer)
 
     # -- Shutdown and listings --------------------------------------------------------
 
     def close(self) -> None:
         """Refuse new turns from now on. Not a checkpoint; running turns go on."""
         self._closed = True
-
-    def _retire_all_dormant(self) -> None:
-        """At shutdown: end every dormant actor (their listeners' channels end), as the
-        cancelled tasks of the others end them. Not a checkpoint."""
-        for actor in [a for a in self._sessions.values() if a.dormant]:
-            actor.retire_dormant()
-            actor.done.set()
 
     @property
     def closing(self) -> bool:
@@ -692,24 +385,26 @@ class Supervisor:
 
     async def wait_idle(self) -> None:
         """Wait until no session is running or has waiting turns."""
-        while any(a.state == "busy" or a.mailbox_depth for a in self._sessions.values()):
-            await self._changed.park()
+        actors = self._children.registered
+        while any(a.state == "busy" or a.mailbox_depth for a in actors.values()):
+            await self._children.changed.park()
 
     def sessions(self) -> list[SessionInfo]:
         """Snapshots of every session, oldest first (ties by id). Not a checkpoint."""
-        infos = [session_info(actor) for actor in self._sessions.values()]
+        infos = [session_info(actor) for actor in self._children.registered.values()]
         return sorted(infos, key=lambda info: (info.created_at, info.session_id))
 
     def session(self, key: SessionKey) -> SessionInfo | None:
         """A snapshot of one session, or ``None`` if there is none. Not a checkpoint."""
-        actor = self._sessions.get(key)
+        actor = self._children.registered.get(key)
         return None if actor is None else session_info(actor)
 
     def stats(self) -> dict[str, Any]:
         """Counters for operators: sessions, pool, mailboxes, restarts, dead letters,
         timeouts by kind. Not a checkpoint."""
-        actors = list(self._sessions.values())
-        timeouts = self._totals.copy()
+        children = self._children
+        actors = list(children.registered.values())
+        timeouts = children.totals.copy()
         for actor in actors:
             timeouts.update(actor.timeouts)
         return {
@@ -717,37 +412,18 @@ class Supervisor:
             "live_sessions": sum(a.live for a in actors),
             "hibernated_sessions": sum(not a.live for a in actors),
             "busy_sessions": sum(a.state == "busy" for a in actors),
-            "live_processes": len(self._slots),
-            "warm_pool_size": len(self._pool),
-            "warm_pids": self._pool.pids,
+            "live_processes": len(children.slots),
+            "warm_pool_size": len(children.pool),
+            "warm_pids": children.pool.pids,
             "waiting_turns": sum(a.mailbox_depth for a in actors),
             "max_mailbox_depth": max((a.mailbox_depth for a in actors), default=0),
-            "restarts": self._totals["restarts"] + sum(a.restarts for a in actors),
-            "sessions_failed": self.sessions_failed,
-            "forks": self.forks,
-            "dead_letters": self.dead_letters + sum(a.dead_letters for a in actors),
+            "restarts": children.totals["restarts"] + sum(a.restarts for a in actors),
+            "sessions_failed": children.sessions_failed,
+            "forks": children.forks,
+            "dead_letters": children.dead_letters + sum(a.dead_letters for a in actors),
             "listener_drops": sum(a.fanout.dropped_total for a in actors),
             "timeouts": {kind: timeouts[kind] for kind in ("first_chunk", "stream_idle")},
         }
-
-
-class _Observers(Observer):
-    """Fans notices out to every observer added to the supervisor."""
-
-    def __init__(self) -> None:
-        self.members: list[Observer] = []
-
-    def turn_ended(self, record: TurnRecord) -> None:
-        for observer in self.members:
-            observer.turn_ended(record)
-
-    def cli_started(self, session_id: str | None, pid: int | None) -> None:
-        for observer in self.members:
-            observer.cli_started(session_id, pid)
-
-    def session_forgotten(self, key: SessionKey) -> None:
-        for observer in self.members:
-            observer.session_forgotten(key)
 
 
 class SessionOwnership(Protocol):
@@ -760,15 +436,6 @@ class SessionOwnership(Protocol):
             RetryLaterError: another node still drives it and did not hand it over in
                 time.
         """
-        ...
-
-
-class SessionDirectory(Protocol):
-    """Where sessions known from before are looked up (e.g. a database that outlives
-    the server process)."""
-
-    async def load(self, key: SessionKey) -> SessionRecord | None:
-        """The record of ``key``, or ``None`` if it is not known."""
         ...
 
 
@@ -804,4 +471,4 @@ async def open_supervisor(
         finally:
             supervisor.close()
             nursery.cancel_scope.cancel()
-            supervisor._retire_all_dormant()
+            supervisor._children.retire_all_dormant()

@@ -171,7 +171,7 @@ async def test_a_resumed_session_switches_its_new_cli_to_its_model(tmp_path, aut
         await trio.sleep(61)
         assert not sup.session(key).live
         assert answered_by(await run(sup, key, "b")) == "opus"
-        record = sup._sessions[key].record()
+        record = sup._children.registered[key].record()
     assert [c.set_model_calls for c in factory.clients] == [["opus"], ["opus"]]
     assert factory.specs[1].resume == factory.clients[0].claude_session_id
     assert record.model == "opus"

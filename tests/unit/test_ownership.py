@@ -90,7 +90,7 @@ async def test_hand_off_waits_for_the_turn_then_stops_the_cli_keeping_the_sessio
             await trio.sleep(1)
             nursery.start_soon(turn, "second")
             await trio.sleep(1)
-            actor = sup._sessions[key]
+            actor = sup._children.registered[key]
             assert await sup.hand_off(key)
             finished = trio.current_time()
         records[key] = actor.record()  # as a store would have it

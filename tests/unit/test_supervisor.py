@@ -175,7 +175,7 @@ async def test_retention_stays_exact_and_bounded_through_many_hibernations(
         for _ in range(100):  # more timings than the bound allows for one session
             await ask(sup, key, "hi")
             await trio.sleep(2)  # hibernated, dormant
-        assert len(sup._retention) <= 2 * len(sup.sessions()) + 65  # (a private bound)
+        assert len(sup._children._retention) <= 2 * len(sup.sessions()) + 65  # (a private bound)
         await ask(sup, key, "last")
         t_last = trio.current_time()
         await trio.sleep_until(t_last + 999.999)

@@ -97,8 +97,8 @@ async def test_cancelled_wait_for_session_leaves_nothing_behind(tmp_path, autoju
                 await sup.wait_for_session(key)
         assert scope.cancelled_caught
         assert trio.current_time() - t0 == 5
-        assert sup._session_waiters == {}  # the private registry of waiters is empty
+        assert sup._children._waiters == {}  # the private registry of waiters is empty
         await ask(sup, key, "now")
         with trio.fail_after(1):
             await sup.wait_for_session(key)
-        assert sup._session_waiters == {}
+        assert sup._children._waiters == {}

@@ -14,6 +14,8 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +28,7 @@ from actors._client import ToolCall, ToolOutput
 from actors.testing import ScriptedClientFactory, Step, text_reply
 from app._settings import Settings
 from app.http import create_app
+from app.http._pipeline import HEAD_HOLD_S
 
 from .serving import serving
 
@@ -121,6 +124,79 @@ async def test_the_stream_starts_with_its_first_text_in_one_write(tmp_path, path
     assert head == b""
     assert start in first and b"hello" in first, first
     assert b"".join(chunk for _, chunk in chunks).count(start) == 1
+
+
+@dataclass
+class Sent:
+    at: float
+    message: dict
+    prompts: int  # prompts the CLI had taken when this was sent
+
+
+async def post_streaming(app: Any, factory: ScriptedClientFactory, body: dict) -> list[Sent]:
+    """POST ``body`` (streamed) to ``/v1/messages`` of the ASGI ``app``, in-process; every
+    message the app sends, with its trio time and the prompts its CLI had by then."""
+    payload = json.dumps({**body, "stream": True}).encode()
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/messages",
+        "raw_path": b"/v1/messages",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", 8765),
+        "extensions": {},
+    }
+    requested, ended, sent = False, trio.Event(), []
+
+    async def receive() -> dict:
+        nonlocal requested
+        if not requested:
+            requested = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        await ended.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        prompts = sum(len(client.sent) for client in factory.clients)
+        sent.append(Sent(trio.current_time(), message, prompts))
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            ended.set()
+
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize(
+    ("set_model_delay", "head_prompts"), [(0.0, 1), (1.0, 0)], ids=["warm", "waiting"]
+)
+async def test_a_streams_head_goes_out_once_its_prompt_is_with_the_cli(
+    tmp_path, autojump_clock, set_model_delay, head_prompts
+):
+    """The HTTP head (status and headers) of a streamed turn is sent once the turn's
+    prompt has reached the CLI: sent before it, its write and the client's read of it
+    delayed the prompt on 2 cores (docs/reference/benchmarks.md). A turn that cannot
+    send its prompt yet (here its CLI takes a second to switch to the turn's model) gets
+    its head ``HEAD_HOLD_S`` after it was queued all the same, and its answer later."""
+    factory = ScriptedClientFactory(set_model_delay=set_model_delay)
+    settings = Settings(state_dir=tmp_path)
+    async with open_supervisor(SupervisorConfig(workspace_root=tmp_path), factory) as sup:
+        started = trio.current_time()
+        sent = await post_streaming(create_app(sup, settings), factory, ANTHROPIC_BODY)
+    head = next(s for s in sent if s.message["type"] == "http.response.start")
+    assert head.message["status"] == 200
+    assert head.prompts == head_prompts
+    if set_model_delay:
+        assert head.at - started == pytest.approx(HEAD_HOLD_S, abs=0.01)
+    else:
+        assert head.at - started < HEAD_HOLD_S
+    body = b"".join(s.message.get("body", b"") for s in sent)
+    assert b'"text":"echo: hi #1"' in body and b"event: message_stop" in body, body
 
 
 @pytest.mark.parametrize(

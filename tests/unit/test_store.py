@@ -20,6 +20,7 @@ from actors import (
 )
 from actors.testing import ScriptedClientFactory
 from app.sessions._store import open_session_store
+from app.sessions._writer import OrderedWriter
 
 
 async def ask(sup, key, prompt):
@@ -181,3 +182,41 @@ def test_the_sqlite_store_is_write_ahead_logged_and_syncs_at_checkpoints(tmp_pat
         assert backend.connection.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
     finally:
         backend.close()
+
+
+class _Backend:
+    """A backend that records each transaction's first statement; ``fail`` fails."""
+
+    errors = (RuntimeError,)
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+
+    def transaction(self, statements, guard=None):
+        sql = statements[0][0]
+        if sql == "fail":
+            raise RuntimeError("no such table")
+        self.applied.append(sql)
+        return [[(sql,)]]
+
+
+async def test_writes_queued_together_go_in_one_trip_each_in_its_own_transaction():
+    """Operations queued while the writer works are applied in one trip to the worker
+    thread, in order; one that fails is counted and fails alone, and a caller waiting for
+    its rows still gets them."""
+    backend = _Backend()
+    send, receive = trio.open_memory_channel(100)
+    writer = OrderedWriter(backend, send)
+    trips = []
+    transactions = writer._transactions
+    writer._transactions = lambda batch: trips.append(len(batch)) or transactions(batch)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for n in range(10):
+                writer._enqueue("fail" if n == 4 else f"w{n}")
+            nursery.start_soon(writer.write_in_order, receive, 1.0)
+            assert await writer._run("read") == [("read",)]
+            send.close()
+    assert backend.applied == [f"w{n}" for n in range(10) if n != 4] + ["read"]
+    assert writer.errors == 1
+    assert trips == [11], trips  # one at a time, it took 11

@@ -220,6 +220,8 @@ class Supervisor:
             except trio.BrokenResourceError:
                 self._children.registered.pop(key, None)  # retired: start another
 
+    # -- Sessions by key ----------------------------------------------------------------
+
     def rename_session(self, old: SessionKey, new: SessionKey) -> bool:
         """Give session ``old`` the key ``new``: its actor, CLI (live or hibernated),
         conversation, workspace and listeners go with it, and ``old`` is free for a new

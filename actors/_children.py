@@ -151,7 +151,7 @@ class Children:
             self._expire, self._is_registered, lambda: len(self.registered)
         )
 
-    # -- Finding and renaming ---------------------------------------------------------
+    # -- Finding and renaming -------------------------------------------------------------
 
     def actor(self, key: SessionKey) -> SessionActor:
         """The actor of session ``key``.
@@ -206,7 +206,7 @@ class Children:
     def _is_registered(self, actor: SessionActor) -> bool:
         return actor.key is not None and self.registered.get(actor.key) is actor
 
-    # -- Starting sessions ------------------------------------------------------------
+    # -- Starting sessions ----------------------------------------------------------------
 
     async def start(
         self,
@@ -330,7 +330,7 @@ class Children:
             path = path.with_name(f"{path.name}-{uuid.uuid4().hex[:8]}")
         return path
 
-    # -- An actor's task, and its end -------------------------------------------------
+    # -- An actor's task, and its end -----------------------------------------------------
 
     async def _supervise(
         self,
@@ -407,7 +407,7 @@ class Children:
         self.pool.discard(actor)
         self.changed.unpark_all()
 
-    # -- The warm pool, retention and shutdown -----------------------------------------
+    # -- The warm pool, retention and shutdown --------------------------------------------
 
     async def forget_past_retention(self) -> None:
         """Forget each dormant session once its retention has passed (exactly

@@ -115,7 +115,7 @@ class Supervisor:
         self._turns_by_principal: collections.Counter[str] = collections.Counter()
         self._closed = False
 
-    # -- Turns ------------------------------------------------------------------------
+    # -- Turns ----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def open_turn(
@@ -220,7 +220,7 @@ class Supervisor:
             except trio.BrokenResourceError:
                 self._children.registered.pop(key, None)  # retired: start another
 
-    # -- Sessions by key ----------------------------------------------------------------
+    # -- Sessions by key ------------------------------------------------------------------
 
     def rename_session(self, old: SessionKey, new: SessionKey) -> bool:
         """Give session ``old`` the key ``new``: its actor, CLI (live or hibernated),
@@ -357,7 +357,7 @@ class Supervisor:
         """
         return self._children.actor(key).answer_permission(request_id, allow, message)
 
-    # -- Background tasks and observers -----------------------------------------------
+    # -- Background tasks and observers ---------------------------------------------------
 
     async def forget_past_retention(self) -> None:
         """Forget each dormant session once its retention has passed (exactly
@@ -374,7 +374,7 @@ class Supervisor:
         Not a checkpoint."""
         self._children.observers.members.append(observer)
 
-    # -- Shutdown and listings --------------------------------------------------------
+    # -- Shutdown and listings ------------------------------------------------------------
 
     def close(self) -> None:
         """Refuse new turns from now on. Not a checkpoint; running turns go on."""

@@ -1,6 +1,7 @@
 """Concurrent load, N sessions x M streamed turns all at once, side by side: N SDK clients
 opened at once in this process, then N ccactors sessions opened at once through one
-server (``max_live_sessions`` = N unless ``--live`` says otherwise). From the same run:
+server (``max_live_sessions`` = N unless ``--live`` says otherwise), then the SDK's N
+again; the SDK's figures are over both of its runs. From the same run:
 opening N sessions at once (the first turns: refusals, TTFT) and the memory a
 hibernated session costs the server.
 
@@ -113,6 +114,18 @@ async def served_load(bench: Bench, server: Process, prefix: str = "load") -> di
     }
 
 
+def both_runs(first: dict[str, Any], second: dict[str, Any]) -> dict[str, Any]:
+    """The figures of two runs of the same load as one: TTFT and turn percentiles over
+    the turns of both (``turns_detail``: the first run's rows, then the second's), the
+    wall time their mean (``wall_ms_each``: each), CPU per turn and per delta over
+    both."""
+    rows = [*first["turns_detail"], *second["turns_detail"]]
+    wall_s = (first["wall_ms"] + second["wall_ms"]) / 2 / 1000
+    figures = _figures(rows, wall_s, first["cpu_s"] + second["cpu_s"])
+    each = [first["wall_ms"], second["wall_ms"]]
+    return {**figures, "wall_ms_each": each, "turns_detail": rows}
+
+
 def _disk(server_state: Any) -> dict[str, int]:
     store = sum(p.stat().st_size for p in server_state.glob("sessions.sqlite3*"))
     return {"store": store, "transcripts": directory_bytes(server_state / "claude" / "projects")}
@@ -146,9 +159,9 @@ def kib_per_more_session(rss: list[int], sessions: int) -> float:
 
 
 async def run_load(bench: Bench) -> dict[str, Any]:
-    """The load scenario: direct, then ccactors, then the server's memory once every
-    load session has hibernated, and once as many sessions again have, in loads alike
-    (``plan.memory_loads``)."""
+    """The load scenario: direct, then ccactors, then direct again (``both_runs``), then
+    the server's memory once every load session has hibernated, and once as many
+    sessions again have, in loads alike (``plan.memory_loads``)."""
     plan = bench.plan
     settings = {
         "max_live_sessions": plan.max_live,
@@ -172,6 +185,12 @@ async def run_load(bench: Bench) -> dict[str, Any]:
             await _until_hibernated(http, bench, "load")
             rss.append(server.rss_bytes())
             disk_after = _disk(state)
+            # The SDK's load again, ccactors' CLIs closed: the two bracket ccactors' in
+            # time, so that a change in the machine's speed during the scenario does not
+            # land on one side only (one SDK load before ccactors' measured 0.86x to
+            # 1.24x wall time in three runs of the same code).
+            await bench.quiet.wait(f"load, {plan.sessions} x {plan.turns} SDK again")
+            direct = both_runs(direct, await direct_load(bench))
             # What one more hibernated session costs, once the one-time growth of the
             # first loads (caches, allocator arenas) is behind the server: as many
             # sessions again, in loads of the same shape; those after the first count

@@ -1,9 +1,8 @@
 """One ordered queue of database work and the one task that applies it, for the session
 store (``app.sessions._store``): every statement, read or write, in the order it was made,
 each in its own transaction, in a worker thread (``Backend.transaction``; what queued
-meanwhile goes in one trip). A failing
-database is logged and counted (``errors``), never a crash; a full queue drops a record
-(``dropped``).
+meanwhile goes in one trip). A failing database is logged and counted (``errors``), never
+a crash; a full queue drops a record (``dropped``).
 
 In a cluster, writes about a session are fenced: each carries this node's id and the
 token of its lease on the session (``Fence``), and is applied only if that lease is

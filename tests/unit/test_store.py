@@ -19,6 +19,7 @@ from actors import (
     open_supervisor,
 )
 from actors.testing import ScriptedClientFactory
+from app.sessions._backends import SqliteBackend
 from app.sessions._store import open_session_store
 from app.sessions._writer import OrderedWriter
 
@@ -184,27 +185,12 @@ def test_the_sqlite_store_is_write_ahead_logged_and_syncs_at_checkpoints(tmp_pat
         backend.close()
 
 
-class _Backend:
-    """A backend that records each transaction's first statement; ``fail`` fails."""
-
-    errors = (RuntimeError,)
-
-    def __init__(self) -> None:
-        self.applied: list[str] = []
-
-    def transaction(self, statements, guard=None):
-        sql = statements[0][0]
-        if sql == "fail":
-            raise RuntimeError("no such table")
-        self.applied.append(sql)
-        return [[(sql,)]]
-
-
-async def test_writes_queued_together_go_in_one_trip_each_in_its_own_transaction():
+async def test_writes_queued_together_go_in_one_trip_each_in_its_own_transaction(tmp_path):
     """Operations queued while the writer works are applied in one trip to the worker
-    thread, in order; one that fails is counted and fails alone, and a caller waiting for
-    its rows still gets them."""
-    backend = _Backend()
+    thread, in order, on the real SQLite backend; one that fails (a table that does not
+    exist) is counted and fails alone, and a caller waiting for its rows gets them."""
+    backend = SqliteBackend(tmp_path / "sessions.sqlite3")
+    backend.connection.execute("CREATE TABLE writes (n INTEGER)")
     send, receive = trio.open_memory_channel(100)
     writer = OrderedWriter(backend, send)
     trips = []
@@ -213,10 +199,12 @@ async def test_writes_queued_together_go_in_one_trip_each_in_its_own_transaction
     with trio.fail_after(30):
         async with trio.open_nursery() as nursery:
             for n in range(10):
-                writer._enqueue("fail" if n == 4 else f"w{n}")
+                table = "no_such_table" if n == 4 else "writes"
+                writer._enqueue(f"INSERT INTO {table} VALUES (?)", n)
             nursery.start_soon(writer.write_in_order, receive, 1.0)
-            assert await writer._run("read") == [("read",)]
+            rows = await writer._run("SELECT n FROM writes ORDER BY rowid")
             send.close()
-    assert backend.applied == [f"w{n}" for n in range(10) if n != 4] + ["read"]
+    backend.close()
+    assert rows == [(n,) for n in range(10) if n != 4]
     assert writer.errors == 1
     assert trips == [11], trips  # one at a time, it took 11

@@ -459,8 +459,9 @@ class SessionActor:
             system_prompt_file=system_prompt_file(self.cwd),
             session_key=lambda: self.key,
         )
-        # A new CLI runs the launch model; a resumed one its conversation's (not known).
-        cli_model = self._policy.launch_model if spec.resume is None else None
+        # A new CLI runs the launch model; a resumed one the model on its command line,
+        # if any (else its conversation's, not known).
+        cli_model = self._policy.launch_model if spec.resume is None else self._policy.resume_model
         connected = False
         try:
             async with self._client_factory(spec) as client:

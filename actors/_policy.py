@@ -34,6 +34,11 @@ class ActorPolicy:
         launch_model: the model every new CLI starts with (``CliOptions.model``, or
             ``"default"``, the CLI's name for its own default), as ``set_model`` names
             it; ``None``: not known. A turn for this model on a new CLI needs no switch.
+        resume_model: the model a resumed CLI runs: the one named on every CLI's command
+            line (``CliOptions.model``), as ``set_model`` names it. ``None`` when none
+            is: Claude Code then restores the model the conversation last ran on (2.1.327,
+            ``tests/e2e/test_sdk_client.py``), not known here, so the session's model is
+            set before its first turn.
         warm_up: a warm-pool actor's CLI computes its context once before it is offered
             (``ClaudeClient.warm_up``), which takes about half of the extra time off a
             new session's first turn.
@@ -52,4 +57,5 @@ class ActorPolicy:
     permission_timeout_s: float = 60.0
     slash_commands: frozenset[str] = frozenset()
     launch_model: str | None = None
+    resume_model: str | None = None
     warm_up: bool = True

@@ -615,6 +615,7 @@ class Settings(BaseSettings):
                 permission_timeout_s=self.permission_timeout_s,
                 slash_commands=frozenset(name.lstrip("/") for name in self.slash_commands),
                 launch_model=self.default_model,
+                resume_model=self.model,
                 warm_up=self.warm_pool_warm_up,
             ),
         )

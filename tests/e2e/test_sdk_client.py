@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import struct
 import zlib
@@ -71,6 +72,26 @@ async def test_set_model_switches_the_model_of_the_running_cli(cli, cwd):
             assert client.pid == pid
     assert text == "echo: two"
     assert second == "claude-haiku-4-5-20251001" != first
+
+
+async def test_a_resumed_cli_runs_the_model_on_its_command_line_else_its_conversations(cli, cwd):
+    """What ``ActorPolicy.resume_model`` relies on: a CLI resuming a conversation that
+    last ran on another model runs the model named on its command line (``--model``);
+    with none, the model the conversation last ran on, not Claude Code's default."""
+    with trio.fail_after(120):
+        async with open_sdk_client(cli, SessionSpec(cwd)) as client:
+            _, default, _, _ = await turn(client, "one")
+            await client.set_model("claude-haiku-4-5-20251001")
+            _, switched, _, result = await turn(client, "two")
+        resume = SessionSpec(cwd, resume=result.claude_session_id)
+        async with open_sdk_client(cli, resume) as client:
+            text, on_none, _, _ = await turn(client, "three")
+        named = dataclasses.replace(cli, model="claude-sonnet-4-6")
+        async with open_sdk_client(named, resume) as client:
+            _, on_named, _, _ = await turn(client, "four")
+    assert text == "echo: three"  # the same conversation, resumed
+    assert switched == "claude-haiku-4-5-20251001" != default
+    assert (on_none, on_named) == (switched, "claude-sonnet-4-6")
 
 
 async def test_warm_up_puts_nothing_into_a_conversation(cli, cwd, tmp_path):

@@ -186,6 +186,27 @@ async def test_a_resumed_session_switches_its_new_cli_to_its_model(tmp_path, aut
     assert factory.clients[2].prompts == ["a", "b", "c"]
 
 
+async def test_a_resumed_cli_runs_the_model_named_on_its_command_line(tmp_path, autojump_clock):
+    """With a model named on every CLI's command line (``resume_model``), a resumed CLI
+    runs it: a session on that model resumes with no ``set_model``; a session on another
+    model is switched back to its own before its first turn, as without one."""
+    factory = ScriptedClientFactory()
+    cfg = config(tmp_path, idle_ttl_s=60, launch_model="sonnet", resume_model="sonnet")
+    stays, moved = SessionKey("stays"), SessionKey("moved")
+    async with open_supervisor(cfg, factory) as sup:
+        await run(sup, stays, "a", "sonnet")
+        await run(sup, moved, "a", "opus")
+        await trio.sleep(61)
+        assert not sup.session(stays).live and not sup.session(moved).live
+        await run(sup, stays, "b")
+        await run(sup, moved, "b")
+        assert (sup.session(stays).model, sup.session(moved).model) == ("sonnet", "opus")
+    assert [c.set_model_calls for c in factory.clients] == [[], ["opus"], [], ["opus"]]
+    assert [spec.resume for spec in factory.specs[2:]] == [
+        client.claude_session_id for client in factory.clients[:2]
+    ]
+
+
 async def test_a_refused_model_fails_the_turn_and_keeps_the_cli(tmp_path, autojump_clock):
     """A model Claude Code refuses fails that turn (``model_refused``, before it starts:
     no prompt is sent); the CLI is kept, still on its model, for the next turn."""

@@ -140,6 +140,9 @@ def start_ccactors(state_dir: Path, upstream_url: str, settings: dict[str, Any])
     state_dir.mkdir(parents=True, exist_ok=True)
     env = {f"CCACTORS_{name.upper()}": str(value) for name, value in settings.items()}
     env.setdefault("CCACTORS_LOG_LEVEL", "WARNING")
+    # Its CLIs start on the model the benchmark asks for (``--model MODEL``), as the
+    # direct SDK's do: the same flags, so no turn needs a switch of model.
+    env.setdefault("CCACTORS_MODEL", MODEL)
     env.update(upstream_env(upstream_url))
     args = ["serve", "--port", "0", "--state-dir", str(state_dir)]
     return spawn(args, state_dir.parent / f"{state_dir.name}.log", env)

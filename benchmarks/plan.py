@@ -33,10 +33,10 @@ class Plan:
             scenarios; each scenario warms its session up first).
     """
 
-    warm_turns: int = 30
-    relay_turns: int = 5
+    warm_turns: int = 60
+    relay_turns: int = 8
     relay_chunks: int = 2000
-    new_sessions: int = 6
+    new_sessions: int = 8
     hol_turns: int = 20
     hol_chunks: int = 200
     hol_chunk_delay_s: float = 0.01

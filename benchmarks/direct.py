@@ -91,10 +91,12 @@ class Session:
     connect_s: float
     claude_session_id: str | None = None
 
-    async def warm_up(self) -> None:
+    async def warm_up(self, model: str) -> None:
         """What ccactors' warm pool does to a CLI before a session adopts it
-        (``SessionActor._warm_up``), its CLI already on the model asked for: ask for its
-        context usage (a control request; nothing enters the conversation)."""
+        (``SessionActor._warm_up``): set its model to ``model`` (even the one it was
+        started with), then ask for its context usage (a control request; nothing
+        enters the conversation)."""
+        await self.client.set_model(model)
         await self.client.get_context_usage()
 
     async def turn(self, prompt: str) -> TurnTiming:

@@ -17,6 +17,7 @@ from .direct import Session
 from .measure import CpuMeter, TurnTiming, summary_ms, turns_summary
 from .plan import Bench
 from .server import (
+    MODEL,
     Process,
     open_http,
     served_turn,
@@ -167,7 +168,7 @@ async def new_sessions(
         claude_ids.append(session.claude_session_id or "")
         if pool:
             async with bench.direct.open() as session:
-                await session.warm_up()
+                await session.warm_up(MODEL)
                 warmed.append(await session.turn(f"warmed {n} {FIVE}"))
         await wait_pool_full(http, pool)
         served_first.append(await served_turn(http, f"{prefix}-{n}", f"new {n} {FIVE}"))

@@ -84,7 +84,8 @@ async def test_no_switch_when_turns_name_no_model(tmp_path, autojump_clock):
 
 async def test_a_warm_actor_adopts_the_requested_model(tmp_path, autojump_clock):
     """A new session adopts a warm actor whatever model its first turn asks for: the warm
-    CLI is switched (no new CLI is started for the session) and answers on that model."""
+    CLI (its model set to the launch model while warming up) is switched (no new CLI is
+    started for the session) and answers on that model."""
     factory = ScriptedClientFactory(connect_delay=1)
     cfg = config(tmp_path, warm_pool_size=1, launch_model="default")
     async with open_supervisor(cfg, factory) as sup:
@@ -96,14 +97,15 @@ async def test_a_warm_actor_adopts_the_requested_model(tmp_path, autojump_clock)
         events = await run(sup, SessionKey("new"), "hi", "haiku")
         assert trio.current_time() == t0  # no CLI start waited for
         assert answered_by(events) == "haiku"
-    assert warm.set_model_calls == ["haiku"]
+    assert warm.set_model_calls == ["default", "haiku"]
     assert warm.prompts == ["hi"]
 
 
 async def test_warm_clis_are_warmed_up_and_switched_to_the_model_sessions_ask_for(
     tmp_path, autojump_clock
 ):
-    """Every warm CLI is warmed up once before it is offered; once a session has adopted
+    """Every warm CLI is warmed up once before it is offered, its model set (to the one
+    it was started with while no session has asked for one); once a session has adopted
     one asking for a model, the CLIs started for the pool after that switch to that model
     in advance, so the next new session asking for it sends no ``set_model`` at all."""
     factory = ScriptedClientFactory(connect_delay=1)
@@ -112,7 +114,7 @@ async def test_warm_clis_are_warmed_up_and_switched_to_the_model_sessions_ask_fo
         await trio.sleep(1)
         await trio.testing.wait_all_tasks_blocked()
         first = factory.clients[0]
-        assert (first.warm_ups, first.set_model_calls) == (1, [])  # no model asked yet
+        assert (first.warm_ups, first.set_model_calls) == (1, ["default"])  # none asked yet
         assert answered_by(await run(sup, SessionKey("a"), "hi", "haiku")) == "haiku"
         await trio.sleep(1)  # the refill
         await trio.testing.wait_all_tasks_blocked()
@@ -122,7 +124,7 @@ async def test_warm_clis_are_warmed_up_and_switched_to_the_model_sessions_ask_fo
         assert answered_by(await run(sup, SessionKey("b"), "hi", "haiku")) == "haiku"
         assert second.set_model_calls == ["haiku"]  # no switch at the turn
         assert answered_by(await run(sup, SessionKey("b"), "again")) == "haiku"  # stays on it
-    assert first.set_model_calls == ["haiku"]  # switched at its adopting turn
+    assert first.set_model_calls == ["default", "haiku"]  # switched at its adopting turn
     assert second.set_model_calls == ["haiku"]
 
 
@@ -138,7 +140,8 @@ async def test_a_warm_cli_that_does_not_switch_in_time_is_never_offered(tmp_path
     """A warm CLI that does not answer its model switch within ``prompt_write_s`` is
     closed, never offered to a session, and the pool tries again."""
     factory = ScriptedClientFactory(set_model_delay=math.inf)
-    cfg = config(tmp_path, warm_pool_size=1, launch_model="default", prompt_write_s=5)
+    # No launch model known: the first warm CLI sets none, and is offered.
+    cfg = config(tmp_path, warm_pool_size=1, prompt_write_s=5)
     async with open_supervisor(cfg, factory) as sup:
         await trio.testing.wait_all_tasks_blocked()
         t0 = trio.current_time()

@@ -6,6 +6,13 @@ dropped connection for a WebSocket. pydantic-core's parser (jiter, in Rust) refu
 nesting deeper than its recursion limit, ``MAX_DEPTH``, with an ordinary ``ValueError``,
 and whatever it returns is shallow enough for every later step (pydantic validation,
 ``json.dumps``, our own code) to walk without approaching Python's recursion limit.
+
+Only object keys go through jiter's string cache: by default it also keeps every string
+value of up to 64 bytes (16,384 of them, process-wide) to hand back the same object when
+the same text comes again. Request bodies repeat their keys, not their values, so the
+values gained nothing from it, and it kept clients' prompts and replies in the server's
+memory long after their requests: ~70 B a turn, a third of what a hibernated session
+costs (docs/reference/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ def loads(data: str | bytes) -> Any:
     Raises:
         ValueError: not valid JSON, or nested too deeply; the message says where.
     """
-    return from_json(data)
+    return from_json(data, cache_strings="keys")
 
 
 def is_json_media_type(value: str | None) -> bool:

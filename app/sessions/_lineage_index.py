@@ -15,35 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from actors import ForkPoint, Observer, SessionKey, SessionRecord
+from actors import Observer, SessionKey, SessionRecord
 
 from ._lineage import Lineage
+from ._mark import Mark, hash_key
 
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """One completed turn: where it leaves its session's conversation.
-
-    Attributes:
-        session_id: the session that ran it.
-        turn: the turns of the conversation, as its client sees it, through this one.
-        hash: the lineage hash through this turn (``app.sessions._lineage``).
-        assistant_uuid: the CLI transcript uuid of the turn's last assistant message.
-        claude_session_id: the Claude session whose transcript holds it.
-    """
-
-    session_id: str
-    turn: int
-    hash: str
-    assistant_uuid: str | None
-    claude_session_id: str | None
-
-    @property
-    def fork_point(self) -> ForkPoint | None:
-        """Where a fork after this turn resumes, if the CLI said."""
-        if self.assistant_uuid and self.claude_session_id:
-            return ForkPoint(self.claude_session_id, self.assistant_uuid)
-        return None
+__all__ = ["LineageIndex", "LineageStore", "Mark", "Parent", "Route", "mint_session_id"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +100,10 @@ class LineageIndex(Observer):
         # Per principal, each hash's marks: one ``Mark``, or a list of two or more (most
         # hashes have one; a list and a (principal, hash) key for each would be ~150
         # bytes more for every turn the index keeps). Read with ``_marks``.
-        self._by_hash: dict[str, dict[str, Mark | list[Mark]]] = collections.defaultdict(dict)
+        # Keyed by ``Mark.key`` (``hash_key``): the mark's own bytes, no copy.
+        self._by_hash: dict[str, dict[bytes | str, Mark | list[Mark]]] = collections.defaultdict(
+            dict
+        )
         self._by_session: dict[tuple[str, str], list[Mark]] = collections.defaultdict(list)
         self._heads: dict[tuple[str, str], Mark] = {}
         self._parents: dict[tuple[str, str], Parent] = {}
@@ -191,11 +171,12 @@ class LineageIndex(Observer):
         """
         m = lineage.turns
         if m:
-            head = self._continuable(principal, session_id, lineage.prefix)
+            head = self._continuable(principal, session_id, hash_key(lineage.prefix))
             if head is not None:
                 return Route("continue", head.session_id, m)
             for k in range(m, 0, -1):
-                mark = self._fork_point(principal, session_id, lineage.hashes[k - 1])
+                key = hash_key(lineage.hashes[k - 1])
+                mark = self._fork_point(principal, session_id, key)
                 if mark is not None:
                     displace = session_id is not None and exists
                     return Route("fork", session_id, k, mark, displace)
@@ -203,17 +184,17 @@ class LineageIndex(Observer):
             return Route("continue", session_id, m) if exists else Route("new", session_id, 0)
         return Route("new", None, 0)
 
-    def _continuable(self, principal: str, session_id: str | None, hash_: str) -> Mark | None:
+    def _continuable(self, principal: str, session_id: str | None, key: bytes | str) -> Mark | None:
         heads = [
             mark
-            for mark in self._marks(principal, hash_)
+            for mark in self._marks(principal, key)
             if self._heads.get((principal, mark.session_id)) is mark
             and not self._taken[principal, mark.session_id]
         ]
         return _preferred(heads, session_id)
 
-    def _fork_point(self, principal: str, session_id: str | None, hash_: str) -> Mark | None:
-        marks = [m for m in self._marks(principal, hash_) if m.fork_point]
+    def _fork_point(self, principal: str, session_id: str | None, key: bytes | str) -> Mark | None:
+        marks = [m for m in self._marks(principal, key) if m.fork_point]
         return _preferred(marks, session_id)
 
     @contextmanager
@@ -252,20 +233,18 @@ class LineageIndex(Observer):
             # (its session id from the request, its Claude session id from the CLI's
             # JSON), which its mark would keep for as long as the session is known.
             same = head.claude_session_id == mark.claude_session_id
-            mark = replace(
-                mark,
-                session_id=head.session_id,
-                claude_session_id=head.claude_session_id if same else mark.claude_session_id,
+            mark = mark.moved(
+                head.session_id, head.claude_session_id if same else mark.claude_session_id
             )
         self._sessions_of[principal].add(mark.session_id)
         hashes = self._by_hash[principal]
-        found = hashes.get(mark.hash)
+        found = hashes.get(mark.key)
         if found is None:
-            hashes[mark.hash] = mark
+            hashes[mark.key] = mark
         elif isinstance(found, list):
             found.append(mark)
         else:
-            hashes[mark.hash] = [found, mark]
+            hashes[mark.key] = [found, mark]
         self._by_session[principal, mark.session_id].append(mark)
         self._heads[principal, mark.session_id] = mark
 
@@ -273,12 +252,12 @@ class LineageIndex(Observer):
         """Session ``old`` is ``new`` from now on: its marks, head and parent move, and
         forks of it name ``new`` as their parent. Written through. Not a checkpoint."""
         marks = self._by_session.pop((principal, old), [])
-        moved = {id(mark): replace(mark, session_id=new) for mark in marks}
+        moved = {id(mark): mark.moved(new, mark.claude_session_id) for mark in marks}
         for mark in marks:
             self._set_marks(
                 principal,
-                mark.hash,
-                [moved.get(id(m), m) for m in self._marks(principal, mark.hash)],
+                mark.key,
+                [moved.get(id(m), m) for m in self._marks(principal, mark.key)],
             )
         if marks:
             self._by_session[principal, new] = [moved[id(m)] for m in marks]
@@ -297,8 +276,8 @@ class LineageIndex(Observer):
         """Drop a session's marks, head and parent (the store deletes its rows with the
         session's). Forks of it keep naming it as their parent. Not a checkpoint."""
         for mark in self._by_session.pop((principal, session_id), []):
-            kept = [m for m in self._marks(principal, mark.hash) if m is not mark]
-            self._set_marks(principal, mark.hash, kept)
+            kept = [m for m in self._marks(principal, mark.key) if m is not mark]
+            self._set_marks(principal, mark.key, kept)
         self._heads.pop((principal, session_id), None)
         self._parents.pop((principal, session_id), None)
         self._sessions_of[principal].discard(session_id)
@@ -306,22 +285,24 @@ class LineageIndex(Observer):
     def session_forgotten(self, key: SessionKey) -> None:
         self.forget(key.principal, key.session_id)
 
-    def _marks(self, principal: str, hash_: str) -> list[Mark]:
-        """The principal's marks with hash ``hash_``, oldest first. Not a checkpoint."""
-        found = self._by_hash.get(principal, {}).get(hash_)
+    def _marks(self, principal: str, key: bytes | str) -> list[Mark]:
+        """The principal's marks whose hash has ``key`` (``hash_key``), oldest first. Not
+        a checkpoint."""
+        found = self._by_hash.get(principal, {}).get(key)
         if found is None:
             return []
         return found if isinstance(found, list) else [found]
 
-    def _set_marks(self, principal: str, hash_: str, marks: list[Mark]) -> None:
-        """Make ``marks`` the principal's marks with hash ``hash_`` (none: forget it)."""
+    def _set_marks(self, principal: str, key: bytes | str, marks: list[Mark]) -> None:
+        """Make ``marks`` the principal's marks whose hash has ``key`` (none: forget
+        it)."""
         hashes = self._by_hash[principal]
         if len(marks) > 1:
-            hashes[hash_] = marks
+            hashes[key] = marks
         elif marks:
-            hashes[hash_] = marks[0]
+            hashes[key] = marks[0]
         else:
-            hashes.pop(hash_, None)
+            hashes.pop(key, None)
             if not hashes:
                 del self._by_hash[principal]
 

@@ -256,6 +256,36 @@ def test_a_sessions_marks_share_one_copy_of_its_ids():
     assert third.claude_session_id == "c-2"
 
 
+REAL_HASH = lineage_of([Message("user", "hi"), Message("assistant", "hello")]).prefix
+REAL_UUID = "0b6f1a3e-9c2d-4e5f-8a7b-1c2d3e4f5a6b"
+
+
+@pytest.mark.parametrize(
+    ("hash_", "assistant_uuid"),
+    [(REAL_HASH, REAL_UUID), ("h-1", "msg-1"), (REAL_HASH.upper(), REAL_UUID.upper()), ("", None)],
+)
+def test_a_mark_gives_back_the_ids_it_was_given(hash_, assistant_uuid):
+    """A mark keeps a lineage hash and a transcript uuid as bytes where it can (a
+    hibernated session keeps one a turn), and reads them back as the text it was given,
+    whatever that was; marks are equal by value and immutable."""
+    mark = Mark("s", 3, hash_, assistant_uuid, "c-1")
+    assert (mark.hash, mark.assistant_uuid) == (hash_, assistant_uuid)
+    assert mark == Mark("s", 3, hash_, assistant_uuid, "c-1")
+    assert mark != Mark("s", 3, hash_ + "0", assistant_uuid, "c-1")
+    assert hash(mark) == hash(Mark("s", 3, hash_, assistant_uuid, "c-1"))
+    assert repr(mark).startswith(f"Mark(session_id='s', turn=3, hash={hash_!r}")
+    with pytest.raises(AttributeError):
+        mark.turn = 4
+    fork = mark.fork_point
+    assert (fork.assistant_uuid if fork else None) == assistant_uuid
+
+
+def test_a_real_hash_and_uuid_are_kept_as_bytes():
+    mark = Mark("s", 1, REAL_HASH, REAL_UUID, "c-1")
+    assert mark.key == bytes.fromhex(REAL_HASH)
+    assert isinstance(mark._assistant_uuid, bytes) and len(mark._assistant_uuid) == 16
+
+
 # -- The store ------------------------------------------------------------------------
 
 
@@ -306,5 +336,11 @@ async def test_a_database_from_before_lineage_gains_its_tables_and_keeps_its_ses
         assert await store.lineage() == ([], [])
         LineageIndex(store).record("", Mark("kept", 5, "h", "m", "c-1"))
     async with open_session_store(path) as store:
+        LineageIndex(store).record("", Mark("kept", 6, REAL_HASH, REAL_UUID, "c-1"))
+    async with open_session_store(path) as store:
         marks, _ = await store.lineage()
-        assert marks == [("", Mark("kept", 5, "h", "m", "c-1"))]
+        assert marks == [
+            ("", Mark("kept", 5, "h", "m", "c-1")),
+            ("", Mark("kept", 6, REAL_HASH, REAL_UUID, "c-1")),
+        ]
+        assert marks[1][1].hash == REAL_HASH and marks[1][1].assistant_uuid == REAL_UUID

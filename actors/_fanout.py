@@ -30,7 +30,9 @@ class FanOut:
     def __init__(self, buffer_size: int) -> None:
         self.buffer_size = buffer_size
         self.dropped_total = 0
-        self._listeners: set[_Listener] = set()
+        # A dict as an ordered set: an empty set is 216 bytes, an empty dict 64, and a
+        # hibernated session keeps its fan-out.
+        self._listeners: dict[_Listener, None] = {}
 
     def __len__(self) -> int:
         return len(self._listeners)
@@ -43,12 +45,12 @@ class FanOut:
         for notice in replay:
             send.send_nowait(notice)
         listener = _Listener(send)
-        self._listeners.add(listener)
+        self._listeners[listener] = None
         try:
             with receive:
                 yield receive
         finally:
-            self._listeners.discard(listener)
+            self._listeners.pop(listener, None)
             send.close()
 
     def publish(self, event: Notice) -> None:
@@ -63,7 +65,7 @@ class FanOut:
                 listener.dropped += 1
                 self.dropped_total += 1
             except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self._listeners.discard(listener)
+                self._listeners.pop(listener, None)
 
     def close(self) -> None:
         """End every listener's channel (the session is gone). Not a checkpoint."""

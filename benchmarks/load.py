@@ -147,14 +147,19 @@ async def _until_hibernated(http: Any, bench: Bench, prefix: str) -> None:
     await trio.sleep(1)  # closing CLIs' last buffers are read and freed
 
 
+# Untimed loads whose growth makes the memory figure: the last ones, when there are more.
+LATER_LOADS = 3
+
+
 def kib_per_more_session(rss: list[int], sessions: int) -> float:
     """What one more hibernated session costs, in KiB: from ``rss`` (bytes: before the
     timed load, then after it and after each untimed load of ``sessions`` sessions), the
-    growth over the untimed loads after the first (which still grows more: see
-    docs/reference/benchmarks.md), per session; the last load's alone if there are
-    fewer. RSS moves in pages and arenas by about as much as one load's sessions take,
-    either way: over several loads the noise is a smaller part of the figure."""
-    later = rss[2:] if len(rss) > 3 else rss[-2:]
+    growth over the last ``LATER_LOADS`` untimed loads, never the first (which still
+    grows more: see docs/reference/benchmarks.md), per session; the last load's alone
+    if there are fewer. RSS moves in pages and arenas by about as much as one load's
+    sessions take, either way: over several loads the noise is a smaller part of the
+    figure."""
+    later = rss[max(2, len(rss) - LATER_LOADS - 1) :] if len(rss) > 3 else rss[-2:]
     return round((later[-1] - later[0]) / 1024 / sessions / (len(later) - 1), 1)
 
 
@@ -210,8 +215,8 @@ async def run_load(bench: Bench) -> dict[str, Any]:
             "(rss_kib_per_session), then as many new sessions in each of memory_loads "
             "loads alike; rss_kib_per_more_session, the cost of one more hibernated "
             "session once the first loads' one-time growth is behind, is the growth "
-            "over the untimed loads after the first (the last alone if there are fewer "
-            "than two), per session; "
+            f"over the last {LATER_LOADS} untimed loads, never the first (the last alone "
+            "if there are fewer than two), per session; "
             "the session store's and the CLIs' transcripts' growth over the timed load"
         ),
         "sessions": plan.sessions,

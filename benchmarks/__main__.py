@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--memory-loads",
         type=int,
-        help="load: untimed loads alike after it, for the memory figure (default 6)",
+        help="load: untimed loads alike after it, for the memory figure (default 8)",
     )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument(

@@ -148,7 +148,7 @@ async def _until_hibernated(http: Any, bench: Bench, prefix: str) -> None:
 
 
 # Untimed loads whose growth makes the memory figure: the last ones, when there are more.
-LATER_LOADS = 3
+LATER_LOADS = 5
 
 
 def kib_per_more_session(rss: list[int], sessions: int) -> float:

@@ -44,7 +44,7 @@ class Plan:
     turns: int = 10
     live: int | None = None
     pool: int = 2
-    memory_loads: int = 6
+    memory_loads: int = 8
     idle_ttl_s: float = 3.0
 
     @classmethod

@@ -26,12 +26,12 @@ def test_memory_per_hibernated_session_meets_the_target_only_when_it_grew(
 
 def test_one_more_session_is_the_growth_over_the_later_loads() -> None:
     """The timed load and the first untimed ones (one-time growth) are left out: the
-    last three loads' growth is shared by all their sessions (fewer, never the first
+    last five loads' growth is shared by all their sessions (fewer, never the first
     untimed one, if there are fewer); with one untimed load, it alone counts."""
     kib = 1024
-    # before, after the timed load, then after each of six untimed loads of 16
-    six = [0, 200, 240, 280, 300, 310, 320, 330]
-    assert kib_per_more_session([k * 16 * kib for k in six], 16) == 10.0  # (330 - 300) / 3
+    # before, after the timed load, then after each of eight untimed loads of 16
+    eight = [0, 200, 240, 280, 300, 310, 320, 330, 340, 350]
+    assert kib_per_more_session([k * 16 * kib for k in eight], 16) == 10.0  # (350 - 300) / 5
     # ... or of three
     rss = [0, 200 * 16 * kib, 230 * 16 * kib, 260 * 16 * kib, 250 * 16 * kib]
     assert kib_per_more_session(rss, 16) == 10.0  # (250 - 230) / 2 loads

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -282,8 +283,16 @@ async def test_media_counts_the_images_and_documents_of_the_prompt(
     assert text_only.json()["content"][0]["text"] == "images=0 documents=0"
 
 
+# When the server answers 413 before it has read the whole body, httpx can leave the
+# generator that sends the body unfinished in a reference cycle, and Trio warns when the
+# cyclic collector frees it (seen once in CI, where a collection came during the test):
+# the test's own client, closed and collected here, so that it is never a later test's.
+@pytest.mark.filterwarnings(
+    "ignore:Async generator 'httpx._content.ByteStream.__aiter__' was garbage collected"
+    ":ResourceWarning"
+)
 async def test_requests_up_to_the_apis_32_mib_are_read_larger_ones_are_413(
-    client: httpx.AsyncClient,
+    base_url: str,
 ) -> None:
     """A conversation holding a large PDF is read (Quart's default limit, 16 MiB, would
     refuse it, and Claude Code would report its request too large); past Anthropic's
@@ -294,11 +303,13 @@ async def test_requests_up_to_the_apis_32_mib_are_read_larger_ones_are_413(
         document = {**pdf, "source": {**pdf["source"], "data": "A" * size}}
         return {"model": "m", "messages": [_user(document, _text("[[media]]"))]}
 
-    accepted = await client.post("/v1/messages", json=body(20 * 1024 * 1024))
-    assert accepted.json()["content"][0]["text"] == "images=0 documents=1"
-    refused = await client.post("/v1/messages", json=body(MAX_REQUEST_BYTES))
-    assert refused.status_code == 413
-    assert refused.json()["error"]["type"] == "request_too_large"
+    async with httpx.AsyncClient(base_url=base_url, timeout=45) as client:
+        accepted = await client.post("/v1/messages", json=body(20 * 1024 * 1024))
+        assert accepted.json()["content"][0]["text"] == "images=0 documents=1"
+        refused = await client.post("/v1/messages", json=body(MAX_REQUEST_BYTES))
+        assert refused.status_code == 413
+        assert refused.json()["error"]["type"] == "request_too_large"
+    gc.collect()
 
 
 @pytest.mark.parametrize(

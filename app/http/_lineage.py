@@ -68,7 +68,7 @@ class Placement:
         """Record the completed turn: the session's head is now the request's history
         extended by its new messages and ``events``' reply text, as returned. Not a
         checkpoint."""
-        mark = Mark(
+        mark = Mark.of(
             self.key.session_id,
             self._lineage.turns + 1,
             self._lineage.head_after(reply_text(events)),

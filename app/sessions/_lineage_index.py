@@ -233,8 +233,10 @@ class LineageIndex(Observer):
             # (its session id from the request, its Claude session id from the CLI's
             # JSON), which its mark would keep for as long as the session is known.
             same = head.claude_session_id == mark.claude_session_id
-            mark = mark.moved(
-                head.session_id, head.claude_session_id if same else mark.claude_session_id
+            mark = replace(
+                mark,
+                session_id=head.session_id,
+                claude_session_id=head.claude_session_id if same else mark.claude_session_id,
             )
         self._sessions_of[principal].add(mark.session_id)
         hashes = self._by_hash[principal]
@@ -252,7 +254,7 @@ class LineageIndex(Observer):
         """Session ``old`` is ``new`` from now on: its marks, head and parent move, and
         forks of it name ``new`` as their parent. Written through. Not a checkpoint."""
         marks = self._by_session.pop((principal, old), [])
-        moved = {id(mark): mark.moved(new, mark.claude_session_id) for mark in marks}
+        moved = {id(mark): replace(mark, session_id=new) for mark in marks}
         for mark in marks:
             self._set_marks(
                 principal,

@@ -11,53 +11,47 @@ bytes less a turn, ~0.8 KiB a hibernated session of ten turns
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from actors import ForkPoint
 
 
+@dataclass(frozen=True, slots=True, repr=False)
 class Mark:
-    """One completed turn: where it leaves its session's conversation. Immutable.
+    """One completed turn: where it leaves its session's conversation.
+
+    Made from the text of its ids with ``Mark.of``.
 
     Attributes:
         session_id: the session that ran it.
         turn: the turns of the conversation, as its client sees it, through this one.
-        hash: the lineage hash through this turn (``app.sessions._lineage``: 64 hex
-            digits; any other text is kept as it is).
-        key: ``hash`` as the index keys it (``hash_key``).
-        assistant_uuid: the CLI transcript uuid of the turn's last assistant message.
+        key: the lineage hash through this turn, as the index keys it (``hash_key``);
+            ``hash`` gives its text (``app.sessions._lineage``: 64 hex digits).
+        packed_uuid: the CLI transcript uuid of the turn's last assistant message
+            (``_packed_uuid``); ``assistant_uuid`` gives its text.
         claude_session_id: the Claude session whose transcript holds it.
     """
-
-    __slots__ = ("_assistant_uuid", "claude_session_id", "key", "session_id", "turn")
 
     session_id: str
     turn: int
     key: bytes | str
+    packed_uuid: bytes | str | None
     claude_session_id: str | None
-    _assistant_uuid: bytes | str | None
 
-    def __init__(
-        self,
+    @classmethod
+    def of(
+        cls,
         session_id: str,
         turn: int,
-        hash: str,
+        hash_: str,
         assistant_uuid: str | None,
         claude_session_id: str | None,
-    ) -> None:
-        self.session_id = session_id
-        self.turn = turn
-        self.key = hash_key(hash)
-        self._assistant_uuid = _packed_uuid(assistant_uuid)
-        self.claude_session_id = claude_session_id
-
-    def moved(self, session_id: str, claude_session_id: str | None) -> Mark:
-        """This mark with other ids for its session and Claude session (the same turn,
-        hash and uuid, not unpacked). Not a checkpoint."""
-        mark = object.__new__(Mark)
-        mark.session_id, mark.turn, mark.key = session_id, self.turn, self.key
-        mark._assistant_uuid = self._assistant_uuid
-        mark.claude_session_id = claude_session_id
-        return mark
+    ) -> Mark:
+        """The mark of a turn, from the text of its lineage hash and transcript uuid.
+        Not a checkpoint."""
+        return cls(
+            session_id, turn, hash_key(hash_), _packed_uuid(assistant_uuid), claude_session_id
+        )
 
     @property
     def hash(self) -> str:
@@ -66,37 +60,15 @@ class Mark:
 
     @property
     def assistant_uuid(self) -> str | None:
-        packed = self._assistant_uuid
+        packed = self.packed_uuid
         return str(uuid.UUID(bytes=packed)) if isinstance(packed, bytes) else packed
 
     @property
     def fork_point(self) -> ForkPoint | None:
         """Where a fork after this turn resumes, if the CLI said."""
-        if self._assistant_uuid and self.claude_session_id:
+        if self.packed_uuid and self.claude_session_id:
             return ForkPoint(self.claude_session_id, self.assistant_uuid)
         return None
-
-    def _fields(self) -> tuple[object, ...]:
-        return (
-            self.session_id,
-            self.turn,
-            self.key,
-            self._assistant_uuid,
-            self.claude_session_id,
-        )
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Mark):
-            return NotImplemented
-        return self._fields() == other._fields()
-
-    def __hash__(self) -> int:
-        return hash(self._fields())
-
-    def __setattr__(self, name: str, value: object) -> None:
-        if hasattr(self, name):
-            raise AttributeError(f"a Mark is immutable: cannot set {name!r}")
-        object.__setattr__(self, name, value)
 
     def __repr__(self) -> str:
         return (

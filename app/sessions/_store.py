@@ -222,7 +222,7 @@ class SessionStore(OrderedWriter, Observer):
             ),
         )
         return (
-            [(p, Mark(sid, turn, h, uuid_, claude)) for p, sid, turn, h, uuid_, claude in marks],
+            [(p, Mark.of(sid, turn, h, uuid_, claude)) for p, sid, turn, h, uuid_, claude in marks],
             [(p, sid, Parent(parent, turn)) for p, sid, parent, turn in parents],
         )
 

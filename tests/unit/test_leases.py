@@ -267,11 +267,11 @@ async def test_every_write_about_a_session_needs_its_current_lease(
         open_session_store(tmp_path, database_url=database_url, fence=Fence("b", current)) as b,
     ):
         b.turn_ended(_turn_record(KEY, 1, tmp_path))
-        b.record_mark("alice", Mark("s", 1, "h1", "m1", "c1"))
+        b.record_mark("alice", Mark.of("s", 1, "h1", "m1", "c1"))
         b.record_parent("alice", "s", Parent("p", 1))
         assert (await b.load(KEY)).turns == 1
         before = await b.lineage("alice")
-        a.record_mark("alice", Mark("s", 2, "h2", "m2", "c1"))
+        a.record_mark("alice", Mark.of("s", 2, "h2", "m2", "c1"))
         a.record_parent("alice", "s", Parent("other", 3))
         a.rename_session("alice", "s", "moved")
         await a.delete(KEY)

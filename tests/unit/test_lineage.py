@@ -151,7 +151,7 @@ def served(index: LineageIndex, principal: str, session_id: str, *texts: str) ->
     for k in range(1, len(texts) // 2 + 1):
         lineage = lineage_of(conversation(*texts[: 2 * k - 1]))
         head = lineage.head_after(texts[2 * k - 1])
-        marks.append(Mark(session_id, k, head, f"msg-{session_id}-{k}", f"c-{session_id}"))
+        marks.append(Mark.of(session_id, k, head, f"msg-{session_id}-{k}", f"c-{session_id}"))
         index.record(principal, marks[-1])
     return marks
 
@@ -209,7 +209,7 @@ def test_renaming_and_forgetting_move_and_drop_a_sessions_lineage():
     new id as parent); a forgotten one is no longer found."""
     index = LineageIndex()
     served(index, "alice", "s", "u1", "a1")
-    index.record("alice", Mark("f", 2, "h-f", "m", "c"), parent=Parent("s", 1))
+    index.record("alice", Mark.of("f", 2, "h-f", "m", "c"), parent=Parent("s", 1))
     index.rename("alice", "s", "old")
     assert resolve(index, None, "u1", "a1", "u2") == Route("continue", "old", 1)
     assert index.parent("alice", "f") == Parent("old", 1)
@@ -247,7 +247,7 @@ def test_a_sessions_marks_share_one_copy_of_its_ids():
 
     heads = []
     for turn, claude_session_id in enumerate(("c-1", "c-1", "c-2"), 1):  # c-2: resumed anew
-        mark = Mark(fresh("s-1"), turn, f"h{turn}", f"m{turn}", fresh(claude_session_id))
+        mark = Mark.of(fresh("s-1"), turn, f"h{turn}", f"m{turn}", fresh(claude_session_id))
         index.record("alice", mark)
         heads.append(index.head("alice", "s-1"))
     first, second, third = heads
@@ -268,11 +268,11 @@ def test_a_mark_gives_back_the_ids_it_was_given(hash_, assistant_uuid):
     """A mark keeps a lineage hash and a transcript uuid as bytes where it can (a
     hibernated session keeps one a turn), and reads them back as the text it was given,
     whatever that was; marks are equal by value and immutable."""
-    mark = Mark("s", 3, hash_, assistant_uuid, "c-1")
+    mark = Mark.of("s", 3, hash_, assistant_uuid, "c-1")
     assert (mark.hash, mark.assistant_uuid) == (hash_, assistant_uuid)
-    assert mark == Mark("s", 3, hash_, assistant_uuid, "c-1")
-    assert mark != Mark("s", 3, hash_ + "0", assistant_uuid, "c-1")
-    assert hash(mark) == hash(Mark("s", 3, hash_, assistant_uuid, "c-1"))
+    assert mark == Mark.of("s", 3, hash_, assistant_uuid, "c-1")
+    assert mark != Mark.of("s", 3, hash_ + "0", assistant_uuid, "c-1")
+    assert hash(mark) == hash(Mark.of("s", 3, hash_, assistant_uuid, "c-1"))
     assert repr(mark).startswith(f"Mark(session_id='s', turn=3, hash={hash_!r}")
     with pytest.raises(AttributeError):
         mark.turn = 4
@@ -281,9 +281,9 @@ def test_a_mark_gives_back_the_ids_it_was_given(hash_, assistant_uuid):
 
 
 def test_a_real_hash_and_uuid_are_kept_as_bytes():
-    mark = Mark("s", 1, REAL_HASH, REAL_UUID, "c-1")
+    mark = Mark.of("s", 1, REAL_HASH, REAL_UUID, "c-1")
     assert mark.key == bytes.fromhex(REAL_HASH)
-    assert isinstance(mark._assistant_uuid, bytes) and len(mark._assistant_uuid) == 16
+    assert isinstance(mark.packed_uuid, bytes) and len(mark.packed_uuid) == 16
 
 
 # -- The store ------------------------------------------------------------------------
@@ -297,7 +297,7 @@ async def test_the_lineage_survives_in_the_store_renamed_and_deleted_with_its_se
     async with open_store() as store:
         index = LineageIndex(store)
         served(index, "alice", "s", *THREE)
-        index.record("alice", Mark("f", 2, "h-f", "m", "c"), parent=Parent("s", 1))
+        index.record("alice", Mark.of("f", 2, "h-f", "m", "c"), parent=Parent("s", 1))
         index.rename("alice", "s", "old")
     async with open_store() as store:
         again = LineageIndex(store)
@@ -334,13 +334,13 @@ async def test_a_database_from_before_lineage_gains_its_tables_and_keeps_its_ses
         record = await store.load(SessionKey("kept"))
         assert (record.claude_session_id, record.turns) == ("c-1", 4)
         assert await store.lineage() == ([], [])
-        LineageIndex(store).record("", Mark("kept", 5, "h", "m", "c-1"))
+        LineageIndex(store).record("", Mark.of("kept", 5, "h", "m", "c-1"))
     async with open_session_store(path) as store:
-        LineageIndex(store).record("", Mark("kept", 6, REAL_HASH, REAL_UUID, "c-1"))
+        LineageIndex(store).record("", Mark.of("kept", 6, REAL_HASH, REAL_UUID, "c-1"))
     async with open_session_store(path) as store:
         marks, _ = await store.lineage()
         assert marks == [
-            ("", Mark("kept", 5, "h", "m", "c-1")),
-            ("", Mark("kept", 6, REAL_HASH, REAL_UUID, "c-1")),
+            ("", Mark.of("kept", 5, "h", "m", "c-1")),
+            ("", Mark.of("kept", 6, REAL_HASH, REAL_UUID, "c-1")),
         ]
         assert marks[1][1].hash == REAL_HASH and marks[1][1].assistant_uuid == REAL_UUID

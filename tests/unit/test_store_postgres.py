@@ -100,7 +100,7 @@ async def test_one_nodes_lineage_reaches_another_on_refresh(database_url, tmp_pa
             a = LineageIndex(store_a, shared=True)
             b = LineageIndex(store_b, shared=True)
             served(a, "alice", "s", *THREE)
-            a.record("alice", Mark("f", 2, "h-f", "m", "c"), parent=Parent("s", 1))
+            a.record("alice", Mark.of("f", 2, "h-f", "m", "c"), parent=Parent("s", 1))
             await a.refresh("alice")  # a's own writes, read back in order
             assert resolve(a, None, *THREE, "u4") == Route("continue", "s", 3)
             assert resolve(b, None, *THREE, "u4") == Route("new", None, 0)

@@ -58,11 +58,15 @@ async def base_url(nursery: trio.Nursery) -> str:
     return await nursery.start(serve_upstream, "127.0.0.1", 0)
 
 
-@pytest.fixture
-async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+def _open_client(base_url: str) -> httpx.AsyncClient:
     # Generous: a 32 MiB body on a loaded two-core machine takes seconds (httpx's default
     # is 5 s); the test's hang guard still bounds it.
-    async with httpx.AsyncClient(base_url=base_url, timeout=45) as client:
+    return httpx.AsyncClient(base_url=base_url, timeout=45)
+
+
+@pytest.fixture
+async def client(base_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with _open_client(base_url) as client:
         yield client
 
 
@@ -303,7 +307,7 @@ async def test_requests_up_to_the_apis_32_mib_are_read_larger_ones_are_413(
         document = {**pdf, "source": {**pdf["source"], "data": "A" * size}}
         return {"model": "m", "messages": [_user(document, _text("[[media]]"))]}
 
-    async with httpx.AsyncClient(base_url=base_url, timeout=45) as client:
+    async with _open_client(base_url) as client:
         accepted = await client.post("/v1/messages", json=body(20 * 1024 * 1024))
         assert accepted.json()["content"][0]["text"] == "images=0 documents=1"
         refused = await client.post("/v1/messages", json=body(MAX_REQUEST_BYTES))

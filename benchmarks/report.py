@@ -62,6 +62,8 @@ _ROWS: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...], Target
     ("warm_turn", "warm turn, whole turn, p50", "ms",
      ("warm", "direct", "turn_ms", "p50"), ("warm", "ccactors", "turn_ms", "p50"),
      _ratio_at_most(1.10)),
+    ("warm_cpu", "warm turn, CPU per turn (SDK / server)", "ms",
+     ("warm", "direct", "cpu_ms_per_turn"), ("warm", "ccactors", "cpu_ms_per_turn"), None),
     ("relay", "relay {chunks}, deltas/s", "/s",
      ("relay", "direct", "deltas_per_s"), ("relay", "ccactors", "deltas_per_s"),
      _ratio_at_least(0.8)),
@@ -118,6 +120,7 @@ _ROWS: list[tuple[str, str, str, tuple[str, ...] | None, tuple[str, ...], Target
 _LIMITS: dict[str, tuple[str, tuple[str, ...]]] = {
     "warm_ttft": ("bare proxy", ("warm", "limit", "ttft_ms")),
     "warm_turn": ("bare proxy", ("warm", "limit", "turn_ms")),
+    "warm_cpu": ("bare proxy", ("warm", "bare_proxy", "cpu_ms_per_turn")),
     "cpu_per_delta": ("the SDK alone", ("relay", "direct", "cpu_us_per_delta")),
     "new_pool_vs_warm": ("SDK: warmed-up CLI's 1st turn", ("new", "warm_pool", "limit_vs_warm")),
 }
@@ -125,15 +128,20 @@ _LIMITS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 def _limit(key: str, target: Target | None, results: dict[str, Any]) -> dict[str, Any] | None:
     """The row's measured limit: ``what``, ``value`` (a ratio for a ratio target, else in
-    the row's unit) and ``allows_target`` (whether the target is within it)."""
-    if key not in _LIMITS or target is None:
+    the row's unit) and ``allows_target`` (whether the target is within it; ``None`` for
+    a row without a target, whose limit is there to compare with)."""
+    if key not in _LIMITS:
         return None
     what, path = _LIMITS[key]
     value = _get(results, *path)
     if value is None:
         return None
     as_row = {"ratio": value, "ccactors": value}
-    return {"what": what, "value": value, "allows_target": target.met(as_row)}
+    return {
+        "what": what,
+        "value": value,
+        "allows_target": None if target is None else target.met(as_row),
+    }
 
 
 def _derive(results: dict[str, Any]) -> None:
@@ -236,16 +244,15 @@ def _limit_cell(row: dict[str, Any]) -> str:
     limit = row.get("limit")
     if not limit:
         return ""
-    value = (
-        _ratio(limit["value"]) if row["target"].endswith("x") else _fmt(limit["value"], row["unit"])
-    )
+    as_ratio = row["target"] is not None and row["target"].endswith("x")
+    value = _ratio(limit["value"]) if as_ratio else _fmt(limit["value"], row["unit"])
     return f"{value} ({limit['what']})"
 
 
 def _met_cell(row: dict[str, Any]) -> str:
     text = {True: "yes", False: "NO", None: ""}[row["met"]]
     limit = row.get("limit")
-    if row["met"] is False and limit and not limit["allows_target"]:
+    if row["met"] is False and limit and limit["allows_target"] is False:
         text += ", past the limit"
     return text
 
@@ -290,7 +297,8 @@ def table(table_rows: list[dict[str, Any]]) -> str:
         text.append(
             "limit: the least this stack allows, measured in this run: the SDK's turn through a "
             "bare proxy (its events passed through by quart-trio on hypercorn, nothing else: "
-            "benchmarks/bare_proxy.py); the SDK alone, which ccactors runs inside its server; "
-            "a fresh CLI warmed up as the warm pool does it"
+            "benchmarks/bare_proxy.py; its server's CPU beside ccactors'); the SDK alone, "
+            "which ccactors runs inside its server; a fresh CLI warmed up as the warm pool "
+            "does it"
         )
     return "\n".join(text)

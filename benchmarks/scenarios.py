@@ -8,6 +8,7 @@ machine's load touches both alike. Each scenario first waits for a quiet machine
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import httpx
@@ -56,8 +57,12 @@ def shifted(timing: TurnTiming, seconds: float) -> TurnTiming:
     )
 
 
-async def warm(bench: Bench, direct: Session, http: httpx.AsyncClient) -> dict[str, Any]:
-    """Warm turns on a live session: TTFT and whole turn, five deltas each. Beside them,
+async def warm(
+    bench: Bench, direct: Session, server: Process, http: httpx.AsyncClient
+) -> dict[str, Any]:
+    """Warm turns on a live session: TTFT and whole turn, five deltas each, and the CPU
+    each contender's process spends on a turn (``cpu_ms_per_turn``: this process's for
+    the SDK alone, the server process's for the others, their CLIs apart). Beside them,
     taking turns with the two: the HTTP floor (``floor.py``: the same stack and client, no
     CLI, no work) and the bare proxy (``bare_proxy.py``: the SDK's events passed through
     on the same stack, nothing else): the least any proxy on this stack can take for a
@@ -74,28 +79,32 @@ async def warm(bench: Bench, direct: Session, http: httpx.AsyncClient) -> dict[s
             await served_turn(floor_http, None, "warm up")
             await served_turn(bare_http, None, "warm up")
             await wait_pool_full(http, bench.plan.pool)  # no refill competes with the turns
-            direct_turns, served, floors, bares = [], [], [], []
+            contenders = {  # name: (take a turn, the process whose CPU is the turn's)
+                "direct": (direct.turn, None),  # None: this one
+                "ccactors": (functools.partial(served_turn, http, "warm"), server.ps),
+                "floor": (functools.partial(served_turn, floor_http, None), floor.ps),
+                "bare_proxy": (functools.partial(served_turn, bare_http, None), bare.ps),
+            }
+            turns: dict[str, list[TurnTiming]] = {name: [] for name in contenders}
+            cpu = dict.fromkeys(contenders, 0.0)
             for n in range(bench.plan.warm_turns):
-                direct_turns.append(await direct.turn(f"warm {n} {FIVE}"))
-                served.append(await served_turn(http, "warm", f"warm {n} {FIVE}"))
-                floors.append(await served_turn(floor_http, None, f"warm {n} {FIVE}"))
-                bares.append(await served_turn(bare_http, None, f"warm {n} {FIVE}"))
+                for name, (take_turn, process) in contenders.items():
+                    with CpuMeter(process) as meter:
+                        turns[name].append(await take_turn(f"warm {n} {FIVE}"))
+                    cpu[name] += meter.seconds
     finally:
         floor.stop()
         if bare is not None:
             bare.stop()
-    results = {
-        "machine": machine,
-        "direct": turns_summary(direct_turns),
-        "ccactors": turns_summary(served),
-        "floor": turns_summary(floors),
-        "bare_proxy": turns_summary(bares),
-    }
+    results: dict[str, Any] = {"machine": machine}
+    for name, taken in turns.items():
+        results[name] = turns_summary(taken)
+        results[name]["cpu_ms_per_turn"] = round(cpu[name] / len(taken) * 1000, 2)
     results["limit"] = {
-        measure: round(bare / sdk, 3)
+        measure: round(proxied / sdk, 3)
         for measure in ("ttft_ms", "turn_ms")
         if (sdk := results["direct"][measure]["p50"])
-        and (bare := results["bare_proxy"][measure]["p50"])
+        and (proxied := results["bare_proxy"][measure]["p50"])
     }
     return results
 
@@ -269,7 +278,7 @@ async def run_latency(bench: Bench, wanted: set[str]) -> dict[str, Any]:
             if wanted & {"warm", "relay"}:
                 async with bench.direct.open() as direct:
                     if "warm" in wanted:
-                        results["warm"] = await warm(bench, direct, http)
+                        results["warm"] = await warm(bench, direct, server, http)
                     if "relay" in wanted:
                         results["relay"] = await relay(bench, direct, server, http)
             if wanted & {"new", "resume"}:

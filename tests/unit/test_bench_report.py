@@ -1,5 +1,6 @@
-"""The benchmark's table: a memory figure that did not show is not a target met; the
-SDK's two loads make one baseline."""
+"""The benchmark's table: a memory figure that did not show is not a target met; a
+limit is shown beside a target and beside a plain figure; the SDK's two loads make one
+baseline."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 
 from benchmarks.load import _figures, _row, both_runs, kib_per_more_session
 from benchmarks.measure import TurnTiming
-from benchmarks.report import rows
+from benchmarks.report import rows, table
 
 
 @pytest.mark.parametrize(
@@ -53,3 +54,36 @@ def test_the_sdks_two_loads_count_as_one() -> None:
     assert both["ttft_ms"]["p50"] in (1000.0, 3000.0) and both["ttft_ms"]["p99"] == 3000.0
     assert both["wall_ms"] == 25_000.0 and both["wall_ms_each"] == [20_000.0, 30_000.0]
     assert both["cpu_ms_per_turn"] == 20.0  # 80 ms over 4 turns
+
+
+def test_a_limit_stands_beside_a_figure_without_a_target() -> None:
+    """The warm turn's CPU has no target: the bare proxy's server CPU is shown beside
+    ccactors' (in the row's unit) to compare with, and nothing is said met or past."""
+    cpu = {"direct": 4.0, "ccactors": 8.0, "bare_proxy": 6.0}
+    results = {"warm": {side: {"cpu_ms_per_turn": ms} for side, ms in cpu.items()}}
+    (row,) = rows(results)
+    assert row["key"] == "warm_cpu"
+    assert (row["direct"], row["ccactors"], row["ratio"]) == (4.0, 8.0, 2.0)
+    assert row["limit"] == {"what": "bare proxy", "value": 6.0, "allows_target": None}
+    assert row["met"] is None
+    line = table([row]).splitlines()[2]
+    assert line.startswith("warm turn, CPU per turn (SDK / server)")
+    assert line.rstrip().endswith("6.00 ms (bare proxy)")
+
+
+@pytest.mark.parametrize(("bare_proxy", "verdict"), [(1.08, "NO"), (1.14, "NO, past the limit")])
+def test_a_target_beyond_the_bare_proxy_is_past_the_limit(bare_proxy: float, verdict: str) -> None:
+    """A warm turn over its target is only "past the limit" when the bare proxy, measured
+    in the same run, is over it too."""
+    results = {
+        "warm": {
+            "direct": {"ttft_ms": {"p50": 30.0}},
+            "ccactors": {"ttft_ms": {"p50": 36.0}},
+            "limit": {"ttft_ms": bare_proxy},
+        }
+    }
+    (row,) = rows(results)
+    assert row["key"] == "warm_ttft" and row["met"] is False
+    line = table([row]).splitlines()[2]
+    limit, met = line.split("(bare proxy)")
+    assert limit.endswith(f"{bare_proxy:.2f}x ") and met.strip() == verdict

@@ -1,21 +1,6 @@
-"""The one place that imports the Claude Agent SDK (``claude-agent-sdk``).
-
-Adapts ``claude_agent_sdk.ClaudeSDKClient`` to the ``ClaudeClient`` protocol, through the
-SDK's public API only: ``ClaudeAgentOptions``, ``connect``, ``query``,
-``receive_messages``, ``interrupt``, ``set_model``, ``disconnect``, and ``can_use_tool``
-for permission questions. Everything the CLI is allowed to do (executable, tools,
-permission mode, environment) comes from a ``CliOptions`` built from server settings;
-per session only the working directory and the conversation to resume (or fork) vary.
-
-Private SDK details still relied on, each in one place and each guarded by a test in
-``tests/unit/test_sdk_adapter.py`` that fails loudly when a new SDK release moves it:
-
-* ``ClaudeSDKClient._transport._process`` (the CLI's ``anyio.abc.Process``), read only in
-  ``_cli_process``: the SDK exposes no pid, no exit status and no kill. Guard:
-  ``test_the_sdk_still_exposes_the_cli_process``.
-* ``claude_agent_sdk/_bundled/claude``, the CLI shipped inside the SDK's wheel
-  (``BUNDLED_CLI``). Guard: ``test_the_sdk_wheel_still_bundles_its_cli``.
-"""
+"""A connected Claude Code CLI driven through ``ClaudeSDKClient`` as a ``ClaudeClient``:
+start, prompts, a cancel-safe receive, interrupts, and a close that escalates to
+SIGTERM and SIGKILL."""
 
 from __future__ import annotations
 
@@ -23,13 +8,10 @@ import collections
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import claude_agent_sdk
 import trio
 from claude_agent_sdk import (
     AssistantMessage,
@@ -38,40 +20,22 @@ from claude_agent_sdk import (
     ClaudeSDKError,
     CLIConnectionError,
     CLIJSONDecodeError,
-    PermissionResultAllow,
-    PermissionResultDeny,
     ProcessError,
-    ResultMessage,
-    SystemMessage,
-    TextBlock,
-    ToolPermissionContext,
-    ToolResultBlock,
-    ToolUseBlock,
-    UserMessage,
 )
-from claude_agent_sdk import StreamEvent as SdkStreamEvent
 
-from ._client import (
-    AssistantText,
+from .._client import (
     ClaudeClient,
     ClientError,
     ClientMessage,
     ModelRefusedError,
     Prompt,
-    SessionInit,
     SessionSpec,
-    StreamEvent,
-    ToolCall,
-    ToolOutput,
     TurnResult,
 )
-from ._types import PermissionDecision, SessionKey
+from ._messages import convert, one_user_message
+from ._options import CliOptions
 
 log = logging.getLogger(__name__)
-
-BUNDLED_CLI = Path(claude_agent_sdk.__file__).parent / "_bundled" / "claude"
-"""The Claude Code CLI shipped in the installed ``claude-agent-sdk`` wheel (the lock file
-pins SDK and CLI together). May be missing on a platform without such a wheel."""
 
 # How long a closing CLI gets to exit by itself once its input is closed (it writes the
 # rest of its transcript) before SIGTERM; SIGKILL follows CliOptions.close_timeout_s later.
@@ -80,95 +44,6 @@ _EOF_GRACE_S = 1.0
 # Stop the fatal errors of the message stream apart from a message this SDK cannot parse
 # (MessageParseError, not exported), which is skipped as 0.0.25's adapter did.
 _STREAM_FATAL = (ProcessError, CLIConnectionError, CLIJSONDecodeError)
-
-
-@dataclass(frozen=True, slots=True)
-class CliOptions:
-    """Server-wide options for every CLI process; never taken from a request.
-
-    Args:
-        cli_path: the ``claude`` executable.
-        env: extra environment for the CLI (e.g. ``CLAUDE_CONFIG_DIR``,
-            ``ANTHROPIC_BASE_URL``), on top of the server's own environment.
-        tools: the built-in tools the model may see at all (``--tools``).
-        allowed_tools: tools that run without asking (``--allowedTools``).
-        disallowed_tools: tools that are always refused (``--disallowedTools``).
-        permission_mode: the CLI's ``--permission-mode``.
-        model: the model the CLI starts with, or ``None`` for its default (a session
-            may switch its CLI to another with ``set_model``).
-        system_prompt: text that replaces Claude Code's own system prompt
-            (``--system-prompt``); ``None`` keeps Claude Code's.
-        append_system_prompt: text appended to the system prompt
-            (``--append-system-prompt``), after a session's own addition
-            (``SessionSpec.system_prompt_file``), so the operator's text comes last.
-        close_timeout_s: seconds a CLI gets to exit after SIGTERM before SIGKILL.
-        session_store: if given, makes the SDK ``SessionStore`` each CLI mirrors its
-            transcript to and resumes from (given ``SessionSpec.session_key``), as a
-            cluster's nodes share conversations; ``None``: local transcripts only.
-    """
-
-    cli_path: Path
-    env: Mapping[str, str] = field(default_factory=dict)
-    tools: tuple[str, ...] = ()
-    allowed_tools: tuple[str, ...] = ()
-    disallowed_tools: tuple[str, ...] = ()
-    permission_mode: str = "default"
-    model: str | None = None
-    system_prompt: str | None = None
-    append_system_prompt: str | None = None
-    close_timeout_s: float = 5.0
-    session_store: Callable[[Callable[[], SessionKey | None]], Any] | None = None
-
-    def sdk_options(self, spec: SessionSpec) -> ClaudeAgentOptions:
-        """The SDK options for one session. Never sets ``continue_conversation``: it picks
-        the directory's latest conversation, which may be another session's.
-
-        The system prompt, as the CLI assembles it: Claude Code's own (or
-        ``system_prompt`` instead), then the text of ``spec.system_prompt_file``
-        (``--append-system-prompt-file``: a request's text is read from a file, never
-        passed as an argument), then ``append_system_prompt``. Only settings' text is
-        ever an argument."""
-        system_prompt: str | dict[str, Any] = {"type": "preset", "preset": "claude_code"}
-        extra_args: dict[str, str | None] = {}
-        if self.system_prompt is not None:
-            system_prompt = self.system_prompt
-            if self.append_system_prompt is not None:
-                extra_args["append-system-prompt"] = self.append_system_prompt
-        elif self.append_system_prompt is not None:
-            system_prompt["append"] = self.append_system_prompt
-        if spec.system_prompt_file is not None:
-            extra_args["append-system-prompt-file"] = str(spec.system_prompt_file)
-        return ClaudeAgentOptions(
-            cli_path=self.cli_path,
-            cwd=spec.cwd,
-            resume=spec.resume,
-            fork_session=spec.fork,
-            resume_session_at=spec.resume_at,
-            model=self.model,
-            # Exactly this set of built-in tools (an empty list: none at all).
-            tools=list(self.tools),
-            allowed_tools=list(self.allowed_tools),
-            disallowed_tools=list(self.disallowed_tools),
-            permission_mode=self.permission_mode,  # type: ignore[arg-type]
-            # The SDK's default is no system prompt at all; Claude Code's own, as before.
-            system_prompt=system_prompt,  # type: ignore[arg-type]
-            env=dict(self.env),
-            include_partial_messages=True,
-            # The SDK routes the CLI's permission questions here (--permission-prompt-tool
-            # stdio) and answers them in the format the CLI expects.
-            can_use_tool=None if spec.can_use_tool is None else _sdk_permission(spec.can_use_tool),
-            # Only what these options say: no user, project or local settings, and no MCP
-            # servers found in the workspace.
-            setting_sources=[],
-            strict_mcp_config=True,
-            # No app label derived from this process's packages (it would ride in the
-            # CLI's user agent), and no disk scan for it at every start.
-            client_app="",
-            extra_args=extra_args,
-            session_store=(
-                None if self.session_store is None else self.session_store(spec.session_key)
-            ),
-        )
 
 
 def _cli_process(client: ClaudeSDKClient) -> Any:
@@ -250,7 +125,7 @@ class _SdkClient:
             if isinstance(prompt, str):
                 await self._client.query(prompt)
             else:
-                await self._client.query(_one_user_message(prompt))
+                await self._client.query(one_user_message(prompt))
         except Exception as exc:
             raise ClientError(f"cannot send to Claude Code: {exc}") from exc
 
@@ -312,7 +187,7 @@ class _SdkClient:
             and message.uuid is not None
         ):
             self._assistant_uuid = message.uuid
-        converted = _convert(message)
+        converted = convert(message)
         if converted and isinstance(converted[-1], TurnResult):
             result = converted[-1]
             converted[-1] = dataclasses.replace(result, assistant_uuid=self._assistant_uuid)
@@ -354,79 +229,6 @@ class _SdkClient:
         if self.alive:
             log.warning("Claude Code pid %s did not exit on SIGTERM: killing it", self.pid)
             self._process.kill()
-
-
-def _one_user_message(content: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    """A user message of content blocks (Anthropic's ``text``, ``image``, ``document``
-    block formats), as the one-message stream ``ClaudeSDKClient.query`` accepts."""
-
-    async def stream() -> AsyncIterator[dict[str, Any]]:
-        yield {
-            "type": "user",
-            "message": {"role": "user", "content": content},
-            "parent_tool_use_id": None,
-        }
-
-    return stream()
-
-
-def _convert(message: Any) -> list[ClientMessage]:
-    """Translate one SDK message to zero or more ``ClientMessage``s."""
-    match message:
-        case SdkStreamEvent(event=event):
-            return [StreamEvent(event)]
-        case AssistantMessage(model="<synthetic>"):
-            return []  # the CLI's own text (e.g. an API error), repeated in the result
-        case AssistantMessage(content=blocks):
-            out: list[ClientMessage] = []
-            for block in blocks:
-                if isinstance(block, TextBlock):
-                    out.append(AssistantText(block.text))
-                elif isinstance(block, ToolUseBlock):
-                    out.append(ToolCall(block.id, block.name, block.input))
-            return out
-        case UserMessage(content=list() as blocks):
-            return [
-                ToolOutput(block.tool_use_id, block.content, bool(block.is_error))
-                for block in blocks
-                if isinstance(block, ToolResultBlock)
-            ]
-        case SystemMessage(subtype="init", data=data) if data.get("session_id"):
-            return [SessionInit(data["session_id"])]
-        case ResultMessage():
-            return [
-                TurnResult(
-                    claude_session_id=message.session_id,
-                    is_error=message.is_error,
-                    subtype=message.subtype,
-                    result=message.result,
-                    usage=message.usage,
-                    total_cost_usd=message.total_cost_usd,
-                    duration_ms=message.duration_ms,
-                    api_error_status=_int_or_none(message.api_error_status),
-                    user_message_uuid=message.user_message_uuid,
-                )
-            ]
-        case _:
-            return []
-
-
-def _sdk_permission(ask: Callable[[str, dict[str, Any]], Awaitable[PermissionDecision]]) -> Any:
-    """Adapt a ``SessionSpec.can_use_tool`` to the SDK's ``can_use_tool`` callback."""
-
-    async def can_use_tool(
-        tool_name: str, tool_input: dict[str, Any], context: ToolPermissionContext
-    ) -> PermissionResultAllow | PermissionResultDeny:
-        decision = await ask(tool_name, tool_input)
-        if decision.allow:
-            return PermissionResultAllow()
-        return PermissionResultDeny(message=decision.message)
-
-    return can_use_tool
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) else None
 
 
 @asynccontextmanager

@@ -24,6 +24,7 @@ SCENARIOS = ("warm", "relay", "new", "resume", "hol", "load", "open", "memory")
 ROWS = {
     "warm_ttft",
     "warm_turn",
+    "warm_cpu",
     "relay",
     "cpu_per_delta",
     "load_ttft_p99",
@@ -50,7 +51,8 @@ def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path)
     """``python -m benchmarks --quick`` completes, prints the side-by-side table, and
     its JSON holds every scenario with figures for both contenders, every table row,
     the HTTP floor's, the bare proxy's and the warmed-up SDK client's turns and the
-    limits taken from them, and every streamed delta the relay asked for."""
+    limits taken from them, each warm contender's CPU per turn, and every streamed
+    delta the relay asked for."""
     claude_cli()
     path = tmp_path / "bench.json"
     done = subprocess.run(
@@ -80,7 +82,17 @@ def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path)
         sdk = warm["direct"][measure]["p50"]
         assert warm["limit"][measure] == round(bare[measure]["p50"] / sdk, 3) > 0, measure
     limited = {row["key"]: row["limit"] for row in result["rows"] if row["limit"]}
-    assert limited.keys() == {"warm_ttft", "warm_turn", "cpu_per_delta", "new_pool_vs_warm"}
+    assert limited.keys() == {
+        "warm_ttft",
+        "warm_turn",
+        "warm_cpu",
+        "cpu_per_delta",
+        "new_pool_vs_warm",
+    }
+    # (psutil counts another process's CPU in clock ticks: a few quick turns may read 0)
+    assert all(warm[side]["cpu_ms_per_turn"] >= 0 for side in ("ccactors", "bare_proxy", "floor"))
+    assert warm["direct"]["cpu_ms_per_turn"] > 0
+    assert limited["warm_cpu"]["value"] == bare["cpu_ms_per_turn"]
     assert result["new"]["warm_pool"]["direct"]["warmed_first_turn"]["turns"] > 0
     assert limited["warm_ttft"]["value"] == warm["limit"]["ttft_ms"]
     relay = result["relay"]

@@ -137,9 +137,6 @@ IDLE_REASON = "idle timeout"
 MAX_CLOSE_REASON = 123  # bytes a close frame has room for
 
 
-# -- Client messages ------------------------------------------------------------------
-
-
 # -- Connections ----------------------------------------------------------------------
 
 

@@ -356,17 +356,17 @@ async def stream_turn(
                     finished = finished or take_queued(frames)
                 # In a burst (the last write was under COALESCE_S ago), gather what
                 # arrives until COALESCE_S after it: fewer, larger writes. A write after
-                # a pause (the first text of a turn) goes out at once, without even a
-                # pass through the scheduler: a cancel scope entered past its deadline
-                # cancels at its first checkpoint, and that pass let the actor and the
-                # SDK's reader run first (traced: the first text's write 0.4-0.9 ms
-                # after the SDK read it, 0.2 ms without). In a dense stream, sleep to
-                # the end of that window and take what came then, rather than waking
+                # a pause (the first text of a turn) goes out after one pass through the
+                # scheduler (the window has passed: its scope cancels at the first
+                # checkpoint). Skipping that pass handed the first text to hypercorn
+                # ~0.4 ms sooner, yet made warm turns ~2% slower in two A/B series
+                # (docs/reference/benchmarks.md), so it stays. In a dense stream, sleep
+                # to the end of that window and take what came then, rather than waking
                 # for each event (a scheduler pass per delta).
                 if dense and not finished:
                     await trio.sleep_until(written + COALESCE_S)
                     finished = take_queued(frames)
-                elif written + COALESCE_S > trio.current_time():
+                else:
                     with trio.move_on_at(written + COALESCE_S):
                         while not finished and len(frames) < MAX_FRAMES_PER_WRITE:
                             more, finished = frames_for(await _next_event(events))

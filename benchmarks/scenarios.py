@@ -29,6 +29,13 @@ from .server import (
 )
 
 FIVE = "[[chunks=5]]"  # a short reply, streamed as five deltas
+# Seconds between one contender's warm turn and the next's. A CLI goes on working after
+# its result (the SDK's CLI, 40 warm turns: ~2 ms of CPU in the first 2 ms, at most
+# 15-20 ms), so a turn started at once shared the cores with the previous contender's
+# CLI, and which one came before was fixed (before the bare proxy: the HTTP floor, no
+# CLI). With the pause, ccactors / bare proxy TTFT read 0.98-1.05 in 8 runs, against
+# 0.96-1.14 in 10 without.
+SETTLE_S = 0.03
 
 
 async def wait_pool_full(http: httpx.AsyncClient, size: int) -> None:
@@ -60,9 +67,10 @@ def shifted(timing: TurnTiming, seconds: float) -> TurnTiming:
 async def warm(
     bench: Bench, direct: Session, server: Process, http: httpx.AsyncClient
 ) -> dict[str, Any]:
-    """Warm turns on a live session: TTFT and whole turn, five deltas each, and the CPU
-    each contender's process spends on a turn (``cpu_ms_per_turn``: this process's for
-    the SDK alone, the server process's for the others, their CLIs apart). Beside them,
+    """Warm turns on a live session, ``SETTLE_S`` apart: TTFT and whole turn, five deltas
+    each, and the CPU each contender's process spends on a turn (``cpu_ms_per_turn``:
+    this process's for the SDK alone, the server process's for the others, their CLIs
+    apart). Beside them,
     taking turns with the two: the HTTP floor (``floor.py``: the same stack and client, no
     CLI, no work) and the bare proxy (``bare_proxy.py``: the SDK's events passed through
     on the same stack, nothing else): the least any proxy on this stack can take for a
@@ -89,6 +97,7 @@ async def warm(
             cpu = dict.fromkeys(contenders, 0.0)
             for n in range(bench.plan.warm_turns):
                 for name, (take_turn, process) in contenders.items():
+                    await trio.sleep(SETTLE_S)
                     with CpuMeter(process) as meter:
                         turns[name].append(await take_turn(f"warm {n} {FIVE}"))
                     cpu[name] += meter.seconds

@@ -51,3 +51,7 @@ bench-lineage *ARGS: setup
 # A local cluster: a warm turn through HAProxy vs straight to its node, and a hand-off.
 bench-cluster *ARGS: setup
     uv run python -m benchmarks.cluster {{ARGS}}
+
+# This tree's ccactors against another git revision's, served side by side (warm turns).
+bench-compare REV *ARGS: setup
+    uv run python -m benchmarks.compare {{REV}} {{ARGS}}

@@ -19,7 +19,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,6 @@ from typing import Any
 import trio
 
 from actors import BUNDLED_CLI
-from app._server import wait_for_signal
 
 from .direct import Direct
 from .load import run_load
@@ -39,7 +37,7 @@ from .measure import Quiet
 from .plan import SCENARIOS, Bench, Plan
 from .report import rows, table
 from .scenarios import run_latency
-from .server import start_upstream
+from .server import Stopped, start_upstream, until_signal
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -101,32 +99,13 @@ def cli_version() -> str:
         return "unknown"
 
 
-class Stopped(Exception):
-    """The run was stopped by ``signum`` (after stopping everything it started)."""
-
-    def __init__(self, signum: signal.Signals) -> None:
-        super().__init__(signum.name)
-        self.signal = signum
-
-
 async def run(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """The scenarios ``args`` ask for; their results.
 
     Ctrl-C (SIGINT) or SIGTERM cancels the run, so every server, CLI and upstream it
     started is stopped on the way out; then ``Stopped`` is raised.
     """
-    received: list[signal.Signals] = []
-    async with trio.open_nursery() as nursery:
-
-        async def stop_on_signal() -> None:
-            received.append(await wait_for_signal())
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(stop_on_signal)
-        results = await run_scenarios(args, root)
-        nursery.cancel_scope.cancel()
-        return results
-    raise Stopped(received[0])
+    return await until_signal(run_scenarios, args, root)
 
 
 async def run_scenarios(args: argparse.Namespace, root: Path) -> dict[str, Any]:

@@ -17,19 +17,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import psutil
 import trio
 
-from app._server import OFFLINE_API_KEY
+from app._server import OFFLINE_API_KEY, wait_for_signal
 from app._settings import PROJECT_ROOT
 
 from .measure import DELTA, TURN_LIMIT_S, TurnTiming
+
+T = TypeVar("T")
 
 MODEL = "claude-sonnet-4-6"
 STATS_WAIT_S = 120  # a state of the server waited for (a full warm pool...) comes by then
@@ -67,11 +69,42 @@ class Process:
                 self.popen.stdout.close()
 
 
+class Stopped(Exception):
+    """The run was stopped by ``signum`` (after stopping everything it started)."""
+
+    def __init__(self, signum: signal.Signals) -> None:
+        super().__init__(signum.name)
+        self.signal = signum
+
+
+async def until_signal(run: Callable[..., Awaitable[T]], *args: Any) -> T:
+    """``await run(*args)``, cancelled by Ctrl-C (SIGINT) or SIGTERM, so that every
+    process it started is stopped on the way out (each is, in a ``finally``); then
+    ``Stopped`` is raised."""
+    received: list[signal.Signals] = []
+    async with trio.open_nursery() as nursery:
+
+        async def stop_on_signal() -> None:
+            received.append(await wait_for_signal())
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(stop_on_signal)
+        result = await run(*args)
+        nursery.cancel_scope.cancel()
+        return result
+    raise Stopped(received[0])
+
+
 def spawn(
-    args: list[str], log_path: Path, env: dict[str, str] | None = None, module: str = "app"
+    args: list[str],
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    module: str = "app",
+    tree: Path = PROJECT_ROOT,
 ) -> Process:
-    """Start ``python -m <module> <args>`` (a command that prints ``serving on <url>``) and
-    wait up to 60 s for its URL. Its stderr goes to ``log_path``.
+    """Start ``python -m <module> <args>`` (a command that prints ``serving on <url>``)
+    from the source tree ``tree`` (its working directory, so ``<module>`` is that tree's)
+    and wait up to 60 s for its URL. Its stderr goes to ``log_path``.
 
     Raises:
         RuntimeError: it exited or printed no URL in time (with its log).
@@ -79,7 +112,7 @@ def spawn(
     with log_path.open("w") as log:
         popen = subprocess.Popen(
             [sys.executable, "-m", module, *args],
-            cwd=PROJECT_ROOT,
+            cwd=tree,
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -128,7 +161,9 @@ def upstream_env(upstream_url: str) -> dict[str, str]:
     }
 
 
-def start_ccactors(state_dir: Path, upstream_url: str, settings: dict[str, Any]) -> Process:
+def start_ccactors(
+    state_dir: Path, upstream_url: str, settings: dict[str, Any], tree: Path = PROJECT_ROOT
+) -> Process:
     """``ccactors serve`` on a free port, its CLIs pointed at ``upstream_url``.
 
     Args:
@@ -136,6 +171,7 @@ def start_ccactors(state_dir: Path, upstream_url: str, settings: dict[str, Any])
         upstream_url: the offline upstream's base URL.
         settings: ccactors settings by name (``warm_pool_size=2`` becomes
             ``CCACTORS_WARM_POOL_SIZE=2``).
+        tree: the source tree to run (another checkout: ``benchmarks.compare``).
     """
     state_dir.mkdir(parents=True, exist_ok=True)
     env = {f"CCACTORS_{name.upper()}": str(value) for name, value in settings.items()}
@@ -145,7 +181,7 @@ def start_ccactors(state_dir: Path, upstream_url: str, settings: dict[str, Any])
     env.setdefault("CCACTORS_MODEL", MODEL)
     env.update(upstream_env(upstream_url))
     args = ["serve", "--port", "0", "--state-dir", str(state_dir)]
-    return spawn(args, state_dir.parent / f"{state_dir.name}.log", env)
+    return spawn(args, state_dir.parent / f"{state_dir.name}.log", env, tree=tree)
 
 
 async def stats(http: httpx.AsyncClient) -> dict[str, Any]:

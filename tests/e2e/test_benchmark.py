@@ -112,6 +112,36 @@ def test_quick_benchmark_measures_every_scenario_and_writes_json(tmp_path: Path)
         assert memory["rss_kib_per_more_session"] == by_load[-1]
 
 
+def test_two_versions_are_compared_side_by_side_and_the_worktree_removed(tmp_path: Path) -> None:
+    """``python -m benchmarks.compare REV`` serves this tree's ccactors, ``REV``'s (from
+    a git worktree) and the bare proxy, takes warm turns on each, writes each run's p50s
+    and the medians of their ratios, and leaves no worktree and no process behind."""
+    claude_cli()
+    path = tmp_path / "compare.json"
+    worktrees = ["git", "-C", str(PROJECT_ROOT), "worktree", "list", "--porcelain"]
+    before = subprocess.run(worktrees, capture_output=True, text=True, check=True).stdout
+    args = ["HEAD", "--runs", "1", "--turns", "2", "--json", str(path)]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "ttft this / rev" in done.stdout
+    result = json.loads(path.read_text())
+    (run,) = result["runs"]
+    for side in ("this", "rev", "bare_proxy"):
+        assert run[side]["failed"] == 0, side
+        assert 0 < run[side]["ttft"] <= run[side]["turn"], side
+    assert result["summary"]["ttft this / rev"] == round(
+        run["this"]["ttft"] / run["rev"]["ttft"], 3
+    )
+    after = subprocess.run(worktrees, capture_output=True, text=True, check=True).stdout
+    assert after == before
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_the_benchmark_and_everything_it_started(
     tmp_path: Path, signum: signal.Signals

@@ -1,11 +1,12 @@
 """The benchmark's table: a memory figure that did not show is not a target met; a
 limit is shown beside a target and beside a plain figure; the SDK's two loads make one
-baseline."""
+baseline; a comparison of two versions is the median of each run's ratios."""
 
 from __future__ import annotations
 
 import pytest
 
+from benchmarks.compare import summary
 from benchmarks.load import _figures, _row, both_runs, kib_per_more_session
 from benchmarks.measure import TurnTiming
 from benchmarks.report import rows, table
@@ -87,3 +88,22 @@ def test_a_target_beyond_the_bare_proxy_is_past_the_limit(bare_proxy: float, ver
     line = table([row]).splitlines()[2]
     limit, met = line.split("(bare proxy)")
     assert limit.endswith(f"{bare_proxy:.2f}x ") and met.strip() == verdict
+
+
+def test_a_comparison_is_the_median_of_each_runs_ratios() -> None:
+    """Two versions served side by side: each run gives its own ratios (the hour
+    touches both versions alike within a run), and the summary is their median; a run
+    that lacks a figure (every turn failed) is left out of that ratio."""
+    runs = [
+        {"this": {"ttft": 30.0, "turn": 40.0}, "rev": {"ttft": 33.0, "turn": 40.0},
+         "bare_proxy": {"ttft": 30.0, "turn": 36.0}},
+        {"this": {"ttft": 40.0, "turn": 50.0}, "rev": {"ttft": 40.0, "turn": 50.0},
+         "bare_proxy": {"ttft": 40.0, "turn": 50.0}},
+        {"this": {"ttft": 20.0, "turn": None}, "rev": {"ttft": 25.0, "turn": 30.0},
+         "bare_proxy": {"ttft": 20.0, "turn": 30.0}},
+    ]  # fmt: skip
+    medians = summary(runs)
+    assert medians["ttft this / rev"] == round(30 / 33, 3)  # of 30/33, 1.0 and 0.8
+    assert medians["ttft rev / bare_proxy"] == 1.1  # of 1.1, 1.0 and 1.25
+    assert medians["turn this / rev"] == 1.0  # the third run has no whole-turn figure
+    assert medians["turn this / bare_proxy"] == round((40 / 36 + 1.0) / 2, 3)

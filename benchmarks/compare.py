@@ -36,7 +36,7 @@ import trio
 
 from app._settings import PROJECT_ROOT
 
-from .measure import TurnTiming
+from .measure import TurnTiming, turns_summary
 from .scenarios import FIVE, SETTLE_S
 from .server import (
     Stopped,
@@ -72,12 +72,6 @@ def worktree(rev: str) -> Iterator[Path]:
             yield path
         finally:
             subprocess.run([*git, "worktree", "remove", "--force", str(path)], check=False)
-
-
-def p50_ms(turns: list[TurnTiming], measure: str) -> float | None:
-    """The median TTFT (``ttft``) or whole turn (``turn``) of the successful turns, ms."""
-    values = [t.ttft_s if measure == "ttft" else t.turn_s for t in turns if t.ok]
-    return round(statistics.median(values) * 1000, 2) if values else None
 
 
 def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -126,13 +120,14 @@ async def one_run(root: Path, upstream_url: str, tree: Path, turns: int) -> dict
     finally:
         for server in servers.values():
             server.stop()
+    figures = {side: turns_summary(timings) for side, timings in taken.items()}
     return {
         side: {
-            "ttft": p50_ms(timings, "ttft"),
-            "turn": p50_ms(timings, "turn"),
-            "failed": sum(not t.ok for t in timings),
+            "ttft": summary_["ttft_ms"]["p50"],
+            "turn": summary_["turn_ms"]["p50"],
+            "failed": sum(summary_["failures"].values()),
         }
-        for side, timings in taken.items()
+        for side, summary_ in figures.items()
     }
 
 

@@ -70,12 +70,12 @@ async def warm(
     """Warm turns on a live session, ``SETTLE_S`` apart: TTFT and whole turn, five deltas
     each, and the CPU each contender's process spends on a turn (``cpu_ms_per_turn``:
     this process's for the SDK alone, the server process's for the others, their CLIs
-    apart). Beside them,
-    taking turns with the two: the HTTP floor (``floor.py``: the same stack and client, no
-    CLI, no work) and the bare proxy (``bare_proxy.py``: the SDK's events passed through
-    on the same stack, nothing else): the least any proxy on this stack can take for a
-    turn, so ``limit`` is bare proxy / SDK. The floor shows how much of that is the stack
-    itself; the rest is the CLI sharing the machine with the server and the client."""
+    apart). Beside them, taking turns with the two: the HTTP floor (``floor.py``: the
+    same stack and client, no CLI, no work) and the bare proxy (``bare_proxy.py``: the
+    SDK's events passed through on the same stack, nothing else): the least any proxy on
+    this stack can take for a turn, so ``limit`` is bare proxy / SDK. The floor shows
+    how much of that is the stack itself; the rest is the CLI sharing the machine with
+    the server and the client."""
     floor = start_floor(bench.root / "floor.log")
     bare = None
     try:
